@@ -1,0 +1,23 @@
+"""deploytool: push-pull deploys of Python web apps with Fabric.
+
+In a project's ``fabfile.py``::
+
+    from deploytool import ns
+"""
+
+from .errors import DeployError, InventoryError, RemoteError
+from .inventory import HostConfig, Inventory, load_inventory
+from .layout import Layout
+from .tasks import namespace, ns
+
+__all__ = [
+    "DeployError",
+    "HostConfig",
+    "Inventory",
+    "InventoryError",
+    "Layout",
+    "RemoteError",
+    "load_inventory",
+    "namespace",
+    "ns",
+]

@@ -1,0 +1,274 @@
+"""The deploy and rollback flows across a stage's hosts: laptop checks, prepare everywhere, then switch.
+
+    deploy:   plan (laptop only: commit, requirements, config)  ->  connect
+              -> prepare on every host in parallel (check + lock, push, build)
+              -> switch every host (config, current, after-switch, journal, prune, unlock)
+    rollback: connect -> check + lock everywhere -> choose one target for all -> switch everywhere
+
+"prepare" and "switch" are separate phases so that nothing goes live until every host is ready.
+"""
+
+from __future__ import annotations
+
+import getpass
+import posixpath
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import journal, phases
+from .errors import DeployError
+from .fleet import describe_failures, on_each
+from .inventory import HostConfig, Inventory
+from .layout import Layout
+from .release import Release, check_release_id, deployer, resolve_commit, utc_now
+from .transport import close, connect
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """Everything a deploy decides on the laptop before any host is touched."""
+
+    release: Release
+    hosts: tuple[HostConfig, ...]
+    install_args: dict[str, list[str]] = field(default_factory=dict)  # host name -> pip arguments
+    config: dict[str, str] = field(default_factory=dict)  # host name -> base64 tar of rendered etc/
+
+
+def _owner(action: str, release: str) -> dict[str, str]:
+    return {"action": action, "release": release, "user": deployer(), "since": _now()}
+
+
+def _now() -> str:
+    return utc_now().isoformat(timespec="seconds")
+
+
+def prompt_sudo_password(hosts: Sequence[HostConfig]) -> str | None:
+    """Ask once for the sudo password when any host installs config through sudo; never stored."""
+    if not any(host.sudo for host in hosts):
+        return None
+    return getpass.getpass("sudo password for the deploy user (used for /etc and service commands): ")
+
+
+@contextmanager
+def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Iterator[list[phases.Target]]:
+    """Open connections to every host in parallel, or fail naming each host that could not be reached."""
+    results = on_each(hosts, lambda host: phases.Target(host, connect(host), password), lambda h: h.name)
+    targets = [target for _, target in results.done]
+    try:
+        if results.failed:
+            raise DeployError(
+                describe_failures("connecting", [(host.name, error) for host, error in results.failed])
+            )
+        yield sorted(targets, key=lambda target: [h.name for h in hosts].index(target.name))
+    finally:
+        for target in targets:
+            close(target.c)
+
+
+def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
+    release = plan.release
+    phases.check(target, _owner("deploy", release.id))
+    try:
+        phases.push(target, str(project_root), release.commit)
+        phases.build(target, release, plan.install_args[target.name], plan.config.get(target.name))
+    except Exception as error:
+        phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+        raise
+
+
+def _failed_entry(event: str, release: Release, target: phases.Target, error: object) -> journal.Entry:
+    return journal.Entry(
+        event=event,
+        release=release.id,
+        status="failed",
+        previous=target.state.current,
+        commit=release.commit,
+        user=release.user,
+        time=_now(),
+        reason=str(error).removeprefix(f"{target.name}: "),
+    )
+
+
+def _ok_entry(event: str, release_id: str, commit: str | None, target: phases.Target) -> journal.Entry:
+    return journal.Entry(
+        event=event,
+        release=release_id,
+        status="ok",
+        previous=target.state.current,
+        commit=commit,
+        user=deployer(),
+        time=_now(),
+    )
+
+
+def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
+    entries = [*target.state.entries, entry]
+    present = [*target.state.releases, entry.release]
+    return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
+
+
+ConfigFor = Callable[[phases.Target, str, "str | None"], "phases.ConfigSwitch | None"]
+
+
+def _no_config(target: phases.Target, release_id: str, previous: str | None) -> phases.ConfigSwitch | None:
+    return None
+
+
+def run_deploy(
+    plan: Plan, project_root: Path, say: Say, config_for: ConfigFor = _no_config, password: str | None = None
+) -> None:
+    """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
+    that host's ``current`` untouched and its half-built release removed."""
+    release = plan.release
+    with connected(plan.hosts, password) as targets:
+        say(f"Preparing {release.id} on {len(targets)} host(s)")
+        prepared = on_each(targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name)
+        if prepared.failed:
+            others = [target for target, _ in prepared.done]
+            failed_names = ", ".join(target.name for target, _ in prepared.failed)
+            on_each(
+                others,
+                lambda t: phases.abort(
+                    t, release.id, _failed_entry("deploy", release, t, f"{failed_names} failed")
+                ),
+                lambda t: t.name,
+            )
+            raise DeployError(
+                describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
+                + "\nNo host was switched; current is unchanged everywhere."
+            )
+        say(f"Switching {len(targets)} host(s) to {release.id}")
+        switched = on_each(targets, lambda target: _switch_new(target, release, config_for), lambda t: t.name)
+        for target, _ in switched.done:
+            say(f"  {target.name}: current -> {release.id}")
+        if switched.failed:
+            raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
+
+
+def _switch_new(target: phases.Target, release: Release, config_for: ConfigFor) -> None:
+    entry = _ok_entry("deploy", release.id, release.commit, target)
+    previous = target.state.current
+    try:
+        phases.switch(
+            target, release.id, entry, config_for(target, release.id, previous), _prune_list(target, entry)
+        )
+    except phases.SwitchFailed as error:
+        if error.switched:
+            _switch_back(target, release.id, previous, config_for)
+        phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+        raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}") from None
+
+
+def _switch_back(target: phases.Target, failed_id: str, previous: str | None, config_for: ConfigFor) -> None:
+    """Point ``current`` at ``previous`` again (with its config) after a failed after-switch command."""
+    if previous is None:
+        phases.remove_current(target)
+        return
+    entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
+    try:
+        phases.switch(target, previous, entry, config_for(target, previous, failed_id))
+    except phases.SwitchFailed:
+        pass  # the original error is reported; the journal and output say where the host stands
+
+
+def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
+    """One release every host can return to: ``to`` if given, else each host's previous good release,
+    which must agree. Refused before any host is switched."""
+    if to is not None:
+        check_release_id(to)
+        missing = [t.name for t in targets if to not in t.state.releases]
+        if missing:
+            raise DeployError(
+                f"release {to} is not on {', '.join(missing)}; nothing was switched (see: fab releases)"
+            )
+        failed = [t.name for t in targets if to not in journal.good_releases(t.state.entries)]
+        if failed:
+            raise DeployError(
+                f"release {to} never went live on {', '.join(failed)}; refusing to switch to it"
+            )
+        return to
+    choices = {
+        t.name: journal.rollback_target(t.state.entries, t.state.current, t.state.releases) for t in targets
+    }
+    none = [name for name, choice in choices.items() if choice is None]
+    if none:
+        raise DeployError(
+            f"no earlier good release to roll back to on {', '.join(none)}; nothing was switched"
+        )
+    distinct = set(choices.values())
+    if len(distinct) > 1:
+        listing = ", ".join(f"{name}: {choice}" for name, choice in choices.items())
+        raise DeployError(f"hosts disagree on the previous release ({listing}); choose one with --to ID")
+    return distinct.pop()  # type: ignore[return-value]
+
+
+def run_rollback(
+    hosts: Sequence[HostConfig],
+    to: str | None,
+    say: Say,
+    config_for: ConfigFor = _no_config,
+    password: str | None = None,
+) -> str:
+    """Switch every host back to the previous good release (or ``to``); installs nothing."""
+    with connected(hosts, password) as targets:
+        locked = on_each(targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name)
+        if locked.failed:
+            on_each([t for t, _ in locked.done], lambda t: phases.abort(t, None, None), lambda t: t.name)
+            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]))
+        try:
+            chosen = choose_rollback_target(targets, to)
+        except DeployError:
+            on_each(targets, lambda t: phases.abort(t, None, None), lambda t: t.name)
+            raise
+        say(f"Rolling back {len(targets)} host(s) to {chosen}")
+
+        def switch_one(target: phases.Target) -> None:
+            if target.state.current == chosen:
+                phases.abort(target, None, None)
+                say(f"  {target.name}: already on {chosen}")
+                return
+            commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
+            entry = _ok_entry("rollback", chosen, commit, target)
+            phases.switch(target, chosen, entry, config_for(target, chosen, target.state.current))
+            say(f"  {target.name}: current -> {chosen}")
+
+        switched = on_each(targets, switch_one, lambda t: t.name)
+        if switched.failed:
+            on_each([t for t, _ in switched.failed], lambda t: phases.abort(t, None, None), lambda t: t.name)
+            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in switched.failed]))
+        return chosen
+
+
+def install_args(host: HostConfig, project_root: Path, release_path: str) -> list[str]:
+    """The installer's arguments for ``host``: pinned files from the mirror only, into the release's venv."""
+    try:
+        relative = host.requirements.resolve().relative_to(project_root.resolve())
+    except ValueError:
+        raise DeployError(
+            f"requirements file {host.requirements} is outside the project {project_root}; it must be committed"
+        ) from None
+    requirements = posixpath.join(release_path, relative.as_posix())
+    return [
+        "install",
+        "--no-deps",
+        "--exists-action=w",
+        "--no-index",
+        "--find-links",
+        host.mirror,
+        "-r",
+        requirements,
+    ]
+
+
+def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> Plan:
+    """Decide the release on the laptop: resolve the commit and mint one id for every host."""
+    commit = resolve_commit(inventory.project_root, ref)
+    plan = Plan(release=Release.mint(commit), hosts=tuple(hosts))
+    for host in hosts:
+        release_path = Layout(host.root).release(plan.release.id)
+        plan.install_args[host.name] = install_args(host, inventory.project_root, release_path)
+    return plan

@@ -1,0 +1,37 @@
+"""Expose the mock /etc API: render ``etc-mock/`` per host, ship it, install it, diff it.
+
+The work is split in two modules, one concept each:
+
+* :mod:`deploytool.etc_render` -- render templates to a :class:`RenderedEtc` (and the list of
+  variables templates can use), write it to a local dir, pack it as a tar;
+* :mod:`deploytool.etc_install` -- the host side: the one-command installer used by deploy and
+  rollback, and the diff of a render against the host's current files.
+"""
+
+from deploytool.etc_install import SUDO_PROMPT, FileDiff, diff_against, format_diffs, install_command
+from deploytool.etc_render import (
+    EtcPathError,
+    RenderedEtc,
+    RenderErrors,
+    TemplateError,
+    render_all,
+    render_host,
+    tar_bytes,
+    write_tree,
+)
+
+__all__ = [
+    "SUDO_PROMPT",
+    "EtcPathError",
+    "FileDiff",
+    "RenderErrors",
+    "RenderedEtc",
+    "TemplateError",
+    "diff_against",
+    "format_diffs",
+    "install_command",
+    "render_all",
+    "render_host",
+    "tar_bytes",
+    "write_tree",
+]

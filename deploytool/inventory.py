@@ -1,0 +1,313 @@
+"""Read and validate ``hosts.yml``: the stages, their hosts, and each host's resolved settings.
+
+Settings are looked up host -> stage -> top level -> default; ``vars`` mappings are merged in that order
+instead of replaced. Every unknown key, wrong type or missing required key is an `InventoryError` that names
+the file and the key's place (``stages.production.hosts.web1.keep_release``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InventoryError
+
+# name -> (type description, check, default). ``None`` default with no check of absence means optional.
+_Check = Callable[[Any], bool]
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_str(item) for item in value)
+
+
+def _is_shared_dir_list(value: Any) -> bool:
+    return _is_str_list(value) and all(
+        "/" not in item and item not in (".", "..") and not item.startswith(".") for item in value
+    )
+
+
+def _one_of(*choices: str) -> _Check:
+    return lambda value: value in choices
+
+
+#: Settings allowed at the top level, in a stage and in a host entry.
+SETTINGS: dict[str, tuple[str, _Check, Any]] = {
+    "transport": ("'ssh' or 'local'", _one_of("ssh", "local"), "ssh"),
+    "address": ("a host name or IP address", _is_str, None),
+    "user": ("a user name", _is_str, None),
+    "port": ("a port number", _is_port, 22),
+    "root": ("an absolute path", _is_str, None),
+    "known_hosts": ("a path", _is_str, "~/.ssh/known_hosts"),
+    "identity_file": ("a path", _is_str, None),
+    "connect_timeout": ("a number of seconds", _is_positive_int, 10),
+    "allow_root": ("true or false", _is_bool, False),
+    "requirements": ("a path", _is_str, "requirements/prod.txt"),
+    "mirror": ("a URL or path", _is_str, None),
+    "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), "pip"),
+    "python": ("a command or path", _is_str, "python3"),
+    "keep_releases": ("a whole number >= 1", _is_positive_int, 5),
+    "shared_dirs": ("a list of directory names", _is_shared_dir_list, ["logs"]),
+    "vars": ("a mapping", _is_mapping, {}),
+    "etc_root": ("an absolute path", _is_str, "/"),
+    "sudo": ("true or false", _is_bool, False),
+    "validate": ("a list of commands", _is_str_list, []),
+    "after_switch": ("a list of commands", _is_str_list, []),
+}
+TOP_LEVEL: dict[str, tuple[str, _Check]] = {
+    "app": ("a name", _is_str),
+    "default_stage": ("a stage name", _is_str),
+    "stages": ("a mapping of stage names to stages", _is_mapping),
+    "etc_templates": ("a path", _is_str),
+}
+REQUIRED_SETTINGS = ("root", "mirror")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything deploytool needs to know about one host of one stage, fully resolved."""
+
+    name: str
+    stage: str
+    app: str
+    transport: str
+    address: str
+    user: str | None
+    port: int
+    root: str
+    known_hosts: str
+    identity_file: str | None
+    connect_timeout: int
+    allow_root: bool
+    requirements: Path
+    mirror: str
+    installer: str
+    python: str
+    keep_releases: int
+    shared_dirs: tuple[str, ...]
+    vars: Mapping[str, Any]
+    etc_root: str
+    sudo: bool
+    validate: tuple[str, ...]
+    after_switch: tuple[str, ...]
+
+    @property
+    def is_local(self) -> bool:
+        return self.transport == "local"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A validated ``hosts.yml``."""
+
+    path: Path
+    app: str
+    default_stage: str | None
+    etc_templates: Path
+    stages: Mapping[str, tuple[HostConfig, ...]] = field(default_factory=dict)
+
+    @property
+    def project_root(self) -> Path:
+        return self.path.parent
+
+    def hosts(self, stage: str | None, only: str | None = None) -> tuple[HostConfig, ...]:
+        """Return the hosts of ``stage`` (the default stage when None), limited to the comma list ``only``."""
+        name = stage or self.default_stage
+        if not name:
+            raise InventoryError(f"{self.path}: no --stage given and no default_stage set")
+        if name not in self.stages:
+            raise InventoryError(
+                f"{self.path}: no stage named {name!r}{_suggest(name, self.stages)}; "
+                f"stages: {', '.join(self.stages)}"
+            )
+        hosts = self.stages[name]
+        if not only:
+            return hosts
+        wanted = [item.strip() for item in only.split(",") if item.strip()]
+        known = {host.name: host for host in hosts}
+        unknown = [item for item in wanted if item not in known]
+        if unknown:
+            raise InventoryError(
+                f"{self.path}: stage {name!r} has no host {unknown[0]!r}{_suggest(unknown[0], known)}; "
+                f"its hosts: {', '.join(known)}"
+            )
+        return tuple(known[item] for item in dict.fromkeys(wanted))
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Validator:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> InventoryError:
+        return InventoryError(f"{self.path}: {where}: {message}")
+
+    def settings(self, entry: Any, where: str, extra: Mapping[str, tuple[str, _Check]]) -> dict[str, Any]:
+        """Check one mapping of settings (plus the ``extra`` keys allowed at this level)."""
+        if entry is None:
+            return {}
+        if not isinstance(entry, dict):
+            raise self.fail(where, f"expected a mapping, got {type(entry).__name__}")
+        allowed = {**{key: spec[:2] for key, spec in SETTINGS.items()}, **extra}
+        for key, value in entry.items():
+            place = f"{where}.{key}" if where else str(key)
+            if key not in allowed:
+                raise self.fail(place, f"unknown key {key!r}{_suggest(str(key), allowed)}")
+            description, check = allowed[key]
+            if not check(value):
+                raise self.fail(place, f"expected {description}, got {value!r}")
+        return dict(entry)
+
+
+def _merge(*levels: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {key: spec[2] for key, spec in SETTINGS.items()}
+    merged_vars: dict[str, Any] = {}
+    for level in levels:
+        merged.update({key: value for key, value in level.items() if key in SETTINGS})
+        merged_vars.update(level.get("vars") or {})
+    merged["vars"] = merged_vars
+    return merged
+
+
+def _resolve_path(value: str, project_root: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_root / path
+
+
+def _host_config(
+    validator: _Validator, inventory_root: Path, app: str, stage: str, name: str, merged: dict[str, Any]
+) -> HostConfig:
+    where = f"stages.{stage}.hosts.{name}"
+    for key in REQUIRED_SETTINGS:
+        if merged[key] is None:
+            raise validator.fail(where, f"missing required key {key!r} (set it for the host, stage or file)")
+    local = merged["transport"] == "local"
+    root = merged["root"]
+    mirror = merged["mirror"]
+    if local:
+        root = str(_resolve_path(root, inventory_root).resolve())
+        if "://" not in mirror:
+            mirror = str(_resolve_path(mirror, inventory_root).resolve())
+    elif not root.startswith("/"):
+        raise validator.fail(f"{where}.root", f"expected an absolute path on the host, got {root!r}")
+    if not merged["etc_root"].startswith("/") and not local:
+        raise validator.fail(f"{where}.etc_root", "expected an absolute path on the host")
+    etc_root = merged["etc_root"]
+    if local:
+        etc_root = str(_resolve_path(etc_root, inventory_root).resolve())
+    identity = merged["identity_file"]
+    return HostConfig(
+        name=name,
+        stage=stage,
+        app=app,
+        transport=merged["transport"],
+        address=merged["address"] or name,
+        user=merged["user"],
+        port=merged["port"],
+        root=root,
+        known_hosts=str(_resolve_path(merged["known_hosts"], inventory_root)),
+        identity_file=str(_resolve_path(identity, inventory_root)) if identity else None,
+        connect_timeout=merged["connect_timeout"],
+        allow_root=merged["allow_root"],
+        requirements=_resolve_path(merged["requirements"], inventory_root),
+        mirror=mirror,
+        installer=merged["installer"],
+        python=merged["python"],
+        keep_releases=merged["keep_releases"],
+        shared_dirs=tuple(merged["shared_dirs"]),
+        vars=merged["vars"],
+        etc_root=etc_root,
+        sudo=merged["sudo"],
+        validate=tuple(merged["validate"]),
+        after_switch=tuple(merged["after_switch"]),
+    )
+
+
+def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any]:
+    where = f"stages.{stage}.hosts"
+    if isinstance(entry, list):
+        if not all(_is_str(item) for item in entry):
+            raise validator.fail(where, "expected host names, or a mapping of host names to settings")
+        entry = dict.fromkeys(entry)
+    if not isinstance(entry, dict) or not entry:
+        raise validator.fail(where, "expected at least one host (a list of names or a mapping)")
+    return {
+        str(name): validator.settings(settings, f"{where}.{name}", {}) for name, settings in entry.items()
+    }
+
+
+def parse_inventory(data: Any, path: Path) -> Inventory:
+    """Validate the parsed YAML ``data`` of the inventory file at ``path``."""
+    validator = _Validator(path)
+    if not isinstance(data, dict):
+        raise validator.fail("top level", "expected a mapping with at least 'app' and 'stages'")
+    top = validator.settings(data, "", TOP_LEVEL)
+    for key in ("app", "stages"):
+        if key not in top:
+            raise validator.fail("top level", f"missing required key {key!r}")
+    stages: dict[str, tuple[HostConfig, ...]] = {}
+    for stage, stage_entry in top["stages"].items():
+        settings = validator.settings(stage_entry, f"stages.{stage}", {"hosts": ("hosts", lambda _v: True)})
+        if "hosts" not in settings:
+            raise validator.fail(f"stages.{stage}", "missing required key 'hosts'")
+        hosts = _stage_hosts(validator, stage, settings.pop("hosts"))
+        stages[stage] = tuple(
+            _host_config(validator, path.parent, top["app"], stage, name, _merge(top, settings, host))
+            for name, host in hosts.items()
+        )
+    default = top.get("default_stage")
+    if default is not None and default not in stages:
+        raise validator.fail("default_stage", f"no stage named {default!r}{_suggest(default, stages)}")
+    return Inventory(
+        path=path,
+        app=top["app"],
+        default_stage=default,
+        etc_templates=_resolve_path(top.get("etc_templates", "etc-mock"), path.parent),
+        stages=stages,
+    )
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read and validate the inventory file at ``path``."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: no such file; create it (see the README's 'hosts.yml')") from None
+    except OSError as error:
+        raise InventoryError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise InventoryError(f"{path}:{line}: invalid YAML: {problem}") from None
+    return parse_inventory(data, path.resolve())

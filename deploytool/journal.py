@@ -1,0 +1,110 @@
+"""The per-host journal of deploys and rollbacks, and what it says about which releases are good.
+
+Each line of ``journal.jsonl`` is one JSON object: ``event`` (deploy, rollback, unlock), ``release``, ``status``
+(ok or failed), ``from`` (the release that was current), ``commit``, ``user``, ``time`` and, on failure,
+``reason``. The journal, not directory listings or mtimes, decides rollback targets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal line."""
+
+    event: str
+    release: str
+    status: str
+    previous: str | None = None
+    commit: str | None = None
+    user: str | None = None
+    time: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "event": self.event,
+            "release": self.release,
+            "status": self.status,
+            "from": self.previous,
+            "commit": self.commit,
+            "user": self.user,
+            "time": self.time,
+        }
+        if self.reason:
+            data["reason"] = self.reason
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> Entry | None:
+        """Parse one line; a damaged line (a crash mid-write) is skipped rather than trusted."""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("release"), str):
+            return None
+        return cls(
+            event=str(data.get("event", "")),
+            release=data["release"],
+            status=str(data.get("status", "")),
+            previous=data.get("from"),
+            commit=data.get("commit"),
+            user=data.get("user"),
+            time=data.get("time"),
+            reason=data.get("reason"),
+        )
+
+
+def parse(lines: Iterable[str]) -> list[Entry]:
+    """Parse journal lines, skipping blank and damaged ones."""
+    entries = (Entry.from_json(line) for line in lines if line.strip())
+    return [entry for entry in entries if entry is not None]
+
+
+def deployed_in_order(entries: Sequence[Entry]) -> list[str]:
+    """Release ids that were deployed successfully, in the order they were first deployed."""
+    ordered = (entry.release for entry in entries if entry.event == "deploy" and entry.status == "ok")
+    return list(dict.fromkeys(ordered))
+
+
+def rolled_back_from(entries: Sequence[Entry]) -> set[str]:
+    """Releases a rollback moved away from: they are not chosen again by a plain rollback."""
+    return {
+        entry.previous
+        for entry in entries
+        if entry.event == "rollback" and entry.status == "ok" and entry.previous
+    }
+
+
+def rollback_target(entries: Sequence[Entry], current: str | None, present: Iterable[str]) -> str | None:
+    """The previous good release: deployed successfully before ``current``, not rolled back from, and still
+    present on the host. None when there is none."""
+    on_host = set(present)
+    avoid = rolled_back_from(entries)
+    order = deployed_in_order(entries)
+    before = order[: order.index(current)] if current in order else order
+    candidates = [rid for rid in before if rid in on_host and rid not in avoid and rid != current]
+    return candidates[-1] if candidates else None
+
+
+def good_releases(entries: Sequence[Entry]) -> set[str]:
+    """Every release that was once deployed successfully."""
+    return set(deployed_in_order(entries))
+
+
+def releases_to_prune(
+    entries: Sequence[Entry], present: Iterable[str], keep: int, current: str, building: str | None = None
+) -> list[str]:
+    """Releases to delete: all but the newest ``keep`` good ones, never ``current`` nor the rollback target,
+    and every leftover that never deployed successfully (debris of crashed runs), except ``building``."""
+    present = sorted(present)
+    good = good_releases(entries)
+    protected = {current, rollback_target(entries, current, present), building}
+    kept_good = [rid for rid in present if rid in good][-keep:]
+    return [rid for rid in present if rid not in protected and rid not in kept_good]

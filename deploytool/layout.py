@@ -1,0 +1,75 @@
+"""Where things live on a host: the one place that knows the remote directory layout.
+
+<root>/repo.git               bare repository the laptop pushes into
+<root>/releases/<id>/         checkout + venv/ + etc/ + .deploytool.json (the manifest)
+<root>/shared/<dir>/          persistent directories linked into every release
+<root>/current -> releases/<id>
+<root>/tools/venv/            the pip used to fill release virtualenvs (made once per host)
+<root>/deploy.lock/owner.json present while a deploy or rollback runs
+<root>/journal.jsonl          append-only record of deploys and rollbacks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from posixpath import join
+
+MANIFEST_NAME = ".deploytool.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one host's deploy root."""
+
+    root: str
+
+    @property
+    def repo(self) -> str:
+        return join(self.root, "repo.git")
+
+    @property
+    def releases(self) -> str:
+        return join(self.root, "releases")
+
+    @property
+    def shared(self) -> str:
+        return join(self.root, "shared")
+
+    @property
+    def current(self) -> str:
+        return join(self.root, "current")
+
+    @property
+    def tools_venv(self) -> str:
+        return join(self.root, "tools", "venv")
+
+    @property
+    def lock(self) -> str:
+        return join(self.root, "deploy.lock")
+
+    @property
+    def lock_owner(self) -> str:
+        return join(self.lock, "owner.json")
+
+    @property
+    def journal(self) -> str:
+        return join(self.root, "journal.jsonl")
+
+    def release(self, release_id: str) -> str:
+        return join(self.releases, release_id)
+
+    def release_link(self, release_id: str) -> str:
+        """The target of ``current`` for a release: relative, so the root can be moved."""
+        return join("releases", release_id)
+
+    def venv(self, release_id: str) -> str:
+        return join(self.release(release_id), "venv")
+
+    def etc(self, release_id: str) -> str:
+        return join(self.release(release_id), "etc")
+
+    def manifest(self, release_id: str) -> str:
+        return join(self.release(release_id), MANIFEST_NAME)
+
+    def shared_dir(self, name: str) -> str:
+        return join(self.shared, name)

@@ -1,0 +1,328 @@
+"""The phases of a deploy on one host, each one remote call (git push aside).
+
+    check    probe tools and permissions, make the layout, take the lock, read current/releases/journal
+    push     git push the commit from the laptop into <root>/repo.git
+    build    check out from the host's own repo, write the manifest and config, fresh venv, install, pip check,
+             link shared dirs
+    switch   install config (validated), swap ``current`` atomically, after-switch commands, journal, prune,
+             unlock
+    abort    remove the half-built release, journal the failure, unlock
+
+Rollback reuses check and switch. Every function takes the `Target` (connection first, as the helpers do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import journal
+from .errors import LockedError, RemoteError
+from .inventory import HostConfig
+from .layout import Layout
+from .release import Release
+from .remote import Script, run_checked, run_script
+from .transport import Runner, git_ssh_command, git_url
+
+EXIT_LOCKED = 75
+EXIT_CONFIG_REJECTED = 10
+
+
+@dataclass
+class HostState:
+    """What a host told us at check time."""
+
+    current: str | None
+    releases: list[str]
+    entries: list[journal.Entry]
+
+
+@dataclass
+class Target:
+    """One host taking part in a run: its settings, layout, open connection and last known state."""
+
+    host: HostConfig
+    c: Runner
+    password: str | None = None
+    state: HostState = field(default_factory=lambda: HostState(None, [], []))
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.host.root)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def sudo_stdin(self, times: int) -> str | None:
+        """Password lines for ``times`` sudo invocations (each reads one line), or None without sudo."""
+        if not self.host.sudo:
+            return None
+        return (self.password or "") + "\n" if times == 1 else ((self.password or "") + "\n") * times
+
+
+def _state_script(layout: Layout) -> Script:
+    """Print the current release, the release directories and the journal, one prefixed line each."""
+    q = shlex.quote
+    return Script(
+        [
+            f"printf 'current %s\\n' \"$(readlink {q(layout.current)} || true)\"",
+            f"ls -1 {q(layout.releases)} 2>/dev/null | sed 's/^/release /'",
+            f"sed 's/^/journal /' {q(layout.journal)} 2>/dev/null || true",
+        ]
+    )
+
+
+def _parse_state(stdout: str) -> HostState:
+    current, releases, lines = None, [], []
+    for line in stdout.splitlines():
+        kind, _, value = line.partition(" ")
+        if kind == "current" and value.startswith("releases/"):
+            current = value.removeprefix("releases/")
+        elif kind == "release" and value:
+            releases.append(value)
+        elif kind == "journal":
+            lines.append(value)
+    return HostState(current, sorted(releases), journal.parse(lines))
+
+
+def read_state(target: Target) -> HostState:
+    """Read current, releases and journal without taking the lock (for listings and dry runs)."""
+    outcome = run_checked(target.c, target.name, _state_script(target.layout))
+    target.state = _parse_state(outcome.stdout)
+    return target.state
+
+
+def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> HostState:
+    """Probe the host, make the layout, and take its lock; the lock's holder is named if it is taken."""
+    host, layout, q = target.host, target.layout, shlex.quote
+    script = Script().step("checking for git and python")
+    script.raw("command -v git >/dev/null || { echo 'git is not installed on the host' >&2; exit 3; }")
+    script.raw(
+        f"command -v {q(host.python)} >/dev/null || "
+        f"{{ echo {q(f'{host.python} not found on the host; set python: in hosts.yml')} >&2; exit 3; }}"
+    )
+    if not host.allow_root:
+        script.step("checking the deploy user")
+        refusal = "logged in as root; deploy as an unprivileged user, or set allow_root: true for this stage"
+        script.raw(f'[ "$(id -u)" != 0 ] || {{ echo {q(refusal)} >&2; exit 3; }}')
+    script.step(f"making the deploy root {host.root}")
+    script.cmd("mkdir", "-p", layout.releases, layout.shared)
+    script.raw(f"[ -w {q(layout.root)} ] || {{ echo {q(f'{layout.root} is not writable')} >&2; exit 3; }}")
+    if init_repo:
+        script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
+    script.step("taking the lock")
+    script.raw(
+        f"if ! mkdir {q(layout.lock)} 2>/dev/null; then "
+        f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"; exit {EXIT_LOCKED}; fi"
+    )
+    script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
+    script.extend(_state_script(layout))
+    outcome = run_script(target.c, script)
+    if outcome.exit_code == EXIT_LOCKED:
+        raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout))
+    if not outcome.ok:
+        step, detail = outcome.failure()
+        raise RemoteError(target.name, f"{step} failed: {detail or 'no output'}")
+    target.state = _parse_state(outcome.stdout)
+    return target.state
+
+
+def _describe_lock(owner_json: str, layout: Layout) -> str:
+    try:
+        owner = json.loads(owner_json)
+        held = f"{owner.get('action', '?')} {owner.get('release', '')} by {owner.get('user', '?')} since {owner.get('since', '?')}"
+    except ValueError:
+        held = f"an unknown holder ({layout.lock_owner} is unreadable)"
+    return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage <stage> --hosts <host>"
+
+
+def push(target: Target, project_root: str, commit: str) -> None:
+    """Push ``commit`` from the laptop into the host's bare repo (the host never fetches from elsewhere)."""
+    env = dict(os.environ, GIT_SSH_COMMAND=git_ssh_command(target.host))
+    url = git_url(target.host, target.layout.repo)
+    result = subprocess.run(
+        ["git", "-C", project_root, "push", "--quiet", "--force", url, f"{commit}:refs/heads/deploy"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise RemoteError(target.name, f"git push failed: {' | '.join(lines[-3:]) or 'no output'}")
+
+
+def build(target: Target, release: Release, install: Sequence[str], etc_tar_b64: str | None) -> None:
+    """Make ``releases/<id>``: code from the host's repo, manifest, rendered config, venv with the pins."""
+    host, layout = target.host, target.layout
+    path = layout.release(release.id)
+    venv_python = os.path.join(layout.venv(release.id), "bin", "python")
+    tools_python = os.path.join(layout.tools_venv, "bin", "python")
+    script = Script().step(f"checking out {release.commit[:12]}")
+    script.raw(
+        f"[ ! -e {shlex.quote(path)} ] || {{ echo 'release {release.id} already exists' >&2; exit 3; }}"
+    )
+    script.cmd("mkdir", path)
+    script.pipe(
+        ["git", f"--git-dir={layout.repo}", "archive", "--format=tar", release.commit],
+        ["tar", "-x", "-C", path],
+    )
+    script.step("writing the manifest")
+    script.raw(
+        f"printf '%s\\n' {shlex.quote(release.manifest(host.app, host.stage, host.name))} > "
+        f"{shlex.quote(layout.manifest(release.id))}"
+    )
+    if etc_tar_b64 is not None:
+        script.step("unpacking the rendered config")
+        script.cmd("rm", "-rf", layout.etc(release.id))
+        script.cmd("mkdir", layout.etc(release.id))
+        script.pipe(["base64", "-d"], ["tar", "-x", "-C", layout.etc(release.id)])
+    script.step("creating the virtualenv")
+    if host.installer == "uv":
+        script.cmd("uv", "venv", "--quiet", "--python", host.python, layout.venv(release.id))
+    else:
+        script.raw(
+            f"[ -x {shlex.quote(tools_python)} ] || {shlex.join([host.python, '-m', 'venv', layout.tools_venv])}"
+        )
+        script.cmd(host.python, "-m", "venv", "--without-pip", layout.venv(release.id))
+    script.step("installing requirements")
+    script.cmd(*_installer(host, tools_python, venv_python, install), redirect=">&2")
+    script.step("checking installed requirements (pip check)")
+    script.cmd(*_installer(host, tools_python, venv_python, ["check"]), redirect=">&2")
+    for name in host.shared_dirs:
+        script.step(f"linking shared/{name}")
+        script.cmd("mkdir", "-p", layout.shared_dir(name))
+        script.cmd("rm", "-rf", os.path.join(path, name))
+        script.cmd("ln", "-s", layout.shared_dir(name), os.path.join(path, name))
+    run_checked(target.c, target.name, script, stdin=etc_tar_b64)
+
+
+def _installer(host: HostConfig, tools_python: str, venv_python: str, args: Sequence[str]) -> list[str]:
+    """The command running ``pip <args>`` (or ``uv pip <args>``) against the release's venv, blind to any
+    pip or uv configuration on the host, so nothing but the given mirror is ever consulted."""
+    if host.installer == "uv":
+        return ["env", "UV_NO_CONFIG=1", "uv", "pip", args[0], "--python", venv_python, *args[1:]]
+    return ["env", "PIP_CONFIG_FILE=/dev/null", tools_python, "-m", "pip", "--python", venv_python, *args]
+
+
+@dataclass(frozen=True)
+class ConfigSwitch:
+    """Shell commands that install a release's config and the stage's validate/after-switch commands."""
+
+    install: str  # installs the new release's etc/ under etc_root
+    restore: str  # puts the previous release's etc/ back
+    validate: tuple[str, ...] = ()
+    after_switch: tuple[str, ...] = ()
+
+
+def _hook_script(commands: Sequence[str], title: str) -> Script:
+    script = Script()
+    for command in commands:
+        script.step(f"{title}: {command}")
+        script.raw(f"( {command} ) </dev/null >&2")
+    return script
+
+
+def switch(
+    target: Target,
+    release_id: str,
+    entry: journal.Entry,
+    config: ConfigSwitch | None,
+    prune: Sequence[str] = (),
+) -> None:
+    """Install config and validate it, swap ``current`` to ``release_id`` atomically, run the after-switch
+    commands, record ``entry``, prune, and release the lock.
+
+    Raises `SwitchFailed`: its ``switched`` says whether ``current`` had already moved. Rejected config is put
+    back before the switch, so the old release and its config stay live."""
+    layout, sudo = target.layout, target.host.sudo
+    script, sudo_calls = Script(), 0
+    if config is not None:
+        checked = Script().step("installing config").raw(config.install)
+        checked.extend(_hook_script(config.validate, "validating config"))
+        script.raw(f"if ! {checked.command(sudo)}; then")
+        script.raw(f"  {Script().raw(config.restore).command(sudo)} >&2 || true")
+        script.raw(f"  exit {EXIT_CONFIG_REJECTED}")
+        script.raw("fi")
+        sudo_calls += 2
+    script.step(f"switching current to {release_id}")
+    temporary = f"{layout.current}.{release_id}.tmp"
+    script.cmd("ln", "-sfn", layout.release_link(release_id), temporary)
+    script.cmd("mv", "-T", temporary, layout.current)
+    script.cmd("echo", SWITCHED)
+    if config is not None and config.after_switch:
+        script.raw(_hook_script(config.after_switch, "after-switch command").command(sudo))
+        sudo_calls += 1
+    script.extend(_finish_script(layout, entry, prune))
+    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls))
+    if not outcome.ok:
+        step, detail = outcome.failure()
+        switched = SWITCHED in outcome.stdout.split()
+        raise SwitchFailed(target.name, f"{step} failed: {detail or 'no output'}", switched)
+
+
+SWITCHED = "deploytool-switched"
+
+
+class SwitchFailed(RemoteError):
+    """The switch did not complete; ``switched`` tells whether ``current`` had moved already."""
+
+    def __init__(self, host: str, message: str, switched: bool) -> None:
+        super().__init__(host, message)
+        self.switched = switched
+
+
+def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str]) -> Script:
+    script = Script().step("recording in the journal")
+    script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
+    if prune:
+        script.step("pruning old releases")
+        script.cmd("rm", "-rf", *(layout.release(rid) for rid in prune))
+    script.step("releasing the lock")
+    script.cmd("rm", "-rf", layout.lock)
+    return script
+
+
+def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -> None:
+    """Remove the half-built release, journal the failure and release the lock; best effort, never raises."""
+    layout = target.layout
+    script = Script(["true"])
+    if release_id:
+        script.cmd("rm", "-rf", layout.release(release_id))
+    if entry is not None:
+        script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
+    script.cmd("rm", "-rf", layout.lock)
+    try:
+        run_script(target.c, script)
+    except Exception:
+        pass
+
+
+def remove_current(target: Target) -> None:
+    """Remove ``current`` (a first deploy failed after switching: there is nothing to go back to)."""
+    run_script(target.c, Script().cmd("rm", "-f", target.layout.current))
+
+
+def unlock(target: Target) -> str | None:
+    """Remove the host's lock; return a description of whose it was, or None if it was not locked."""
+    layout, q = target.layout, shlex.quote
+    script = Script(
+        [
+            f"[ -d {q(layout.lock)} ] || exit 0",
+            f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"",
+            shlex.join(["rm", "-rf", layout.lock]),
+        ]
+    )
+    outcome = run_checked(target.c, target.name, script)
+    if not outcome.stdout.startswith("locked "):
+        return None
+    return (
+        _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout)
+        .split(";")[0]
+        .removeprefix("locked: ")
+    )

@@ -1,0 +1,97 @@
+"""A release as the laptop knows it: id minted once for every host, the commit, who and when."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import DeployError
+
+RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,40}$")
+
+
+def deployer() -> str:
+    """Who is deploying: ``user@laptop``."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def git(project_root: Path, *args: str) -> str:
+    """Run a local git command in ``project_root`` and return its output, or raise `DeployError`."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(project_root), *args], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise DeployError("git is not installed on this machine") from None
+    if result.returncode != 0:
+        message = result.stderr.strip().splitlines()
+        raise DeployError(f"git {' '.join(args)} failed in {project_root}: {message[-1] if message else ''}")
+    return result.stdout.strip()
+
+
+def resolve_commit(project_root: Path, ref: str) -> str:
+    """The full commit id ``ref`` names in the local repository."""
+    try:
+        return git(project_root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except DeployError:
+        raise DeployError(
+            f"{ref!r} is not a commit in {project_root}; give --ref a branch, tag or commit"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Release:
+    """One deploy's release: the same id, commit and metadata on every host."""
+
+    id: str
+    commit: str
+    user: str
+    time: str
+    requirements_digest: str = ""
+
+    @classmethod
+    def mint(cls, commit: str, requirements_digest: str = "", now: datetime | None = None) -> Release:
+        moment = now or utc_now()
+        return cls(
+            id=f"{moment:%Y%m%dT%H%M%SZ}-{commit[:7]}",
+            commit=commit,
+            user=deployer(),
+            time=moment.isoformat(timespec="seconds"),
+            requirements_digest=requirements_digest,
+        )
+
+    def manifest(self, app: str, stage: str, host: str) -> str:
+        """The manifest stored in the release directory, as JSON."""
+        return json.dumps(
+            {
+                "app": app,
+                "stage": stage,
+                "host": host,
+                "release": self.id,
+                "commit": self.commit,
+                "user": self.user,
+                "time": self.time,
+                "requirements_sha256": self.requirements_digest,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+
+def check_release_id(release_id: str) -> str:
+    """Refuse a malformed release id before it reaches a remote path."""
+    if not RELEASE_ID.match(release_id):
+        raise DeployError(
+            f"{release_id!r} is not a release id (like 20261121T093000Z-1a2b3c4); see fab releases"
+        )
+    return release_id

@@ -1,0 +1,172 @@
+"""Fixtures: a real sshd on loopback hosts, a real wheel mirror over HTTP, and an app repository to deploy."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import sshd
+from tests.wheelfactory import make_wheel
+
+HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+HOST_NAMES = ("web1", "web2", "web3", "web4")
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[sshd.SshServer]:
+    """A real OpenSSH server listening on 127.0.0.2-5; in CI its absence is a failure, not a skip."""
+    missing = sshd.available()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {missing}")
+        pytest.skip(missing)
+    base = Path(tempfile.mkdtemp(prefix="deploytool-sshd-"))
+    server = sshd.start(base)
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Mirror:
+    directory: Path
+    url: str
+
+    def add(self, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+        return make_wheel(self.directory, name, version, requires)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Iterator[Mirror]:
+    """Tiny wheels built here, served by a real HTTP server on loopback (its directory listing is the
+    ``--find-links`` page)."""
+    directory = Path(tempfile.mkdtemp(prefix="deploytool-mirror-"))
+    directory.chmod(0o755)
+    make_wheel(directory, "demo-lib", "1.0")
+    make_wheel(directory, "demo-lib", "2.0")
+    make_wheel(directory, "demo-helper", "1.0", ["demo-lib>=1.0"])
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Mirror(directory, f"http://127.0.0.1:{server.server_address[1]}/")
+    server.shutdown()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass
+class Project:
+    """An application repository with a fabfile and hosts.yml, as a user has it on the laptop."""
+
+    path: Path
+    inventory: dict[str, Any]
+
+    def write_inventory(self) -> None:
+        (self.path / "hosts.yml").write_text(yaml.safe_dump(self.inventory, sort_keys=False))
+
+    def commit(self, message: str, files: dict[str, str] | None = None) -> str:
+        for name, text in (files or {}).items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real ``fab`` command line in the project."""
+        result = subprocess.run(
+            [sys.executable, "-m", "fabric", *args],
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"fab {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def make_project(path: Path, inventory: dict[str, Any]) -> Project:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "dev@example.com")
+    git(path, "config", "user.name", "Dev")
+    project = Project(path, inventory)
+    project.write_inventory()
+    project.commit(
+        "first",
+        {
+            "fabfile.py": "from deploytool import ns\n",
+            "app.py": "import demo_lib\nVERSION = demo_lib.VERSION\n",
+            "requirements/prod.txt": "demo-lib==1.0\n",
+            "hosts.yml": (path / "hosts.yml").read_text(),
+        },
+    )
+    return project
+
+
+@pytest.fixture
+def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> Project:
+    """A project whose ``test`` stage has four hosts on the test sshd, each with a fresh root."""
+    hosts = {
+        name: {"address": address, "root": str(ssh_server.host_root(f"{tmp_path.name}-{name}") / "app")}
+        for name, address in zip(HOST_NAMES, ssh_server.addresses)
+    }
+    inventory = {
+        "app": "demo",
+        "default_stage": "test",
+        "mirror": mirror.url,
+        "keep_releases": 3,
+        "python": HOST_PYTHON,
+        "stages": {
+            "test": {
+                "user": ssh_server.user,
+                "port": ssh_server.port,
+                "known_hosts": str(ssh_server.known_hosts),
+                "identity_file": str(ssh_server.client_key),
+                "hosts": hosts,
+            }
+        },
+    }
+    return make_project(tmp_path / "project", inventory)
+
+
+@pytest.fixture
+def local_project(tmp_path: Path, mirror: Mirror) -> Project:
+    """A project whose default ``local`` stage deploys into the project directory, without SSH."""
+    inventory = {
+        "app": "demo",
+        "default_stage": "local",
+        "mirror": str(mirror.directory),
+        "python": HOST_PYTHON,
+        "stages": {"local": {"transport": "local", "root": ".deploy/local", "allow_root": True, "hosts": ["localhost"]}},
+    }
+    project = make_project(tmp_path / "project", inventory)
+    (project.path / ".gitignore").write_text(".deploy/\n")
+    project.commit("ignore deploy dir")
+    return project

@@ -1,0 +1,191 @@
+"""Deploy, rollback, releases and unlock against a real sshd, real git, real venvs and a real HTTP mirror."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.conftest import Project
+
+
+def root_of(project: Project, host: str = "web1") -> Path:
+    return Path(project.inventory["stages"]["test"]["hosts"][host]["root"])
+
+
+def current(project: Project, host: str = "web1") -> str:
+    return os.readlink(root_of(project, host) / "current")
+
+
+def journal(project: Project, host: str = "web1") -> list[dict[str, str]]:
+    return [json.loads(line) for line in (root_of(project, host) / "journal.jsonl").read_text().splitlines()]
+
+
+def app_version(project: Project, host: str = "web1") -> str:
+    """Import the deployed app with the release's own venv, as the app server would."""
+    release = root_of(project, host) / "current"
+    result = subprocess.run(
+        [str(release / "venv" / "bin" / "python"), "-c", "import app; print(app.VERSION)"],
+        cwd=release,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def release_ids(project: Project, host: str = "web1") -> list[str]:
+    return sorted(os.listdir(root_of(project, host) / "releases"))
+
+
+def test_first_deploy_builds_a_release_and_switches(ssh_project: Project) -> None:
+    commit = ssh_project.commit("app")
+    result = ssh_project.fab("deploy", "--hosts", "web1")
+    (release,) = release_ids(ssh_project)
+    assert release.endswith(commit[:7])
+    assert current(ssh_project) == f"releases/{release}"
+    assert app_version(ssh_project) == "1.0"
+    manifest = json.loads((root_of(ssh_project) / "current" / ".deploytool.json").read_text())
+    assert manifest["commit"] == commit and manifest["host"] == "web1"
+    assert (root_of(ssh_project) / "current" / "logs").resolve() == root_of(ssh_project) / "shared" / "logs"
+    assert [(e["event"], e["status"], e["release"]) for e in journal(ssh_project)] == [("deploy", "ok", release)]
+    assert not (root_of(ssh_project) / "deploy.lock").exists()
+    assert not (root_of(ssh_project, "web2") / "releases").exists(), "--hosts must limit the deploy"
+    assert f"Deployed {release}" in result.stdout
+
+
+def test_second_deploy_then_rollback_and_rollback_to(ssh_project: Project) -> None:
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    first = current(ssh_project).removeprefix("releases/")
+    ssh_project.commit("upgrade", {"requirements/prod.txt": "demo-lib==2.0\ndemo-helper==1.0\n"})
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    second = current(ssh_project).removeprefix("releases/")
+    assert second != first and app_version(ssh_project, "web2") == "2.0"
+
+    listing = ssh_project.fab("releases", "--hosts", "web1").stdout
+    assert f"* {second}" in listing and first in listing and "previous" in listing
+
+    ssh_project.fab("rollback", "--hosts", "web1,web2")
+    for host in ("web1", "web2"):
+        assert current(ssh_project, host) == f"releases/{first}"
+        assert app_version(ssh_project, host) == "1.0"
+        assert journal(ssh_project, host)[-1] | {"time": None} == journal(ssh_project, host)[-1] | {
+            "event": "rollback", "release": first, "from": second, "status": "ok", "time": None,
+        }  # fmt: skip
+
+    # A second plain rollback does not bounce back to the release we just left: there is nothing earlier.
+    refused = ssh_project.fab("rollback", "--hosts", "web1", check=False)
+    assert refused.returncode == 1 and "no earlier good release" in refused.stderr
+    assert current(ssh_project) == f"releases/{first}"
+
+    ssh_project.fab("rollback", "--hosts", "web1,web2", "--to", second)
+    assert current(ssh_project, "web2") == f"releases/{second}" and app_version(ssh_project, "web2") == "2.0"
+
+
+def test_rollback_to_a_release_one_host_lacks_switches_nothing(ssh_project: Project) -> None:
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    ssh_project.commit("second")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    only_on_web1 = current(ssh_project).removeprefix("releases/")
+    before = {host: current(ssh_project, host) for host in ("web1", "web2")}
+    result = ssh_project.fab("rollback", "--hosts", "web1,web2", "--to", only_on_web1, check=False)
+    assert result.returncode == 1
+    assert f"release {only_on_web1} is not on web2" in result.stderr and "Traceback" not in result.stderr
+    assert {host: current(ssh_project, host) for host in ("web1", "web2")} == before
+    assert not (root_of(ssh_project, "web1") / "deploy.lock").exists()
+
+
+def test_keep_releases_prunes_oldest_but_never_current_or_rollback_target(ssh_project: Project) -> None:
+    for number in range(5):
+        ssh_project.commit(f"change {number}")
+        ssh_project.fab("deploy", "--hosts", "web3")
+    kept = release_ids(ssh_project, "web3")
+    assert len(kept) == 3  # keep_releases: 3
+    assert current(ssh_project, "web3") == f"releases/{kept[-1]}"
+    deployed = [e["release"] for e in journal(ssh_project, "web3") if e["event"] == "deploy"]
+    assert kept == deployed[-3:]
+
+
+def test_failing_install_leaves_current_and_releases_the_lock(ssh_project: Project) -> None:
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    good = current(ssh_project)
+    ssh_project.commit("bad pin", {"requirements/prod.txt": "demo-lib==9.9\n"})
+    result = ssh_project.fab("deploy", "--hosts", "web1,web2", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "installing requirements failed" in result.stderr and "demo-lib==9.9" in result.stderr
+    assert "web1:" in result.stderr and "web2:" in result.stderr
+    for host in ("web1", "web2"):
+        assert current(ssh_project, host) == good
+        assert release_ids(ssh_project, host) == [good.removeprefix("releases/")], "half-built release removed"
+        assert not (root_of(ssh_project, host) / "deploy.lock").exists()
+        last = journal(ssh_project, host)[-1]
+        assert last["status"] == "failed" and "installing requirements failed" in last["reason"]
+    assert app_version(ssh_project) == "1.0"
+
+
+def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_project: Project) -> None:
+    ssh_project.fab("deploy", "--hosts", "web4")
+    lock = root_of(ssh_project, "web4") / "deploy.lock"
+    # Hold the lock the way a running deploy does, then race two deploys: exactly one may pass.
+    lock.mkdir()
+    (lock / "owner.json").write_text('{"action": "deploy", "user": "alice@laptop", "since": "2026-11-21T10:00:00+00:00"}\n')
+    owner = lock.parent.stat()
+    for path in (lock, lock / "owner.json"):
+        os.chown(path, owner.st_uid, owner.st_gid)  # as if the deploy user's crashed run had left it
+    result = ssh_project.fab("deploy", "--hosts", "web4", check=False)
+    assert result.returncode == 1
+    assert "locked: deploy" in result.stderr and "alice@laptop" in result.stderr and "2026-11-21T10:00:00" in result.stderr
+    assert lock.exists(), "the loser must not remove someone else's lock"
+    unlocked = ssh_project.fab("unlock", "--hosts", "web4")
+    assert "removed the lock of deploy  by alice@laptop" in unlocked.stdout
+    assert not lock.exists()
+
+    ssh_project.commit("race")
+    outcomes: list[subprocess.CompletedProcess[str]] = []
+    racers = [threading.Thread(target=lambda: outcomes.append(ssh_project.fab("deploy", "--hosts", "web4", check=False))) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    codes = sorted(outcome.returncode for outcome in outcomes)
+    assert codes == [0, 1], [outcome.stderr for outcome in outcomes]
+    loser = next(outcome for outcome in outcomes if outcome.returncode == 1)
+    assert "locked: deploy" in loser.stderr
+    assert not lock.exists()
+
+
+def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_path: Path) -> None:
+    stage = ssh_project.inventory["stages"]["test"]
+    real = Path(stage["known_hosts"]).read_text().splitlines()
+    unknown = tmp_path / "known_hosts_without_web1"
+    unknown.write_text("\n".join(line for line in real if "127.0.0.2" not in line) + "\n")
+    stage["known_hosts"] = str(unknown)
+    ssh_project.write_inventory()
+    result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
+    assert not (root_of(ssh_project) / "releases").exists(), "nothing may happen on an unverified host"
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    changed = tmp_path / "known_hosts_changed"
+    changed.write_text("\n".join(line if "127.0.0.2" not in line else line.split()[0] + " " + other_key for line in real) + "\n")
+    stage["known_hosts"] = str(changed)
+    ssh_project.write_inventory()
+    result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "does not match" in result.stderr and "Traceback" not in result.stderr
+    assert not (root_of(ssh_project) / "releases").exists()
+
+
+def test_deploy_to_four_hosts_and_one_unreachable_host_stops_all(ssh_project: Project) -> None:
+    ssh_project.fab("deploy")
+    releases = {current(ssh_project, host) for host in ("web1", "web2", "web3", "web4")}
+    assert len(releases) == 1
+    ssh_project.inventory["stages"]["test"]["hosts"]["web4"]["port"] = 1  # nothing listens there
+    ssh_project.write_inventory()
+    ssh_project.commit("next")
+    result = ssh_project.fab("deploy", check=False)
+    assert result.returncode == 1 and "web4: cannot connect to 127.0.0.5:1" in result.stderr
+    assert {current(ssh_project, host) for host in ("web1", "web2", "web3")} == releases
+    assert all(len(release_ids(ssh_project, host)) == 1 for host in ("web1", "web2", "web3"))
