@@ -11,17 +11,18 @@
 from __future__ import annotations
 
 import getpass
-import posixpath
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import journal, phases
+from .config import config_switch, payload, render_hosts
 from .errors import DeployError
+from .etc import RenderedEtc
 from .fleet import describe_failures, on_each
 from .inventory import HostConfig, Inventory
-from .layout import Layout
+from .pins import check_pins
 from .release import Release, check_release_id, deployer, resolve_commit, utc_now
 from .transport import close, connect
 
@@ -34,8 +35,12 @@ class Plan:
 
     release: Release
     hosts: tuple[HostConfig, ...]
-    install_args: dict[str, list[str]] = field(default_factory=dict)  # host name -> pip arguments
-    config: dict[str, str] = field(default_factory=dict)  # host name -> base64 tar of rendered etc/
+    install: dict[str, phases.InstallPlan] = field(default_factory=dict)  # host name -> what to install
+    rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config files
+    with_etc: bool = False  # the project has templates: releases carry etc/
+
+    def config_for(self, target: phases.Target, release_id: str, previous: str | None) -> phases.ConfigSwitch | None:
+        return config_switch(target, release_id, previous, self.with_etc)
 
 
 def _owner(action: str, release: str) -> dict[str, str]:
@@ -60,9 +65,7 @@ def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Itera
     targets = [target for _, target in results.done]
     try:
         if results.failed:
-            raise DeployError(
-                describe_failures("connecting", [(host.name, error) for host, error in results.failed])
-            )
+            raise DeployError(describe_failures("connecting", [(host.name, error) for host, error in results.failed]))
         yield sorted(targets, key=lambda target: [h.name for h in hosts].index(target.name))
     finally:
         for target in targets:
@@ -74,7 +77,9 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
     phases.check(target, _owner("deploy", release.id))
     try:
         phases.push(target, str(project_root), release.commit)
-        phases.build(target, release, plan.install_args[target.name], plan.config.get(target.name))
+        rendered = plan.rendered.get(target.name)
+        etc_payload = payload(rendered) if plan.with_etc and rendered is not None else None
+        phases.build(target, release, plan.install[target.name], etc_payload)
     except Exception as error:
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
         raise
@@ -114,13 +119,7 @@ def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
 ConfigFor = Callable[[phases.Target, str, "str | None"], "phases.ConfigSwitch | None"]
 
 
-def _no_config(target: phases.Target, release_id: str, previous: str | None) -> phases.ConfigSwitch | None:
-    return None
-
-
-def run_deploy(
-    plan: Plan, project_root: Path, say: Say, config_for: ConfigFor = _no_config, password: str | None = None
-) -> None:
+def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = None) -> None:
     """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
     that host's ``current`` untouched and its half-built release removed."""
     release = plan.release
@@ -132,9 +131,7 @@ def run_deploy(
             failed_names = ", ".join(target.name for target, _ in prepared.failed)
             on_each(
                 others,
-                lambda t: phases.abort(
-                    t, release.id, _failed_entry("deploy", release, t, f"{failed_names} failed")
-                ),
+                lambda t: phases.abort(t, release.id, _failed_entry("deploy", release, t, f"{failed_names} failed")),
                 lambda t: t.name,
             )
             raise DeployError(
@@ -142,7 +139,7 @@ def run_deploy(
                 + "\nNo host was switched; current is unchanged everywhere."
             )
         say(f"Switching {len(targets)} host(s) to {release.id}")
-        switched = on_each(targets, lambda target: _switch_new(target, release, config_for), lambda t: t.name)
+        switched = on_each(targets, lambda target: _switch_new(target, release, plan.config_for), lambda t: t.name)
         for target, _ in switched.done:
             say(f"  {target.name}: current -> {release.id}")
         if switched.failed:
@@ -153,9 +150,7 @@ def _switch_new(target: phases.Target, release: Release, config_for: ConfigFor) 
     entry = _ok_entry("deploy", release.id, release.commit, target)
     previous = target.state.current
     try:
-        phases.switch(
-            target, release.id, entry, config_for(target, release.id, previous), _prune_list(target, entry)
-        )
+        phases.switch(target, release.id, entry, config_for(target, release.id, previous), _prune_list(target, entry))
     except phases.SwitchFailed as error:
         if error.switched:
             _switch_back(target, release.id, previous, config_for)
@@ -169,10 +164,9 @@ def _switch_back(target: phases.Target, failed_id: str, previous: str | None, co
         phases.remove_current(target)
         return
     entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
-    try:
+    # A failure here is not raised over the original one; the journal says where the host stands.
+    with suppress(phases.SwitchFailed):
         phases.switch(target, previous, entry, config_for(target, previous, failed_id))
-    except phases.SwitchFailed:
-        pass  # the original error is reported; the journal and output say where the host stands
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
@@ -182,23 +176,15 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
         check_release_id(to)
         missing = [t.name for t in targets if to not in t.state.releases]
         if missing:
-            raise DeployError(
-                f"release {to} is not on {', '.join(missing)}; nothing was switched (see: fab releases)"
-            )
+            raise DeployError(f"release {to} is not on {', '.join(missing)}; nothing was switched (see: fab releases)")
         failed = [t.name for t in targets if to not in journal.good_releases(t.state.entries)]
         if failed:
-            raise DeployError(
-                f"release {to} never went live on {', '.join(failed)}; refusing to switch to it"
-            )
+            raise DeployError(f"release {to} never went live on {', '.join(failed)}; refusing to switch to it")
         return to
-    choices = {
-        t.name: journal.rollback_target(t.state.entries, t.state.current, t.state.releases) for t in targets
-    }
+    choices = {t.name: journal.rollback_target(t.state.entries, t.state.current, t.state.releases) for t in targets}
     none = [name for name, choice in choices.items() if choice is None]
     if none:
-        raise DeployError(
-            f"no earlier good release to roll back to on {', '.join(none)}; nothing was switched"
-        )
+        raise DeployError(f"no earlier good release to roll back to on {', '.join(none)}; nothing was switched")
     distinct = set(choices.values())
     if len(distinct) > 1:
         listing = ", ".join(f"{name}: {choice}" for name, choice in choices.items())
@@ -207,11 +193,7 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
 
 
 def run_rollback(
-    hosts: Sequence[HostConfig],
-    to: str | None,
-    say: Say,
-    config_for: ConfigFor = _no_config,
-    password: str | None = None,
+    inventory: Inventory, hosts: Sequence[HostConfig], to: str | None, say: Say, password: str | None = None
 ) -> str:
     """Switch every host back to the previous good release (or ``to``); installs nothing."""
     with connected(hosts, password) as targets:
@@ -225,6 +207,7 @@ def run_rollback(
             on_each(targets, lambda t: phases.abort(t, None, None), lambda t: t.name)
             raise
         say(f"Rolling back {len(targets)} host(s) to {chosen}")
+        with_etc = inventory.etc_templates.is_dir()
 
         def switch_one(target: phases.Target) -> None:
             if target.state.current == chosen:
@@ -233,7 +216,7 @@ def run_rollback(
                 return
             commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
             entry = _ok_entry("rollback", chosen, commit, target)
-            phases.switch(target, chosen, entry, config_for(target, chosen, target.state.current))
+            phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current, with_etc))
             say(f"  {target.name}: current -> {chosen}")
 
         switched = on_each(targets, switch_one, lambda t: t.name)
@@ -243,32 +226,13 @@ def run_rollback(
         return chosen
 
 
-def install_args(host: HostConfig, project_root: Path, release_path: str) -> list[str]:
-    """The installer's arguments for ``host``: pinned files from the mirror only, into the release's venv."""
-    try:
-        relative = host.requirements.resolve().relative_to(project_root.resolve())
-    except ValueError:
-        raise DeployError(
-            f"requirements file {host.requirements} is outside the project {project_root}; it must be committed"
-        ) from None
-    requirements = posixpath.join(release_path, relative.as_posix())
-    return [
-        "install",
-        "--no-deps",
-        "--exists-action=w",
-        "--no-index",
-        "--find-links",
-        host.mirror,
-        "-r",
-        requirements,
-    ]
-
-
 def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> Plan:
     """Decide the release on the laptop: resolve the commit and mint one id for every host."""
     commit = resolve_commit(inventory.project_root, ref)
-    plan = Plan(release=Release.mint(commit), hosts=tuple(hosts))
-    for host in hosts:
-        release_path = Layout(host.root).release(plan.release.id)
-        plan.install_args[host.name] = install_args(host, inventory.project_root, release_path)
+    pins = check_pins(inventory, tuple(hosts), commit)
+    digests = sorted({checked.digest for checked in pins.values()})
+    plan = Plan(release=Release.mint(commit, ",".join(digests)), hosts=tuple(hosts))
+    plan.install = {name: checked.install for name, checked in pins.items()}
+    plan.with_etc = inventory.etc_templates.is_dir()
+    plan.rendered = render_hosts(inventory.etc_templates, hosts, plan.release.id)
     return plan

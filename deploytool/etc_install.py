@@ -180,6 +180,7 @@ def install_command(
     sudo: bool,
     *,
     sudo_prompt: str | None = None,
+    python: str = "python3",
 ) -> str:
     """Build the one shell command that installs release_etc into etc_root (see module docstring).
 
@@ -187,7 +188,7 @@ def install_command(
     `previous_release_etc`.  Exit status 0 on success, 1 with a message on stderr otherwise.
     """
     argv = [
-        "python3",
+        python,
         "-c",
         _compact(_INSTALL_SCRIPT),
         _absolute(release_etc, "release etc directory"),
@@ -262,7 +263,14 @@ def _compare(relpath: str, path: str, entry: object, new: bytes, new_mode: int) 
 
 
 def diff_against(
-    c: Runner, etc_root: str, rendered: RenderedEtc, *, sudo: bool = False, sudo_prompt: str | None = None
+    c: Runner,
+    etc_root: str,
+    rendered: RenderedEtc,
+    *,
+    sudo: bool = False,
+    sudo_prompt: str | None = None,
+    python: str = "python3",
+    host: str | None = None,
 ) -> list[FileDiff]:
     """Fetch every rendered file's destination in one remote call and diff it against the render.
 
@@ -271,9 +279,9 @@ def diff_against(
     """
     root = _absolute(etc_root, "etc_root")
     paths = {name: posixpath.join(root, name) for name in rendered}
-    command = _privileged(["python3", "-c", _compact(_READ_SCRIPT), *paths.values()], sudo, sudo_prompt)
+    command = _privileged([python, "-c", _compact(_READ_SCRIPT), *paths.values()], sudo, sudo_prompt)
     result = c.run(command, hide=True, warn=True, in_stream=False)
-    host = str(getattr(c, "host", None) or "local")
+    host = host or str(getattr(c, "host", None) or "local")
     if result is None:
         raise RemoteError(host, "reading the current /etc files returned no result")
     stdout = result.stdout
@@ -287,8 +295,7 @@ def diff_against(
         )
     answers = json.loads(stdout[start + len("@@deploytool-etc@@") : end])
     return [
-        _compare(name, paths[name], answers.get(paths[name]), rendered[name], rendered.mode(name))
-        for name in rendered
+        _compare(name, paths[name], answers.get(paths[name]), rendered[name], rendered.mode(name)) for name in rendered
     ]
 
 

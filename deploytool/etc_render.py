@@ -130,9 +130,7 @@ def scan_sources(template_dir: Path) -> list[_Source]:
                 sources.append(_Source(relpath, 0o755 if st.st_mode & stat.S_IXUSR else 0o644))
             elif not stat.S_ISDIR(st.st_mode):
                 problems.append(
-                    EtcPathError(
-                        f"{_display(template_dir, relpath)}: not a regular file or directory; remove it"
-                    )
+                    EtcPathError(f"{_display(template_dir, relpath)}: not a regular file or directory; remove it")
                 )
         dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()]
     if problems:
@@ -168,9 +166,7 @@ def _describe(error: Exception, where: str, host: str) -> DeployError:
     if isinstance(error, jinja2.UndefinedError):
         match = _UNDEFINED_RE.search(message)
         what = f"undefined variable '{match.group(1)}'" if match else f"undefined value ({message})"
-        return TemplateError(
-            f"{where}, host {host}: {what}; define it in hosts.yml vars (global, stage or host)"
-        )
+        return TemplateError(f"{where}, host {host}: {what}; define it in hosts.yml vars (global, stage or host)")
     if isinstance(error, jinja2.TemplateSyntaxError):
         return TemplateError(f"{where}: template syntax error: {message}; fix the template")
     if isinstance(error, jinja2.TemplateNotFound):
@@ -251,9 +247,7 @@ def _render_collect(
                 clash = next((o for n, o in origin.items() if n.startswith(name + "/")), None)
         if clash is not None:
             errors.append(
-                EtcPathError(
-                    f"{where}, host {host}: renders to {name!r}, which collides with {clash}; rename one"
-                )
+                EtcPathError(f"{where}, host {host}: renders to {name!r}, which collides with {clash}; rename one")
             )
             continue
         origin[name] = where
@@ -271,9 +265,7 @@ def render_host(template_dir: Path, variables: Mapping[str, object], host: str) 
     return rendered
 
 
-def render_all(
-    template_dir: Path, variables_by_host: Mapping[str, Mapping[str, object]]
-) -> dict[str, RenderedEtc]:
+def render_all(template_dir: Path, variables_by_host: Mapping[str, Mapping[str, object]]) -> dict[str, RenderedEtc]:
     """Render etc-mock/ for every host before failing; raise one error listing every problem."""
     sources = scan_sources(template_dir)
     env = _environment(template_dir)

@@ -33,9 +33,7 @@ def describe_failures(what: str, failures: Sequence[tuple[str, Exception]]) -> s
         name, error = failures[0]
         text = str(error)
         return f"{what} failed: {text if text.startswith(name + ':') else f'{name}: {text}'}"
-    lines = [
-        str(error) if str(error).startswith(f"{name}:") else f"{name}: {error}" for name, error in failures
-    ]
+    lines = [str(error) if str(error).startswith(f"{name}:") else f"{name}: {error}" for name, error in failures]
     return f"{what} failed on {len(failures)} hosts:\n  " + "\n  ".join(lines)
 
 

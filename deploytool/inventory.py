@@ -51,6 +51,10 @@ def _is_shared_dir_list(value: Any) -> bool:
     )
 
 
+def _is_version(value: Any) -> bool:
+    return isinstance(value, str) and all(part.isdigit() for part in value.split(".")) and value.count(".") in (1, 2)
+
+
 def _one_of(*choices: str) -> _Check:
     return lambda value: value in choices
 
@@ -70,6 +74,10 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "mirror": ("a URL or path", _is_str, None),
     "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), "pip"),
     "python": ("a command or path", _is_str, "python3"),
+    "python_version": ("the hosts' Python version, like '3.11.2'", _is_version, None),
+    "platform_machine": ("a machine name like 'x86_64'", _is_str, "x86_64"),
+    "mirror_host": ("a host name", _is_str, None),
+    "mirror_path": ("an absolute path", _is_str, None),
     "keep_releases": ("a whole number >= 1", _is_positive_int, 5),
     "shared_dirs": ("a list of directory names", _is_shared_dir_list, ["logs"]),
     "vars": ("a mapping", _is_mapping, {}),
@@ -83,6 +91,8 @@ TOP_LEVEL: dict[str, tuple[str, _Check]] = {
     "default_stage": ("a stage name", _is_str),
     "stages": ("a mapping of stage names to stages", _is_mapping),
     "etc_templates": ("a path", _is_str),
+    "wheelhouse": ("a path", _is_str),
+    "upstream": ("an index URL", _is_str),
 }
 REQUIRED_SETTINGS = ("root", "mirror")
 
@@ -107,6 +117,10 @@ class HostConfig:
     mirror: str
     installer: str
     python: str
+    python_version: str | None
+    platform_machine: str
+    mirror_host: str | None
+    mirror_path: str | None
     keep_releases: int
     shared_dirs: tuple[str, ...]
     vars: Mapping[str, Any]
@@ -128,6 +142,8 @@ class Inventory:
     app: str
     default_stage: str | None
     etc_templates: Path
+    wheelhouse: Path
+    upstream: str | None
     stages: Mapping[str, tuple[HostConfig, ...]] = field(default_factory=dict)
 
     @property
@@ -141,13 +157,14 @@ class Inventory:
             raise InventoryError(f"{self.path}: no --stage given and no default_stage set")
         if name not in self.stages:
             raise InventoryError(
-                f"{self.path}: no stage named {name!r}{_suggest(name, self.stages)}; "
-                f"stages: {', '.join(self.stages)}"
+                f"{self.path}: no stage named {name!r}{_suggest(name, self.stages)}; stages: {', '.join(self.stages)}"
             )
         hosts = self.stages[name]
         if not only:
             return hosts
         wanted = [item.strip() for item in only.split(",") if item.strip()]
+        if not wanted:
+            raise InventoryError(f"{self.path}: --hosts {only!r} names no host")
         known = {host.name: host for host in hosts}
         unknown = [item for item in wanted if item not in known]
         if unknown:
@@ -219,7 +236,7 @@ def _host_config(
     elif not root.startswith("/"):
         raise validator.fail(f"{where}.root", f"expected an absolute path on the host, got {root!r}")
     if not merged["etc_root"].startswith("/") and not local:
-        raise validator.fail(f"{where}.etc_root", "expected an absolute path on the host")
+        raise validator.fail(f"{where}.etc_root", f"expected an absolute path on the host, got {merged['etc_root']!r}")
     etc_root = merged["etc_root"]
     if local:
         etc_root = str(_resolve_path(etc_root, inventory_root).resolve())
@@ -241,6 +258,10 @@ def _host_config(
         mirror=mirror,
         installer=merged["installer"],
         python=merged["python"],
+        python_version=merged["python_version"],
+        platform_machine=merged["platform_machine"],
+        mirror_host=merged["mirror_host"],
+        mirror_path=merged["mirror_path"],
         keep_releases=merged["keep_releases"],
         shared_dirs=tuple(merged["shared_dirs"]),
         vars=merged["vars"],
@@ -259,9 +280,10 @@ def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any
         entry = dict.fromkeys(entry)
     if not isinstance(entry, dict) or not entry:
         raise validator.fail(where, "expected at least one host (a list of names or a mapping)")
-    return {
-        str(name): validator.settings(settings, f"{where}.{name}", {}) for name, settings in entry.items()
-    }
+    odd = [name for name in entry if not _is_str(name)]
+    if odd:
+        raise validator.fail(where, f"host name {odd[0]!r} is not a string; quote it in the YAML")
+    return {str(name): validator.settings(settings, f"{where}.{name}", {}) for name, settings in entry.items()}
 
 
 def parse_inventory(data: Any, path: Path) -> Inventory:
@@ -273,6 +295,8 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
     for key in ("app", "stages"):
         if key not in top:
             raise validator.fail("top level", f"missing required key {key!r}")
+    if not top["stages"]:
+        raise validator.fail("stages", "expected at least one stage")
     stages: dict[str, tuple[HostConfig, ...]] = {}
     for stage, stage_entry in top["stages"].items():
         settings = validator.settings(stage_entry, f"stages.{stage}", {"hosts": ("hosts", lambda _v: True)})
@@ -291,6 +315,8 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         app=top["app"],
         default_stage=default,
         etc_templates=_resolve_path(top.get("etc_templates", "etc-mock"), path.parent),
+        wheelhouse=_resolve_path(top.get("wheelhouse", "wheels"), path.parent),
+        upstream=top.get("upstream"),
         stages=stages,
     )
 
@@ -303,6 +329,8 @@ def load_inventory(path: Path) -> Inventory:
         raise InventoryError(f"{path}: no such file; create it (see the README's 'hosts.yml')") from None
     except OSError as error:
         raise InventoryError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InventoryError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -76,9 +76,7 @@ def deployed_in_order(entries: Sequence[Entry]) -> list[str]:
 def rolled_back_from(entries: Sequence[Entry]) -> set[str]:
     """Releases a rollback moved away from: they are not chosen again by a plain rollback."""
     return {
-        entry.previous
-        for entry in entries
-        if entry.event == "rollback" and entry.status == "ok" and entry.previous
+        entry.previous for entry in entries if entry.event == "rollback" and entry.status == "ok" and entry.previous
     }
 
 

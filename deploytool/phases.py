@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import journal
+from . import installer, journal
 from .errors import LockedError, RemoteError
 from .inventory import HostConfig
 from .layout import Layout
@@ -157,65 +158,56 @@ def push(target: Target, project_root: str, commit: str) -> None:
         raise RemoteError(target.name, f"git push failed: {' | '.join(lines[-3:]) or 'no output'}")
 
 
-def build(target: Target, release: Release, install: Sequence[str], etc_tar_b64: str | None) -> None:
+def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> None:
     """Make ``releases/<id>``: code from the host's repo, manifest, rendered config, venv with the pins."""
     host, layout = target.host, target.layout
     path = layout.release(release.id)
-    venv_python = os.path.join(layout.venv(release.id), "bin", "python")
-    tools_python = os.path.join(layout.tools_venv, "bin", "python")
     script = Script().step(f"checking out {release.commit[:12]}")
-    script.raw(
-        f"[ ! -e {shlex.quote(path)} ] || {{ echo 'release {release.id} already exists' >&2; exit 3; }}"
-    )
+    script.raw(f"[ ! -e {shlex.quote(path)} ] || {{ echo 'release {release.id} already exists' >&2; exit 3; }}")
     script.cmd("mkdir", path)
     script.pipe(
-        ["git", f"--git-dir={layout.repo}", "archive", "--format=tar", release.commit],
-        ["tar", "-x", "-C", path],
+        ["git", f"--git-dir={layout.repo}", "archive", "--format=tar", release.commit], ["tar", "-x", "-C", path]
     )
     script.step("writing the manifest")
-    script.raw(
-        f"printf '%s\\n' {shlex.quote(release.manifest(host.app, host.stage, host.name))} > "
-        f"{shlex.quote(layout.manifest(release.id))}"
-    )
+    manifest = release.manifest(host.app, host.stage, host.name)
+    script.raw(f"printf '%s\\n' {shlex.quote(manifest)} > {shlex.quote(layout.manifest(release.id))}")
     if etc_tar_b64 is not None:
         script.step("unpacking the rendered config")
         script.cmd("rm", "-rf", layout.etc(release.id))
-        script.cmd("mkdir", layout.etc(release.id))
-        script.pipe(["base64", "-d"], ["tar", "-x", "-C", layout.etc(release.id)])
+        script.pipe(["base64", "-d"], ["tar", "-x", "-p", "-C", path])
     script.step("creating the virtualenv")
-    if host.installer == "uv":
-        script.cmd("uv", "venv", "--quiet", "--python", host.python, layout.venv(release.id))
-    else:
-        script.raw(
-            f"[ -x {shlex.quote(tools_python)} ] || {shlex.join([host.python, '-m', 'venv', layout.tools_venv])}"
-        )
-        script.cmd(host.python, "-m", "venv", "--without-pip", layout.venv(release.id))
+    tools = installer.make_tools(host, layout)
+    if tools:
+        script.raw(f"[ -x {shlex.quote(installer.tools_python(layout))} ] || {shlex.join(tools)} >&2")
+    script.cmd(*installer.make_venv(host, layout, release.id), redirect=">&2")
     script.step("installing requirements")
-    script.cmd(*_installer(host, tools_python, venv_python, install), redirect=">&2")
+    requirements = posixpath.join(path, install.requirements)
+    script.cmd(*installer.install(host, layout, release.id, requirements, install.require_hashes), redirect=">&2")
     script.step("checking installed requirements (pip check)")
-    script.cmd(*_installer(host, tools_python, venv_python, ["check"]), redirect=">&2")
+    script.cmd(*installer.check(host, layout, release.id), redirect=">&2")
     for name in host.shared_dirs:
         script.step(f"linking shared/{name}")
         script.cmd("mkdir", "-p", layout.shared_dir(name))
-        script.cmd("rm", "-rf", os.path.join(path, name))
-        script.cmd("ln", "-s", layout.shared_dir(name), os.path.join(path, name))
+        script.cmd("rm", "-rf", posixpath.join(path, name))
+        script.cmd("ln", "-s", layout.shared_dir(name), posixpath.join(path, name))
     run_checked(target.c, target.name, script, stdin=etc_tar_b64)
 
 
-def _installer(host: HostConfig, tools_python: str, venv_python: str, args: Sequence[str]) -> list[str]:
-    """The command running ``pip <args>`` (or ``uv pip <args>``) against the release's venv, blind to any
-    pip or uv configuration on the host, so nothing but the given mirror is ever consulted."""
-    if host.installer == "uv":
-        return ["env", "UV_NO_CONFIG=1", "uv", "pip", args[0], "--python", venv_python, *args[1:]]
-    return ["env", "PIP_CONFIG_FILE=/dev/null", tools_python, "-m", "pip", "--python", venv_python, *args]
+@dataclass(frozen=True)
+class InstallPlan:
+    """What to install: the requirements file's path inside the release, and whether it carries hashes."""
+
+    requirements: str
+    require_hashes: bool = False
 
 
 @dataclass(frozen=True)
 class ConfigSwitch:
     """Shell commands that install a release's config and the stage's validate/after-switch commands."""
 
-    install: str  # installs the new release's etc/ under etc_root
-    restore: str  # puts the previous release's etc/ back
+    install: str | None  # installs the new release's etc/ under etc_root
+    restore: str | None  # puts the previous release's etc/ back
+    empty_dir: str  # an empty directory: the "previous config" of a first deploy
     validate: tuple[str, ...] = ()
     after_switch: tuple[str, ...] = ()
 
@@ -242,11 +234,16 @@ def switch(
     back before the switch, so the old release and its config stay live."""
     layout, sudo = target.layout, target.host.sudo
     script, sudo_calls = Script(), 0
-    if config is not None:
-        checked = Script().step("installing config").raw(config.install)
+    if config is not None and (config.install or config.validate):
+        checked = Script()
+        if config.install:
+            checked.step("installing config").raw(config.install + " >&2")
         checked.extend(_hook_script(config.validate, "validating config"))
+        script.cmd("mkdir", "-p", config.empty_dir)
         script.raw(f"if ! {checked.command(sudo)}; then")
-        script.raw(f"  {Script().raw(config.restore).command(sudo)} >&2 || true")
+        if config.restore:
+            restore = Script().raw(config.restore).command(sudo)
+            script.raw(f"  {restore} >/dev/null 2>&1 || echo 'restoring the previous config failed too' >&2")
         script.raw(f"  exit {EXIT_CONFIG_REJECTED}")
         script.raw("fi")
         sudo_calls += 2
@@ -321,8 +318,4 @@ def unlock(target: Target) -> str | None:
     outcome = run_checked(target.c, target.name, script)
     if not outcome.stdout.startswith("locked "):
         return None
-    return (
-        _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout)
-        .split(";")[0]
-        .removeprefix("locked: ")
-    )
+    return _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout).split(";")[0].removeprefix("locked: ")

@@ -28,9 +28,7 @@ def utc_now() -> datetime:
 def git(project_root: Path, *args: str) -> str:
     """Run a local git command in ``project_root`` and return its output, or raise `DeployError`."""
     try:
-        result = subprocess.run(
-            ["git", "-C", str(project_root), *args], capture_output=True, text=True, check=False
-        )
+        result = subprocess.run(["git", "-C", str(project_root), *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise DeployError("git is not installed on this machine") from None
     if result.returncode != 0:
@@ -44,9 +42,7 @@ def resolve_commit(project_root: Path, ref: str) -> str:
     try:
         return git(project_root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except DeployError:
-        raise DeployError(
-            f"{ref!r} is not a commit in {project_root}; give --ref a branch, tag or commit"
-        ) from None
+        raise DeployError(f"{ref!r} is not a commit in {project_root}; give --ref a branch, tag or commit") from None
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,5 @@ class Release:
 def check_release_id(release_id: str) -> str:
     """Refuse a malformed release id before it reaches a remote path."""
     if not RELEASE_ID.match(release_id):
-        raise DeployError(
-            f"{release_id!r} is not a release id (like 20261121T093000Z-1a2b3c4); see fab releases"
-        )
+        raise DeployError(f"{release_id!r} is not a release id (like 20261121T093000Z-1a2b3c4); see fab releases")
     return release_id

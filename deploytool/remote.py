@@ -69,7 +69,7 @@ class Script:
 
 def _failed_step(stderr: str) -> tuple[str, str]:
     """Split stderr into the last announced step and what was printed after it."""
-    step, detail = "", []
+    step, detail = "", list[str]()
     for line in stderr.splitlines():
         if line.startswith(STEP_MARK):
             step, detail = line[len(STEP_MARK) :], []

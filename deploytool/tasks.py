@@ -7,32 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 
 from . import deploy as flow
 from . import journal, phases
-from .errors import DeployError, InventoryError, task_boundary
+from .tasks_mirror import mirror_tasks, requirements_tasks
+from .cli import HOSTS_HELP, STAGE_HELP, selected_hosts
+from .errors import DeployError, task_boundary
 from .fleet import on_each
-from .inventory import HostConfig, Inventory, load_inventory
-
-STAGE_HELP = "stage of hosts.yml to act on (default: its default_stage)"
-HOSTS_HELP = "comma-separated host names of the stage to limit to"
-
-
-def find_inventory(c: Context) -> Inventory:
-    """Load the inventory named by config ``deploytool.inventory``, looked up from the current directory up."""
-    name = Path(c.config.get("deploytool", {}).get("inventory", "hosts.yml"))
-    if name.is_absolute():
-        return load_inventory(name)
-    for directory in [Path.cwd(), *Path.cwd().parents]:
-        if (directory / name).is_file():
-            return load_inventory(directory / name)
-    raise InventoryError(f"no {name} in {Path.cwd()} or its parents; create one (see the README)")
-
-
-def _hosts(c: Context, stage: str | None, hosts: str | None) -> tuple[Inventory, tuple[HostConfig, ...]]:
-    inventory = find_inventory(c)
-    return inventory, inventory.hosts(stage, hosts)
+from .config import render_hosts
+from .etc import diff_against, format_diffs, write_tree
+from .release import Release, resolve_commit
 
 
 @task(
@@ -44,9 +31,11 @@ def _hosts(c: Context, stage: str | None, hosts: str | None) -> tuple[Inventory,
     }
 )
 @task_boundary
-def deploy(c: Context, stage: str | None = None, hosts: str | None = None, ref: str = "HEAD", dry_run: bool = False) -> None:
+def deploy(
+    c: Context, stage: str | None = None, hosts: str | None = None, ref: str = "HEAD", dry_run: bool = False
+) -> None:
     """Deploy a commit: new release on every host, then switch them all to it."""
-    inventory, selected = _hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts)
     plan = flow.plan_deploy(inventory, selected, ref)
     if dry_run:
         print(f"Would deploy {plan.release.id} to {', '.join(h.name for h in selected)}")
@@ -56,13 +45,19 @@ def deploy(c: Context, stage: str | None = None, hosts: str | None = None, ref: 
     print(f"Deployed {plan.release.id} ({plan.release.commit[:12]}) to {len(selected)} host(s)")
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "to": "release id to return to (default: the previous good one)"})
+@task(
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
+        "to": "release id to return to (default: the previous good one)",
+    }
+)
 @task_boundary
 def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
-    _, selected = _hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts)
     password = flow.prompt_sudo_password(selected)
-    chosen = flow.run_rollback(selected, to, print, password=password)
+    chosen = flow.run_rollback(inventory, selected, to, print, password=password)
     print(f"Rolled back {len(selected)} host(s) to {chosen}")
 
 
@@ -82,7 +77,9 @@ def format_releases(target: phases.Target) -> list[str]:
         commit = (entry.commit or "")[:12] if entry else ""
         when = entry.time if entry and entry.time else ""
         who = entry.user if entry and entry.user else ""
-        lines.append(f"  {'*' if mark == 'current' else ' '} {release_id}  {commit:12}  {when:25}  {who:20}  {mark}".rstrip())
+        lines.append(
+            f"  {'*' if mark == 'current' else ' '} {release_id}  {commit:12}  {when:25}  {who:20}  {mark}".rstrip()
+        )
     return lines
 
 
@@ -90,7 +87,7 @@ def format_releases(target: phases.Target) -> list[str]:
 @task_boundary
 def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
-    _, selected = _hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts)
     with flow.connected(selected) as targets:
         results = on_each(targets, phases.read_state, lambda t: t.name)
         for target in targets:
@@ -103,7 +100,7 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> 
 @task_boundary
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
-    _, selected = _hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts)
     with flow.connected(selected) as targets:
         results = on_each(targets, phases.unlock, lambda t: t.name)
         for target, holder in results.done:
@@ -111,9 +108,45 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
         results.raise_if_failed("unlock", lambda t: t.name)
 
 
+@task(
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
+        "out": "directory to write into (default: build/etc/<stage>/ in the project)",
+        "diff": "also print a unified diff of each file against what the host has under its etc_root now",
+    }
+)
+@task_boundary
+def render_etc(
+    c: Context, stage: str | None = None, hosts: str | None = None, out: str | None = None, diff: bool = False
+) -> None:
+    """Render each host's config from etc-mock/ into build/etc/ for review; changes nothing on hosts."""
+    inventory, selected = selected_hosts(c, stage, hosts)
+    if not inventory.etc_templates.is_dir():
+        raise DeployError(f"no templates: {inventory.etc_templates} does not exist")
+    release = Release.mint(resolve_commit(inventory.project_root, "HEAD"))
+    rendered = render_hosts(inventory.etc_templates, selected, release.id)
+    base = Path(out) if out else inventory.project_root / "build" / "etc" / selected[0].stage
+    for host in selected:
+        for path in write_tree(rendered[host.name], base / host.name):
+            print(f"wrote {path.relative_to(base.parent) if not out else path}")
+    if diff:
+        with flow.connected(selected) as targets:
+            results = on_each(
+                targets,
+                lambda t: diff_against(t.c, t.host.etc_root, rendered[t.name], python=t.host.python, host=t.name),
+                lambda t: t.name,
+            )
+            for target, diffs in results.done:
+                print(format_diffs(diffs, host=target.name))
+            results.raise_if_failed("diff", lambda t: t.name)
+
+
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock)
+    collection = Collection(deploy, rollback, releases, unlock, render_etc)
+    collection.add_collection(requirements_tasks)
+    collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})
     return collection
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
-from invoke import Context
+from invoke.context import Context
 
 from .errors import RemoteError
 from .inventory import HostConfig
@@ -60,7 +60,8 @@ def _describe(host: HostConfig) -> str:
 def connect(host: HostConfig) -> Runner:
     """Open a connection to ``host``: raises `RemoteError` with a reason the user can act on."""
     if host.is_local:
-        return Context()
+        local: Runner = Context()
+        return local
     connection = _ssh_connection(host)
     where = _describe(host)
     try:
@@ -82,7 +83,8 @@ def connect(host: HostConfig) -> Runner:
     except (TimeoutError, OSError) as error:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
         raise RemoteError(host.name, f"cannot connect to {where}: {reason}") from None
-    return connection
+    remote: Runner = connection
+    return remote
 
 
 def close(connection: Runner) -> None:

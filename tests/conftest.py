@@ -164,7 +164,14 @@ def local_project(tmp_path: Path, mirror: Mirror) -> Project:
         "default_stage": "local",
         "mirror": str(mirror.directory),
         "python": HOST_PYTHON,
-        "stages": {"local": {"transport": "local", "root": ".deploy/local", "allow_root": True, "hosts": ["localhost"]}},
+        "stages": {
+            "local": {
+                "transport": "local",
+                "root": ".deploy/local",
+                "allow_root": True,
+                "hosts": ["localhost"],
+            }
+        },
     }
     project = make_project(tmp_path / "project", inventory)
     (project.path / ".gitignore").write_text(".deploy/\n")

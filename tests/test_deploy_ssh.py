@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from tests.conftest import Project
+from tests.wheelfactory import make_wheel
 
 
 def root_of(project: Project, host: str = "web1") -> Path:
@@ -50,7 +51,9 @@ def test_first_deploy_builds_a_release_and_switches(ssh_project: Project) -> Non
     manifest = json.loads((root_of(ssh_project) / "current" / ".deploytool.json").read_text())
     assert manifest["commit"] == commit and manifest["host"] == "web1"
     assert (root_of(ssh_project) / "current" / "logs").resolve() == root_of(ssh_project) / "shared" / "logs"
-    assert [(e["event"], e["status"], e["release"]) for e in journal(ssh_project)] == [("deploy", "ok", release)]
+    assert [(e["event"], e["status"], e["release"]) for e in journal(ssh_project)] == [
+        ("deploy", "ok", release)
+    ]
     assert not (root_of(ssh_project) / "deploy.lock").exists()
     assert not (root_of(ssh_project, "web2") / "releases").exists(), "--hosts must limit the deploy"
     assert f"Deployed {release}" in result.stdout
@@ -108,9 +111,23 @@ def test_keep_releases_prunes_oldest_but_never_current_or_rollback_target(ssh_pr
     assert kept == deployed[-3:]
 
 
-def test_failing_install_leaves_current_and_releases_the_lock(ssh_project: Project) -> None:
+def test_pin_missing_from_the_mirror_stops_the_deploy_before_any_host_is_touched(ssh_project: Project) -> None:
+    ssh_project.commit("bad pin", {"requirements/prod.txt": "demo-lib==9.9\ndemo-helper==1.0\n"})
+    result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no host was touched" in result.stderr
+    assert "requirements/prod.txt:1: demo-lib==9.9 is not in the mirror" in result.stderr
+    assert not (root_of(ssh_project) / "releases").exists()
+
+
+def test_failing_install_leaves_current_and_releases_the_lock(ssh_project: Project, tmp_path: Path) -> None:
     ssh_project.fab("deploy", "--hosts", "web1,web2")
     good = current(ssh_project)
+    # The laptop's wheelhouse has a wheel the hosts' mirror lacks (an unpublished mirror): the laptop check
+    # passes and pip on the hosts fails.
+    make_wheel(tmp_path / "wheels", "demo-lib", "9.9")
+    ssh_project.inventory["wheelhouse"] = str(tmp_path / "wheels")
+    ssh_project.write_inventory()
     ssh_project.commit("bad pin", {"requirements/prod.txt": "demo-lib==9.9\n"})
     result = ssh_project.fab("deploy", "--hosts", "web1,web2", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -118,7 +135,9 @@ def test_failing_install_leaves_current_and_releases_the_lock(ssh_project: Proje
     assert "web1:" in result.stderr and "web2:" in result.stderr
     for host in ("web1", "web2"):
         assert current(ssh_project, host) == good
-        assert release_ids(ssh_project, host) == [good.removeprefix("releases/")], "half-built release removed"
+        assert release_ids(ssh_project, host) == [good.removeprefix("releases/")], (
+            "half-built release removed"
+        )
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
         last = journal(ssh_project, host)[-1]
         assert last["status"] == "failed" and "installing requirements failed" in last["reason"]
@@ -130,13 +149,19 @@ def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_proje
     lock = root_of(ssh_project, "web4") / "deploy.lock"
     # Hold the lock the way a running deploy does, then race two deploys: exactly one may pass.
     lock.mkdir()
-    (lock / "owner.json").write_text('{"action": "deploy", "user": "alice@laptop", "since": "2026-11-21T10:00:00+00:00"}\n')
+    (lock / "owner.json").write_text(
+        '{"action": "deploy", "user": "alice@laptop", "since": "2026-11-21T10:00:00+00:00"}\n'
+    )
     owner = lock.parent.stat()
     for path in (lock, lock / "owner.json"):
         os.chown(path, owner.st_uid, owner.st_gid)  # as if the deploy user's crashed run had left it
     result = ssh_project.fab("deploy", "--hosts", "web4", check=False)
     assert result.returncode == 1
-    assert "locked: deploy" in result.stderr and "alice@laptop" in result.stderr and "2026-11-21T10:00:00" in result.stderr
+    assert (
+        "locked: deploy" in result.stderr
+        and "alice@laptop" in result.stderr
+        and "2026-11-21T10:00:00" in result.stderr
+    )
     assert lock.exists(), "the loser must not remove someone else's lock"
     unlocked = ssh_project.fab("unlock", "--hosts", "web4")
     assert "removed the lock of deploy  by alice@laptop" in unlocked.stdout
@@ -144,7 +169,12 @@ def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_proje
 
     ssh_project.commit("race")
     outcomes: list[subprocess.CompletedProcess[str]] = []
-    racers = [threading.Thread(target=lambda: outcomes.append(ssh_project.fab("deploy", "--hosts", "web4", check=False))) for _ in range(2)]
+    racers = [
+        threading.Thread(
+            target=lambda: outcomes.append(ssh_project.fab("deploy", "--hosts", "web4", check=False))
+        )
+        for _ in range(2)
+    ]
     for racer in racers:
         racer.start()
     for racer in racers:
@@ -164,13 +194,18 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     stage["known_hosts"] = str(unknown)
     ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
-    assert result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
+    assert (
+        result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
+    )
     assert not (root_of(ssh_project) / "releases").exists(), "nothing may happen on an unverified host"
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
     changed = tmp_path / "known_hosts_changed"
-    changed.write_text("\n".join(line if "127.0.0.2" not in line else line.split()[0] + " " + other_key for line in real) + "\n")
+    changed.write_text(
+        "\n".join(line if "127.0.0.2" not in line else line.split()[0] + " " + other_key for line in real)
+        + "\n"
+    )
     stage["known_hosts"] = str(changed)
     ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)

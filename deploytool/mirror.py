@@ -1,0 +1,383 @@
+"""Keep the internal wheelhouse: fill it from upstream, accept uploads, serve, publish and hash it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from packaging.requirements import Requirement
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from deploytool.mirror_index import WheelLink, choose_wheel, list_wheels, write_indexes
+from deploytool.requirements import Pin, RequirementsError, logical_lines, read_requirements
+from deploytool.wheelmeta import MirrorError, TargetPython, parse_metadata, read_wheel_metadata, sha256_file
+
+__all__ = [
+    "MirrorError",
+    "SyncReport",
+    "hash_requirements",
+    "publish",
+    "read_manifest",
+    "serve",
+    "sync",
+    "upload",
+    "write_indexes",
+]
+
+MANIFEST = "MANIFEST.jsonl"
+PYPI = "https://pypi.org/simple/"
+
+
+@dataclass
+class SyncReport:
+    """What sync did: wheels added (and built from sdists), pins already present, pins skipped."""
+
+    added: list[str] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Connection(Protocol):
+    """The part of fabric.Connection that publish uses."""
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        """Run a shell command on the host."""
+
+    def put(self, local: str, remote: str) -> Any:
+        """Copy a local file to the host."""
+
+
+def read_manifest(wheelhouse: Path) -> list[dict[str, str]]:
+    """Return the records of ``MANIFEST.jsonl``, oldest first."""
+    path = wheelhouse / MANIFEST
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _conflict(source: Path, wheelhouse: Path) -> str | None:
+    dest = wheelhouse / source.name
+    if dest.exists() and (old := sha256_file(dest)) != (new := sha256_file(source)):
+        return (
+            f"{dest} already exists with sha256 {old}; refusing to replace it with sha256 {new} "
+            "(wheels are write-once: bump the version or build tag)"
+        )
+    return None
+
+
+def _add(source: Path, wheelhouse: Path, origin: str, user: str) -> bool:
+    """Copy one file into the wheelhouse unless present; refuse different content; log it."""
+    problem = _conflict(source, wheelhouse)
+    if problem:
+        raise MirrorError(problem)
+    dest = wheelhouse / source.name
+    if dest.exists():
+        return False
+    partial = wheelhouse / f".{source.name}.{os.getpid()}.part"
+    shutil.copyfile(source, partial)
+    try:
+        os.link(partial, dest)  # fails instead of overwriting if another writer won the race
+    except FileExistsError:
+        return _add(source, wheelhouse, origin, user)
+    finally:
+        partial.unlink()
+    record = {
+        "filename": source.name,
+        "sha256": sha256_file(dest),
+        "source": origin,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "user": user,
+    }
+    with (wheelhouse / MANIFEST).open("a", encoding="utf-8") as manifest:
+        manifest.write(json.dumps(record, sort_keys=True) + "\n")
+    return True
+
+
+def _upload_problem(path: Path) -> str | None:
+    try:
+        name, version, _, _ = parse_wheel_filename(path.name)
+    except InvalidWheelFilename as error:
+        return f"{path}: not a valid wheel filename ({error})"
+    normal = name.replace("-", "_")
+    if path.name.split("-")[0] != normal or path.name.split("-")[1] != str(version):
+        return f"{path}: wheel filename is not normalised: expected it to start with {normal}-{version}-"
+    if not path.is_file():
+        return f"{path}: no such file"
+    try:
+        meta = parse_metadata(read_wheel_metadata(path, path.name), path.name)
+    except MirrorError as error:
+        return str(error)
+    if canonicalize_name(meta.name) != name or Version(meta.version) != version:
+        return f"{path}: METADATA says {meta.name} {meta.version}, the filename says {name} {version}"
+    return None
+
+
+def upload(files: list[Path], wheelhouse: Path, *, user: str) -> list[str]:
+    """Add locally built wheels to the wheelhouse (write-once) and return the filenames added.
+
+    Every file is checked first (valid normalised wheel name, METADATA matching it, no different
+    file of that name in the wheelhouse); any problem refuses the whole upload.
+    """
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    problems = [p for f in files for p in (_upload_problem(f) or _conflict(f, wheelhouse),) if p]
+    if problems:
+        raise MirrorError("upload refused:\n  " + "\n  ".join(problems))
+    added = [path.name for path in files if _add(path, wheelhouse, "upload", user)]
+    write_indexes(wheelhouse)
+    return added
+
+
+def _pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def _sources(output: str, fallback: str) -> dict[str, str]:
+    urls = re.findall(r"Downloading (https?://\S+)", output)
+    found = {unquote(urlparse(url).path.rsplit("/", 1)[-1]): url for url in urls}
+    return {"": fallback, **found}
+
+
+def _download(pins: list[Pin], dest: Path, target: TargetPython, index: list[str]) -> tuple[list[Pin], str]:
+    """Download target wheels for the pins with one pip call (per pin on failure); return misses, log."""
+    args = [
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        *target.pip_download_args(),
+        "-d",
+        str(dest),
+        *index,
+    ]
+    result = _pip([*args, *(f"{pin.name}=={pin.version}" for pin in pins)])
+    if result.returncode == 0:
+        return [], result.stdout
+    if len(pins) == 1:
+        return pins, result.stdout
+    missed, log = [], ""
+    for pin in pins:
+        more, output = _download([pin], dest, target, index)
+        missed += more
+        log += output
+    return missed, log
+
+
+def _build(pin: Pin, work: Path, target: TargetPython, index: list[str]) -> Path:
+    """Download the pin's sdist and build one wheel from it (hosts never build)."""
+    spec = f"{pin.name}=={pin.version}"
+    result = _pip(["download", "--no-deps", "--no-binary=:all:", "-d", str(work / "sdist"), *index, spec])
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MirrorError(f"{pin.location}: {spec}: no wheel for {target.describe()} and no sdist upstream ({tail})")
+    sdist = next((work / "sdist").iterdir())
+    result = _pip(["wheel", "--no-deps", "-w", str(work / "built"), *index, str(sdist)])
+    built = list((work / "built").glob("*.whl")) if result.returncode == 0 else []
+    if not built:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MirrorError(f"{pin.location}: building a wheel from {sdist.name} failed: {tail}")
+    if target.wheel_rank(parse_wheel_filename(built[0].name)[3]) is None:
+        raise MirrorError(
+            f"{pin.location}: the wheel built from {sdist.name} ({built[0].name}) does not fit "
+            f"{target.describe()}: build it on a machine like the hosts and upload it"
+        )
+    return built[0]
+
+
+def _wanted(requirement_files: Iterable[Path], target: TargetPython, report: SyncReport) -> list[Pin]:
+    wanted: dict[tuple[str, str], Pin] = {}
+    for path in requirement_files:
+        for pin in read_requirements(path).active(target):
+            if pin.version is None:
+                report.skipped.append(f"{pin.location}: {pin.display} (editable, not mirrored)")
+            else:
+                wanted.setdefault((pin.key, pin.version), pin)
+    return list(wanted.values())
+
+
+def sync(
+    requirement_files: list[Path],
+    wheelhouse: Path,
+    target: TargetPython,
+    upstream: str | None = None,
+    *,
+    user: str,
+) -> SyncReport:
+    """Fill the wheelhouse with exactly the pinned wheels of the role files for the target.
+
+    Pins already in the wheelhouse are not fetched again; missing ones come from ``upstream`` (a
+    PEP 503 index URL; pip's configured index when None) in one ``pip download``; pins with only an
+    sdist are built into a wheel once. New files are added write-once and logged in MANIFEST.jsonl.
+    """
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    report = SyncReport()
+    offered: dict[tuple[str, Version], list[WheelLink]] = {}
+    for link in list_wheels(str(wheelhouse)):
+        offered.setdefault((link.name, link.version), []).append(link)
+    missing = []
+    for pin in _wanted(requirement_files, target, report):
+        assert pin.version is not None
+        if choose_wheel(offered.get((pin.key, Version(pin.version)), []), target):
+            report.present.append(pin.display)
+        else:
+            missing.append(pin)
+    index = ["--index-url", upstream] if upstream else []
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="deploytool-sync-") as tmp:
+            work = Path(tmp)
+            misses, log = _download(missing, work / "wheels", target, index)
+            sources = _sources(log, upstream or PYPI)
+            for wheel in sorted((work / "wheels").glob("*.whl")) if (work / "wheels").is_dir() else []:
+                if _add(wheel, wheelhouse, sources.get(wheel.name, sources[""]), user):
+                    report.added.append(wheel.name)
+            for number, pin in enumerate(misses):
+                built = _build(pin, work / f"build-{number}", target, index)
+                sdist = next((work / f"build-{number}" / "sdist").iterdir()).name
+                if _add(built, wheelhouse, f"built from sdist {sdist}", user):
+                    report.added.append(built.name)
+                    report.built.append(built.name)
+    write_indexes(wheelhouse)
+    return report
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # parallel metadata fetches would overflow the default backlog of 5
+    daemon_threads = True
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test and task output clean."""
+
+
+def serve(wheelhouse: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Serve the wheelhouse over HTTP in a daemon thread; return the server and its base URL.
+
+    Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    handler = functools.partial(_QuietHandler, directory=str(wheelhouse))
+    server = _Server((host, port), handler)
+    threading.Thread(target=server.serve_forever, name=f"mirror-{server.server_address[1]}", daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}/"
+
+
+def publish(c: Connection, wheelhouse: Path, remote_dir: str) -> None:
+    """Copy the wheelhouse to ``remote_dir`` on a host: one upload, one command.
+
+    Wheels and their ``.metadata`` files are only added (``tar --skip-old-files``) then verified
+    by sha256 on the host; if any existing remote file differs, the indexes are left unchanged
+    and MirrorError names the files. ``remote_dir`` should be absolute.
+    """
+    write_indexes(wheelhouse)
+    token = secrets.token_hex(6)
+    stage, remote_tar = f".publish-{token}", f"/tmp/deploytool-publish-{token}.tar"
+    files = sorted(p for p in wheelhouse.iterdir() if p.name.endswith((".whl", ".whl.metadata")))
+    sums = "".join(f"{sha256_file(path)}  {path.name}\n" for path in files).encode()
+    with tempfile.TemporaryDirectory(prefix="deploytool-publish-") as tmp:
+        (Path(tmp) / "SHA256SUMS").write_bytes(sums)
+        archive_path = Path(tmp) / "wheelhouse.tar"
+        with tarfile.open(archive_path, "w") as archive:
+            for path in files:
+                archive.add(path, arcname=path.name)
+            archive.add(Path(tmp) / "SHA256SUMS", arcname=f"{stage}/SHA256SUMS")
+            for name in ("index.html", "simple", MANIFEST):
+                if (wheelhouse / name).exists():
+                    archive.add(wheelhouse / name, arcname=f"{stage}/index/{name}")
+        c.put(str(archive_path), remote_tar)
+    steps = [
+        ["mkdir", "-p", remote_dir],
+        ["cd", remote_dir],
+        ["tar", "-x", "--skip-old-files", "-f", remote_tar],
+        ["sha256sum", "--quiet", "-c", f"{stage}/SHA256SUMS"],
+        ["cp", "-R", f"{stage}/index/.", "."],
+    ]
+    cleanup = shlex.join(["rm", "-rf", f"{remote_dir.rstrip('/')}/{stage}", remote_tar])
+    command = f"( {' && '.join(shlex.join(step) for step in steps)} ); status=$?; {cleanup}; exit $status"
+    result = c.run(command, hide=True, warn=True, in_stream=False)
+    if result.exited != 0:
+        differing = [line.rsplit(":", 1)[0] for line in result.stdout.splitlines() if line.endswith("FAILED")]
+        if differing:
+            raise MirrorError(
+                f"{remote_dir}: refusing to overwrite files that differ on the host (indexes unchanged): "
+                + ", ".join(differing)
+            )
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MirrorError(f"publishing the wheelhouse to {remote_dir} failed: {tail}")
+
+
+def _spec(text: str) -> tuple[str, list[str]]:
+    words = text.split()
+    split = next((i for i, word in enumerate(words) if word.startswith("-")), len(words))
+    return " ".join(words[:split]), words[split:]
+
+
+def hash_requirements(path: Path, wheelhouse: Path, target: TargetPython) -> list[Path]:
+    """Rewrite the role file and its includes so each pin carries ``--hash`` for its wheels.
+
+    Hashes of every wheel of that version in the wheelhouse are listed (at least one must fit the
+    target), so hosts can install with ``--require-hashes``. Comments and includes are kept.
+    Return the files that changed.
+    """
+    reqs = read_requirements(path, check_hashes=False)
+    offered: dict[tuple[str, Version], list[WheelLink]] = {}
+    for link in list_wheels(str(wheelhouse)):
+        offered.setdefault((link.name, link.version), []).append(link)
+    problems: list[str] = []
+    edits: dict[Path, dict[int, tuple[int, str]]] = {}
+    for file in reqs.files:
+        for line in logical_lines(file):
+            if not line.text or line.text.startswith("-"):
+                if line.text.startswith(("-e", "--editable")):
+                    problems.append(f"{file}:{line.number}: editable requirements cannot be installed with --hash")
+                continue
+            spec, _ = _spec(line.text)
+            req = Requirement(spec)
+            version = Version(next(iter(req.specifier)).version)
+            wheels = offered.get((canonicalize_name(req.name), version), [])
+            if not choose_wheel(wheels, target):
+                problems.append(
+                    f"{file}:{line.number}: {spec} has no wheel for {target.describe()} in {wheelhouse} "
+                    "(run mirror sync or upload it)"
+                )
+                continue
+            hashes = sorted({sha256_file(Path(link.location)) for link in wheels})
+            new = " \\\n".join([spec, *(f"    --hash=sha256:{digest}" for digest in hashes)])
+            edits.setdefault(file, {})[line.number] = (
+                line.last,
+                new + (f"  {line.comment}" if line.comment else ""),
+            )
+    if problems:
+        raise RequirementsError(f"{path}: cannot add hashes:", problems)
+    changed = []
+    for file, file_edits in edits.items():
+        old_lines = file.read_text(encoding="utf-8").splitlines()
+        lines, number = [], 1
+        while number <= len(old_lines):
+            last, text = file_edits.get(number, (number, old_lines[number - 1]))
+            lines.append(text)
+            number = last + 1
+        text = "\n".join(lines) + "\n"
+        if text != file.read_text(encoding="utf-8"):
+            partial = file.with_name(f".{file.name}.tmp")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(file)
+            changed.append(file)
+    return changed

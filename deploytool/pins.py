@@ -1,0 +1,99 @@
+"""Check a deploy's requirements on the laptop, before any host is touched.
+
+The files checked are the ones *in the commit being deployed* (``git archive`` of the requirement files),
+so what is checked is exactly what the hosts will install. Each distinct (file, mirror, target Python) is
+checked once: every pin with ``==``, every dependency of a dependency pinned compatibly, every pin present in
+the mirror as a wheel for the hosts' Python and platform.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DeployError
+from .inventory import HostConfig, Inventory
+from .phases import InstallPlan
+from .requirements import check_nested, read_requirements, requirements_digest
+from .wheelmeta import TargetPython
+
+
+def target_python(host: HostConfig) -> TargetPython:
+    """The interpreter and platform the host runs, as hosts.yml declares them (default: this machine's)."""
+    return TargetPython(
+        python_version=host.python_version or platform.python_version(), platform_machine=host.platform_machine
+    )
+
+
+def laptop_mirror(inventory: Inventory, host: HostConfig) -> str:
+    """Where the laptop reads the mirror: the local wheelhouse when there is one, else the hosts' mirror."""
+    if inventory.wheelhouse.is_dir() and any(inventory.wheelhouse.glob("*.whl")):
+        return str(inventory.wheelhouse)
+    return host.mirror
+
+
+@dataclass(frozen=True)
+class CheckedPins:
+    """The outcome for one host: what to install and the digest recorded in the release manifest."""
+
+    install: InstallPlan
+    digest: str
+
+
+def _relative(inventory: Inventory, host: HostConfig) -> str:
+    try:
+        return host.requirements.resolve().relative_to(inventory.project_root.resolve()).as_posix()
+    except ValueError:
+        raise DeployError(
+            f"{inventory.path}: requirements {host.requirements} is outside the project; it must be committed"
+        ) from None
+
+
+def _extract_requirement_files(project_root: Path, commit: str, into: Path) -> None:
+    archive = subprocess.run(
+        ["git", "-C", str(project_root), "archive", "--format=tar", commit, "--", ":(glob)**/*.txt"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise DeployError(f"cannot read requirement files of {commit[:12]}: {archive.stderr.decode().strip()}")
+    with tempfile.TemporaryFile() as buffer:
+        buffer.write(archive.stdout)
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer) as tar:
+            tar.extractall(into, filter="data")
+
+
+def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str) -> dict[str, CheckedPins]:
+    """Check every host's requirements as committed in ``commit``; raise one error listing every problem."""
+    results: dict[str, CheckedPins] = {}
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
+        _extract_requirement_files(inventory.project_root, commit, Path(tmp))
+        done: dict[tuple[str, str, TargetPython], CheckedPins | None] = {}
+        for host in hosts:
+            relative = _relative(inventory, host)
+            key = (relative, laptop_mirror(inventory, host), target_python(host))
+            if key not in done:
+                done[key] = None
+                try:
+                    if not (Path(tmp) / relative).is_file():
+                        raise DeployError(f"{relative}: not in commit {commit[:12]}; commit it")
+                    reqs = read_requirements(Path(tmp) / relative)
+                    check_nested(reqs, key[1], key[2])
+                    hashes = any(pin.hashes for pin in reqs.pins)
+                    done[key] = CheckedPins(InstallPlan(relative, hashes), requirements_digest(reqs))
+                except DeployError as error:
+                    problems.append(str(error).replace(f"{tmp}/", ""))
+            checked = done[key]
+            if checked is not None:
+                results[host.name] = checked
+    if problems:
+        raise DeployError(
+            f"requirements of {commit[:12]} failed the checks; no host was touched:\n" + "\n".join(problems)
+        )
+    return results

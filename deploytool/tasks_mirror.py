@@ -1,0 +1,138 @@
+"""The ``requirements.*`` and ``mirror.*`` tasks: check pins, hash them, and keep the internal wheelhouse."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+from .cli import STAGE_HELP, find_inventory, selected_hosts
+from .errors import DeployError, task_boundary
+from .inventory import HostConfig, Inventory
+from .mirror import hash_requirements, publish, serve, sync, upload, write_indexes
+from .pins import laptop_mirror, target_python
+from .release import deployer
+from .requirements import check_nested, read_requirements
+from .transport import close, connect
+
+
+def role_files(inventory: Inventory, host: HostConfig) -> list[Path]:
+    """The role files (prod.txt, dev.txt, test.txt, ...): every ``*.txt`` beside the stage's requirements."""
+    files = sorted(host.requirements.parent.glob("*.txt"))
+    if not files:
+        raise DeployError(f"{inventory.path}: no requirement files in {host.requirements.parent}")
+    return files
+
+
+def _first_host(c: Context, stage: str | None) -> tuple[Inventory, HostConfig]:
+    inventory, hosts = selected_hosts(c, stage, None)
+    return inventory, hosts[0]
+
+
+@task(help={"stage": STAGE_HELP + "; sets the target Python, platform and mirror"})
+@task_boundary
+def check(c: Context, stage: str | None = None) -> None:
+    """Check every role file: all pinned with ==, nested dependencies pinned, every pin in the mirror."""
+    inventory, host = _first_host(c, stage)
+    mirror, target = laptop_mirror(inventory, host), target_python(host)
+    problems = []
+    started = time.perf_counter()
+    for path in role_files(inventory, host):
+        try:
+            reqs = read_requirements(path)
+            check_nested(reqs, mirror, target)
+            print(f"ok    {path.relative_to(inventory.project_root)}: {len(reqs.pins)} pins")
+        except DeployError as error:
+            problems.append(str(error))
+            print(f"FAIL  {path.relative_to(inventory.project_root)}")
+    print(f"checked against {mirror} for {target.describe()} in {time.perf_counter() - started:.2f}s")
+    if problems:
+        raise DeployError("\n".join(problems))
+
+
+@task(name="hash", help={"stage": STAGE_HELP + "; sets the target Python and platform"})
+@task_boundary
+def hash_(c: Context, stage: str | None = None) -> None:
+    """Write --hash=sha256 lines from the wheelhouse into the role files (pip's hash-checking mode)."""
+    inventory, host = _first_host(c, stage)
+    for path in role_files(inventory, host):
+        for changed in hash_requirements(path, inventory.wheelhouse, target_python(host)):
+            print(f"hashed {changed.relative_to(inventory.project_root)}")
+
+
+@task(help={"stage": STAGE_HELP + "; sets the target Python and platform", "upstream": "index URL to download from"})
+@task_boundary
+def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> None:
+    """Fill the wheelhouse with exactly the pinned wheels of all role files (write-once, idempotent)."""
+    inventory, host = _first_host(c, stage)
+    report = sync(
+        role_files(inventory, host), inventory.wheelhouse, target_python(host), upstream or inventory.upstream,
+        user=deployer(),
+    )  # fmt: skip
+    print(f"{inventory.wheelhouse}: {len(report.added)} added ({len(report.built)} built from sdists), "
+          f"{len(report.present)} already present")  # fmt: skip
+
+
+@task(iterable=["file"], help={"file": "a wheel to add (repeat --file for several)"})
+@task_boundary
+def upload_(c: Context, file: list[str]) -> None:
+    """Add locally built wheels to the wheelhouse; never overwrites a file of the same name."""
+    wheelhouse = find_inventory(c).wheelhouse
+    if not file:
+        raise DeployError("give at least one --file WHEEL")
+    for name in upload([Path(item) for item in file], wheelhouse, user=deployer()):
+        print(f"added {name}")
+    write_indexes(wheelhouse)
+
+
+@task(name="index")
+@task_boundary
+def index(c: Context) -> None:
+    """Regenerate the wheelhouse's index.html and simple/ tree."""
+    wheelhouse = find_inventory(c).wheelhouse
+    write_indexes(wheelhouse)
+    print(f"wrote {wheelhouse / 'index.html'} and {wheelhouse / 'simple'}/")
+
+
+@task(help={"stage": STAGE_HELP + "; its mirror_host and mirror_path say where"})
+@task_boundary
+def publish_(c: Context, stage: str | None = None) -> None:
+    """Copy the wheelhouse to the stage's mirror host over SSH (adds files, never changes one)."""
+    inventory, host = _first_host(c, stage)
+    if not host.mirror_host or not host.mirror_path:
+        raise DeployError(f"{inventory.path}: stage {host.stage!r} needs mirror_host and mirror_path to publish")
+    mirror_host = replace(host, name=host.mirror_host, address=host.mirror_host, transport="ssh")
+    connection = connect(mirror_host)
+    try:
+        publish(connection, inventory.wheelhouse, host.mirror_path)
+    finally:
+        close(connection)
+    print(f"published {inventory.wheelhouse} to {host.mirror_host}:{host.mirror_path}")
+
+
+@task(help={"port": "port to listen on (default: any free one)"})
+@task_boundary
+def serve_(c: Context, port: int = 0) -> None:
+    """Serve the wheelhouse over HTTP on loopback until interrupted, for local work."""
+    wheelhouse = find_inventory(c).wheelhouse
+    write_indexes(wheelhouse)
+    server, url = serve(wheelhouse, port=port)
+    print(f"serving {wheelhouse} at {url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+requirements_tasks = Collection("requirements", check, hash_)
+mirror_tasks = Collection("mirror")
+for _task, _name in ((sync_, "sync"), (upload_, "upload"), (index, "index"), (publish_, "publish"), (serve_, "serve")):
+    mirror_tasks.add_task(_task, name=_name)

@@ -1,0 +1,101 @@
+"""The mock /etc over real SSH: config follows deploys and rollbacks, and a rejected config changes nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project
+from tests.sshd import SshServer
+from tests.test_deploy_ssh import current, release_ids, root_of
+
+TEMPLATE = "workers={{ workers }}\nrelease={{ release_id }}\nvenv={{ venv }}\n"
+
+
+@pytest.fixture
+def config_project(ssh_project: Project, ssh_server: SshServer) -> Project:
+    """web1 and web2 with their own etc_root, different workers, a validate and an after-switch command."""
+    stage = ssh_project.inventory["stages"]["test"]
+    stage["vars"] = {"workers": 2}
+    for name in ("web1", "web2"):
+        host = stage["hosts"][name]
+        etc_root = Path(host["root"]).parent / "etc-root"
+        etc_root.mkdir()
+        os.chown(etc_root, Path(host["root"]).parent.stat().st_uid, Path(host["root"]).parent.stat().st_gid)
+        host["etc_root"] = str(etc_root)
+        host["validate"] = [f"! grep -q broken {etc_root}/demo/app.conf"]
+        host["after_switch"] = [f"echo reloaded >> {etc_root}/reloads"]
+    stage["hosts"]["web2"]["vars"] = {"workers": 8}
+    ssh_project.write_inventory()
+    ssh_project.commit(
+        "config", {"etc-mock/demo/app.conf.j2": TEMPLATE, "etc-mock/cron.d/{{ app }}.j2": "* * * * * {{ user }} true\n"}
+    )
+    return ssh_project
+
+
+def etc_root(project: Project, host: str) -> Path:
+    return Path(project.inventory["stages"]["test"]["hosts"][host]["etc_root"])
+
+
+def test_config_is_rendered_per_host_installed_at_switch_and_follows_rollback(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1,web2")
+    first = current(config_project).removeprefix("releases/")
+    web1, web2 = etc_root(config_project, "web1"), etc_root(config_project, "web2")
+    assert (web1 / "demo/app.conf").read_text().startswith("workers=2\n")
+    assert (web2 / "demo/app.conf").read_text().startswith("workers=8\n")
+    assert f"venv={root_of(config_project)}/current/venv" in (web1 / "demo/app.conf").read_text()
+    assert (root_of(config_project) / "releases" / first / "etc/demo/app.conf").is_file(), "release keeps its config"
+    assert (web1 / "reloads").read_text() == "reloaded\n"
+
+    config_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    (config_project.path / "etc-mock/cron.d/{{ app }}.j2").unlink()
+    config_project.commit("drop cron")
+    config_project.fab("deploy", "--hosts", "web1,web2")
+    assert (web1 / "demo/app.conf").read_text().startswith("v2\n")
+    assert not (web1 / "cron.d/demo").exists(), "a file the new release no longer has is removed"
+
+    config_project.fab("rollback", "--hosts", "web1,web2")
+    assert current(config_project) == f"releases/{first}"
+    assert (web1 / "demo/app.conf").read_text() == (root_of(config_project) / "releases" / first / "etc/demo/app.conf").read_text()
+    assert (web1 / "cron.d/demo").is_file(), "rollback restores the config of the release it returns to"
+    assert (web1 / "reloads").read_text().count("reloaded") == 3
+
+
+def test_failing_validation_keeps_old_config_and_old_release(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    good = current(config_project)
+    before = (etc_root(config_project, "web1") / "demo/app.conf").read_text()
+    config_project.commit("broken", {"etc-mock/demo/app.conf.j2": "broken\n" + TEMPLATE})
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "validating config" in result.stderr and "Traceback" not in result.stderr
+    assert current(config_project) == good
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == before
+    assert release_ids(config_project) == [good.removeprefix("releases/")]
+    assert not (root_of(config_project) / "deploy.lock").exists()
+
+
+def test_undefined_template_variable_stops_before_any_host_is_touched(config_project: Project) -> None:
+    config_project.commit("typo", {"etc-mock/demo/app.conf.j2": "workers={{ worker }}\n"})
+    result = config_project.fab("deploy", "--hosts", "web1,web2", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "'worker'" in result.stderr and "etc-mock/demo/app.conf.j2" in result.stderr and "web1" in result.stderr
+    assert not (root_of(config_project) / "releases").exists()
+
+
+def test_render_etc_writes_each_hosts_files_and_diffs_against_the_host(config_project: Project) -> None:
+    result = config_project.fab("render-etc", "--hosts", "web1,web2")
+    out = config_project.path / "build/etc/test"
+    assert (out / "web1/demo/app.conf").read_text().startswith("workers=2\n")
+    assert (out / "web2/demo/app.conf").read_text().startswith("workers=8\n")
+    assert "web2/demo/app.conf" in result.stdout
+    assert not (root_of(config_project) / "releases").exists(), "render-etc changes nothing on hosts"
+
+    diff = config_project.fab("render-etc", "--hosts", "web1", "--diff")
+    assert "new" in diff.stdout and "workers=2" in diff.stdout
+    config_project.fab("deploy", "--hosts", "web1")
+    config_project.inventory["stages"]["test"]["vars"] = {"workers": 3}
+    config_project.write_inventory()
+    diff = config_project.fab("render-etc", "--hosts", "web1", "--diff")
+    assert "-workers=2" in diff.stdout and "+workers=3" in diff.stdout
