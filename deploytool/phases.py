@@ -113,6 +113,7 @@ def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> Host
         script.raw(f'[ "$(id -u)" != 0 ] || {{ echo {q(refusal)} >&2; exit 3; }}')
     script.step(f"making the deploy root {host.root}")
     script.cmd("mkdir", "-p", layout.releases, layout.shared)
+    script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
     script.raw(f"[ -w {q(layout.root)} ] || {{ echo {q(f'{layout.root} is not writable')} >&2; exit 3; }}")
     if init_repo:
         script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
