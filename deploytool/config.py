@@ -4,6 +4,7 @@ that install a release's ``etc/`` at the switch (validated, restorable, through 
 from __future__ import annotations
 
 import base64
+import getpass
 import posixpath
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
         "venv": posixpath.join(layout.current, "venv"),
         "shared": layout.shared,
         "shared_dirs": {name: layout.shared_dir(name) for name in host.shared_dirs},
-        "user": host.user or "",
+        "user": host.user or getpass.getuser(),  # what SSH logs in as when hosts.yml names no user
         "etc_root": host.etc_root,
     }
 

@@ -24,7 +24,12 @@ def tools_python(layout: Layout) -> str:
 
 
 def _pip(host: HostConfig, layout: Layout, release_id: str) -> list[str]:
-    return ["env", "PIP_CONFIG_FILE=/dev/null", tools_python(layout), "-m", "pip"] + [
+    return [
+        "env",
+        "PIP_CONFIG_FILE=/dev/null",
+        tools_python(layout),
+        "-m",
+        "pip",
         "--python",
         venv_python(layout, release_id),
     ]

@@ -19,6 +19,7 @@ import posixpath
 import shlex
 import subprocess
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from . import installer, journal
@@ -137,7 +138,8 @@ def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> Host
 def _describe_lock(owner_json: str, layout: Layout) -> str:
     try:
         owner = json.loads(owner_json)
-        held = f"{owner.get('action', '?')} {owner.get('release', '')} by {owner.get('user', '?')} since {owner.get('since', '?')}"
+        what = " ".join(str(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
+        held = f"{what} by {owner.get('user', '?')} since {owner.get('since', '?')}"
     except ValueError:
         held = f"an unknown holder ({layout.lock_owner} is unreadable)"
     return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage <stage> --hosts <host>"
@@ -295,10 +297,8 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
     if entry is not None:
         script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
     script.cmd("rm", "-rf", layout.lock)
-    try:
+    with suppress(Exception):  # cleanup must not hide the original failure
         run_script(target.c, script)
-    except Exception:
-        pass
 
 
 def remove_current(target: Target) -> None:

@@ -53,7 +53,8 @@ def _relative(inventory: Inventory, host: HostConfig) -> str:
         ) from None
 
 
-def _extract_requirement_files(project_root: Path, commit: str, into: Path) -> None:
+def extract_requirement_files(project_root: Path, commit: str, into: Path) -> None:
+    """Write the ``*.txt`` files of ``commit`` under ``into``, as committed."""
     archive = subprocess.run(
         ["git", "-C", str(project_root), "archive", "--format=tar", commit, "--", ":(glob)**/*.txt"],
         capture_output=True,
@@ -73,7 +74,7 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
     results: dict[str, CheckedPins] = {}
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
-        _extract_requirement_files(inventory.project_root, commit, Path(tmp))
+        extract_requirement_files(inventory.project_root, commit, Path(tmp))
         done: dict[tuple[str, str, TargetPython], CheckedPins | None] = {}
         for host in hosts:
             relative = _relative(inventory, host)

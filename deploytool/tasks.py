@@ -13,13 +13,14 @@ from invoke.tasks import task
 
 from . import deploy as flow
 from . import journal, phases
-from .tasks_mirror import mirror_tasks, requirements_tasks
 from .cli import HOSTS_HELP, STAGE_HELP, selected_hosts
-from .errors import DeployError, task_boundary
-from .fleet import on_each
 from .config import render_hosts
+from .dryrun import print_plan
+from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
+from .fleet import on_each
 from .release import Release, resolve_commit
+from .tasks_mirror import mirror_tasks, requirements_tasks
 
 
 @task(
@@ -38,7 +39,7 @@ def deploy(
     inventory, selected = selected_hosts(c, stage, hosts)
     plan = flow.plan_deploy(inventory, selected, ref)
     if dry_run:
-        print(f"Would deploy {plan.release.id} to {', '.join(h.name for h in selected)}")
+        print_plan(inventory, plan, print)
         return
     password = flow.prompt_sudo_password(selected)
     flow.run_deploy(plan, inventory.project_root, print, password=password)

@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from fabric import Connection
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
@@ -108,6 +109,8 @@ def publish_(c: Context, stage: str | None = None) -> None:
     mirror_host = replace(host, name=host.mirror_host, address=host.mirror_host, transport="ssh")
     connection = connect(mirror_host)
     try:
+        if not isinstance(connection, Connection):
+            raise DeployError(f"mirror.publish needs an SSH stage; {host.stage!r} is local")
         publish(connection, inventory.wheelhouse, host.mirror_path)
     finally:
         close(connection)

@@ -50,7 +50,7 @@ class Mirror:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -72,9 +72,7 @@ def mirror() -> Iterator[Mirror]:
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 @dataclass
@@ -135,7 +133,7 @@ def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> P
     """A project whose ``test`` stage has four hosts on the test sshd, each with a fresh root."""
     hosts = {
         name: {"address": address, "root": str(ssh_server.host_root(f"{tmp_path.name}-{name}") / "app")}
-        for name, address in zip(HOST_NAMES, ssh_server.addresses)
+        for name, address in zip(HOST_NAMES, ssh_server.addresses, strict=True)
     }
     inventory = {
         "app": "demo",

@@ -58,7 +58,9 @@ def test_config_is_rendered_per_host_installed_at_switch_and_follows_rollback(co
 
     config_project.fab("rollback", "--hosts", "web1,web2")
     assert current(config_project) == f"releases/{first}"
-    assert (web1 / "demo/app.conf").read_text() == (root_of(config_project) / "releases" / first / "etc/demo/app.conf").read_text()
+    assert (web1 / "demo/app.conf").read_text() == (
+        root_of(config_project) / "releases" / first / "etc/demo/app.conf"
+    ).read_text()
     assert (web1 / "cron.d/demo").is_file(), "rollback restores the config of the release it returns to"
     assert (web1 / "reloads").read_text().count("reloaded") == 3
 
@@ -99,3 +101,22 @@ def test_render_etc_writes_each_hosts_files_and_diffs_against_the_host(config_pr
     config_project.write_inventory()
     diff = config_project.fab("render-etc", "--hosts", "web1", "--diff")
     assert "-workers=2" in diff.stdout and "+workers=3" in diff.stdout
+
+
+def test_dry_run_prints_commits_requirement_changes_and_config_diff_and_changes_nothing(
+    config_project: Project,
+) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    before = (current(config_project), release_ids(config_project), (root_of(config_project) / "journal.jsonl").read_text())
+    config_project.commit(
+        "upgrade lib, add helper, more workers",
+        {"requirements/prod.txt": "demo-lib==2.0\ndemo-helper==1.0\n", "etc-mock/demo/app.conf.j2": "v3\n" + TEMPLATE},
+    )
+    result = config_project.fab("deploy", "--hosts", "web1", "--dry-run")
+    out = result.stdout
+    assert "Dry run: would deploy" in out and "upgrade lib, add helper, more workers" in out
+    assert "~ demo-lib 1.0 -> 2.0" in out and "+ demo-helper==1.0" in out
+    assert "+v3" in out and "Nothing was changed." in out
+    after = (current(config_project), release_ids(config_project), (root_of(config_project) / "journal.jsonl").read_text())
+    assert after == before
+    assert not (etc_root(config_project, "web1") / "demo/app.conf").read_text().startswith("v3")

@@ -1,0 +1,60 @@
+"""The `local` stage: the same flow on this machine, without SSH, into the project's .deploy/local."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import Project
+
+
+def deployed_version(project: Project) -> str:
+    current = project.path / ".deploy/local/current"
+    result = subprocess.run(
+        [str(current / "venv/bin/python"), "-c", "import app; print(app.VERSION)"],
+        cwd=current,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_local_stage_deploys_lists_and_rolls_back(local_project: Project) -> None:
+    local_project.fab("deploy")
+    first = os.readlink(local_project.path / ".deploy/local/current")
+    assert deployed_version(local_project) == "1.0"
+    local_project.commit("upgrade", {"requirements/prod.txt": "demo-lib==2.0\n"})
+    local_project.fab("deploy")
+    assert deployed_version(local_project) == "2.0"
+    listing = local_project.fab("releases").stdout
+    assert "localhost" in listing and "current" in listing and "previous" in listing
+
+    result = local_project.fab("rollback")
+    assert os.readlink(local_project.path / ".deploy/local/current") == first
+    assert deployed_version(local_project) == "1.0"
+    assert "Rolled back 1 host(s)" in result.stdout
+    entries = [
+        json.loads(line) for line in (local_project.path / ".deploy/local/journal.jsonl").read_text().splitlines()
+    ]
+    assert [entry["event"] for entry in entries] == ["deploy", "deploy", "rollback"]
+
+
+def test_deploy_of_a_ref_that_is_not_a_commit_is_refused(local_project: Project) -> None:
+    result = local_project.fab("deploy", "--ref", "no-such-branch", check=False)
+    assert result.returncode == 1
+    assert "'no-such-branch' is not a commit" in result.stderr and "Traceback" not in result.stderr
+    assert not (local_project.path / ".deploy/local/releases").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root refusal is about running as root")
+def test_deploying_as_root_is_refused_unless_the_stage_allows_it(local_project: Project) -> None:
+    del local_project.inventory["stages"]["local"]["allow_root"]
+    local_project.write_inventory()
+    local_project.commit("no root")
+    result = local_project.fab("deploy", check=False)
+    assert result.returncode == 1 and "logged in as root" in result.stderr and "allow_root" in result.stderr
+    assert not (local_project.path / ".deploy/local/releases").exists()
