@@ -120,3 +120,22 @@ def test_dry_run_prints_commits_requirement_changes_and_config_diff_and_changes_
     after = (current(config_project), release_ids(config_project), (root_of(config_project) / "journal.jsonl").read_text())
     assert after == before
     assert not (etc_root(config_project, "web1") / "demo/app.conf").read_text().startswith("v3")
+
+
+def test_failing_after_switch_command_switches_the_host_back(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    good = current(config_project)
+    config_before = (etc_root(config_project, "web1") / "demo/app.conf").read_text()
+    stage = config_project.inventory["stages"]["test"]
+    flag = etc_root(config_project, "web1") / "fail-reload"
+    stage["hosts"]["web1"]["after_switch"] = [f"test ! -e {flag}"]
+    config_project.write_inventory()
+    config_project.commit("new config", {"etc-mock/demo/app.conf.j2": "v4\n" + TEMPLATE})
+    flag.touch()
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "after-switch command" in result.stderr
+    assert f"back on {good.removeprefix('releases/')}" in result.stderr
+    assert current(config_project) == good
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_before
+    assert release_ids(config_project) == [good.removeprefix("releases/")]
+    assert not (root_of(config_project) / "deploy.lock").exists()
