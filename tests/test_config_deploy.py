@@ -107,7 +107,11 @@ def test_dry_run_prints_commits_requirement_changes_and_config_diff_and_changes_
     config_project: Project,
 ) -> None:
     config_project.fab("deploy", "--hosts", "web1")
-    before = (current(config_project), release_ids(config_project), (root_of(config_project) / "journal.jsonl").read_text())
+    before = (
+        current(config_project),
+        release_ids(config_project),
+        (root_of(config_project) / "journal.jsonl").read_text(),
+    )
     config_project.commit(
         "upgrade lib, add helper, more workers",
         {"requirements/prod.txt": "demo-lib==2.0\ndemo-helper==1.0\n", "etc-mock/demo/app.conf.j2": "v3\n" + TEMPLATE},
@@ -117,7 +121,11 @@ def test_dry_run_prints_commits_requirement_changes_and_config_diff_and_changes_
     assert "Dry run: would deploy" in out and "upgrade lib, add helper, more workers" in out
     assert "~ demo-lib 1.0 -> 2.0" in out and "+ demo-helper==1.0" in out
     assert "+v3" in out and "Nothing was changed." in out
-    after = (current(config_project), release_ids(config_project), (root_of(config_project) / "journal.jsonl").read_text())
+    after = (
+        current(config_project),
+        release_ids(config_project),
+        (root_of(config_project) / "journal.jsonl").read_text(),
+    )
     assert after == before
     assert not (etc_root(config_project, "web1") / "demo/app.conf").read_text().startswith("v3")
 

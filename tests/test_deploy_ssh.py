@@ -51,9 +51,7 @@ def test_first_deploy_builds_a_release_and_switches(ssh_project: Project) -> Non
     manifest = json.loads((root_of(ssh_project) / "current" / ".deploytool.json").read_text())
     assert manifest["commit"] == commit and manifest["host"] == "web1"
     assert (root_of(ssh_project) / "current" / "logs").resolve() == root_of(ssh_project) / "shared" / "logs"
-    assert [(e["event"], e["status"], e["release"]) for e in journal(ssh_project)] == [
-        ("deploy", "ok", release)
-    ]
+    assert [(e["event"], e["status"], e["release"]) for e in journal(ssh_project)] == [("deploy", "ok", release)]
     assert not (root_of(ssh_project) / "deploy.lock").exists()
     assert not (root_of(ssh_project, "web2") / "releases").exists(), "--hosts must limit the deploy"
     assert f"Deployed {release}" in result.stdout
@@ -135,9 +133,7 @@ def test_failing_install_leaves_current_and_releases_the_lock(ssh_project: Proje
     assert "web1:" in result.stderr and "web2:" in result.stderr
     for host in ("web1", "web2"):
         assert current(ssh_project, host) == good
-        assert release_ids(ssh_project, host) == [good.removeprefix("releases/")], (
-            "half-built release removed"
-        )
+        assert release_ids(ssh_project, host) == [good.removeprefix("releases/")], "half-built release removed"
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
         last = journal(ssh_project, host)[-1]
         assert last["status"] == "failed" and "installing requirements failed" in last["reason"]
@@ -158,9 +154,7 @@ def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_proje
     result = ssh_project.fab("deploy", "--hosts", "web4", check=False)
     assert result.returncode == 1
     assert (
-        "locked: deploy" in result.stderr
-        and "alice@laptop" in result.stderr
-        and "2026-11-21T10:00:00" in result.stderr
+        "locked: deploy" in result.stderr and "alice@laptop" in result.stderr and "2026-11-21T10:00:00" in result.stderr
     )
     assert lock.exists(), "the loser must not remove someone else's lock"
     unlocked = ssh_project.fab("unlock", "--hosts", "web4")
@@ -170,9 +164,7 @@ def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_proje
     ssh_project.commit("race")
     outcomes: list[subprocess.CompletedProcess[str]] = []
     racers = [
-        threading.Thread(
-            target=lambda: outcomes.append(ssh_project.fab("deploy", "--hosts", "web4", check=False))
-        )
+        threading.Thread(target=lambda: outcomes.append(ssh_project.fab("deploy", "--hosts", "web4", check=False)))
         for _ in range(2)
     ]
     for racer in racers:
@@ -194,17 +186,14 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     stage["known_hosts"] = str(unknown)
     ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
-    assert (
-        result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
-    )
+    assert result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
     assert not (root_of(ssh_project) / "releases").exists(), "nothing may happen on an unverified host"
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
     changed = tmp_path / "known_hosts_changed"
     changed.write_text(
-        "\n".join(line if "127.0.0.2" not in line else line.split()[0] + " " + other_key for line in real)
-        + "\n"
+        "\n".join(line if "127.0.0.2" not in line else line.split()[0] + " " + other_key for line in real) + "\n"
     )
     stage["known_hosts"] = str(changed)
     ssh_project.write_inventory()

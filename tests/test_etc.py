@@ -152,10 +152,7 @@ def test_example_renders_per_host_with_paths_through_current(facts: Facts) -> No
     }
     assert "listen 8080;" in rendered["web2"]["nginx/sites-available/demo.conf"].decode()
     web3 = rendered["web3"]
-    assert (
-        "server unix:/run/demo/gunicorn.sock fail_timeout=0;"
-        in web3["nginx/sites-available/demo.conf"].decode()
-    )
+    assert "server unix:/run/demo/gunicorn.sock fail_timeout=0;" in web3["nginx/sites-available/demo.conf"].decode()
     assert "--unix-socket /run/demo/gunicorn.sock" in web3["cron.d/demo"].decode()
     assert "RuntimeDirectory=demo" in web3["systemd/system/demo.service"].decode()
 
@@ -244,9 +241,7 @@ def test_symlink_inside_etc_mock_refused(tmp_path: Path, facts: Facts) -> None:
     shutil.copytree(EXAMPLE, src)
     (src / "nginx" / "sites-enabled").mkdir()
     (src / "nginx" / "sites-enabled" / "demo.conf").symlink_to("../sites-available/{{ app }}.conf.j2")
-    with pytest.raises(
-        EtcPathError, match=r"etc-mock/nginx/sites-enabled/demo\.conf: symlinks are not allowed"
-    ):
+    with pytest.raises(EtcPathError, match=r"etc-mock/nginx/sites-enabled/demo\.conf: symlinks are not allowed"):
         render_host(src, facts("web1", workers=1, port=1), "web1")
     (src / "nginx" / "sites-enabled" / "demo.conf").unlink()
     (src / "linked").symlink_to("/etc", target_is_directory=True)
@@ -268,9 +263,7 @@ def test_render_all_reports_every_host(facts: Facts) -> None:
         r"nginx/sites-available/\{\{ app \}\}\.conf\.j2 line \d+, host web2: undefined variable 'port'",
         message,
     )
-    assert re.search(
-        r"gunicorn/\{\{ app \}\}\.conf\.py\.j2 line \d+, host web3: undefined variable 'workers'", message
-    )
+    assert re.search(r"gunicorn/\{\{ app \}\}\.conf\.py\.j2 line \d+, host web3: undefined variable 'workers'", message)
     assert len(caught.value.errors) == 4  # port: nginx, gunicorn, cron; workers: gunicorn
 
 
@@ -294,9 +287,7 @@ def test_write_tree_clears_stale_files(tmp_path: Path) -> None:
 
 def test_tar_is_deterministic_and_extracts_to_release_etc(tmp_path: Path) -> None:
     """The tar is byte-identical across calls and `tar -x` gives the release etc/<relpath> with modes."""
-    rendered = RenderedEtc(
-        {"z.conf": b"z", "cron.d/demo": b"* * * * * x\n", "bin/t": b"#!"}, {"bin/t": 0o755}
-    )
+    rendered = RenderedEtc({"z.conf": b"z", "cron.d/demo": b"* * * * * x\n", "bin/t": b"#!"}, {"bin/t": 0o755})
     again = RenderedEtc(dict(reversed(list(rendered.files.items()))), dict(rendered.modes))
     data = tar_bytes(rendered)
     assert data == tar_bytes(again)

@@ -263,9 +263,7 @@ def test_local_stage_resolves_relative_paths_against_the_file(tmp_path: Path) ->
     assert here.etc_root == str(base / "etc-out")
 
 
-def test_local_stage_resolves_relative_to_file_not_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_local_stage_resolves_relative_to_file_not_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = tmp_path / "project"
     project.mkdir()
     write(project, FULL)

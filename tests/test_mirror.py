@@ -46,9 +46,7 @@ def pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     wheelhouse = tmp_path / "wheelhouse"
-    upload(
-        [make_wheel(tmp_path / "built", "alpha", "1.0", requires_python=">=3.8,<4")], wheelhouse, user="ann"
-    )
+    upload([make_wheel(tmp_path / "built", "alpha", "1.0", requires_python=">=3.8,<4")], wheelhouse, user="ann")
     server, url = serve(wheelhouse)
     yield wheelhouse, url
     server.shutdown()
@@ -84,8 +82,7 @@ def test_upload_refuses_bad_names_non_wheels_and_overwrites(tmp_path: Path) -> N
     assert f"{wheelhouse / good.name} already exists with sha256 {sha256_file(good)}" in message
     assert f"sha256 {sha256_file(other)}" in message
     assert (
-        "Shout-1.0-py3-none-any.whl: wheel filename is not normalised: expected it to start with shout-1.0-"
-        in message
+        "Shout-1.0-py3-none-any.whl: wheel filename is not normalised: expected it to start with shout-1.0-" in message
     )
     assert "notes.txt: not a valid wheel filename" in message
     assert "fake-1.0-py3-none-any.whl: not a valid wheel" in message
@@ -112,13 +109,9 @@ def test_indexes_work_with_real_pip(tmp_path: Path, served: tuple[Path, str]) ->
     assert f'href="../../alpha-1.0-py3-none-any.whl#sha256={digest}"' in page
     assert 'data-requires-python="&gt;=3.8,&lt;4"' in page
     assert 'href="alpha/"' in (wheelhouse / "simple" / "index.html").read_text()
-    flat = pip(
-        "download", "--no-deps", "--no-index", "--find-links", url, "alpha==1.0", "-d", str(tmp_path / "f")
-    )
+    flat = pip("download", "--no-deps", "--no-index", "--find-links", url, "alpha==1.0", "-d", str(tmp_path / "f"))
     assert flat.returncode == 0, flat.stderr
-    simple = pip(
-        "download", "--no-deps", "--index-url", f"{url}simple/", "alpha==1.0", "-d", str(tmp_path / "s")
-    )
+    simple = pip("download", "--no-deps", "--index-url", f"{url}simple/", "alpha==1.0", "-d", str(tmp_path / "s"))
     assert simple.returncode == 0, simple.stderr
     assert sha256_file(tmp_path / "s" / "alpha-1.0-py3-none-any.whl") == digest
 
@@ -239,9 +232,7 @@ def test_sync_from_local_upstream_is_idempotent_and_offline_the_second_time(
     sources = {entry["filename"]: entry["source"] for entry in read_manifest(wheelhouse)}
     assert sources["alpha-1.0-py3-none-any.whl"] == f"{url}alpha-1.0-py3-none-any.whl"
     assert sources["tinysdist-1.0-py3-none-any.whl"] == "built from sdist tinysdist-1.0.tar.gz"
-    assert sha256_file(wheelhouse / "alpha-1.0-py3-none-any.whl") == sha256_file(
-        root / "alpha-1.0-py3-none-any.whl"
-    )
+    assert sha256_file(wheelhouse / "alpha-1.0-py3-none-any.whl") == sha256_file(root / "alpha-1.0-py3-none-any.whl")
     assert "tinysdist-1.0-py3-none-any.whl#sha256=" in (wheelhouse / "index.html").read_text()
     shutil.rmtree(root)  # upstream gone: a second sync must not need it
     again = sync([prod, dev], wheelhouse, TARGET, f"{url}simple/", user="bob")
@@ -261,9 +252,7 @@ def test_sync_never_replaces_a_present_pin_and_reports_missing_upstream(
     assert sync([prod], wheelhouse, TARGET, f"{url}simple/", user="bob").present == ["alpha==1.0"]
     assert sha256_file(wheelhouse / ours.name) == sha256_file(ours)
     prod.write_text("alpha==1.0\nghost==9.9\n")
-    with pytest.raises(
-        MirrorError, match=r"prod.txt:2: ghost==9.9: no wheel for cpython 3.11 .* and no sdist"
-    ):
+    with pytest.raises(MirrorError, match=r"prod.txt:2: ghost==9.9: no wheel for cpython 3.11 .* and no sdist"):
         sync([prod], wheelhouse, TARGET, f"{url}simple/", user="bob")
 
 
@@ -279,9 +268,7 @@ def test_publish_adds_files_and_refuses_to_overwrite_different_remote_files(tmp_
     upload([make_wheel(tmp_path / "in", "alpha", "1.0")], wheelhouse, user="ann")
     remote = tmp_path / "remote" / "wheels"
     publish(LocalConnection(), wheelhouse, str(remote))
-    assert sha256_file(remote / "alpha-1.0-py3-none-any.whl") == sha256_file(
-        wheelhouse / "alpha-1.0-py3-none-any.whl"
-    )
+    assert sha256_file(remote / "alpha-1.0-py3-none-any.whl") == sha256_file(wheelhouse / "alpha-1.0-py3-none-any.whl")
     assert (remote / "simple" / "alpha" / "index.html").is_file() and (remote / "MANIFEST.jsonl").is_file()
     assert not [p for p in remote.iterdir() if p.name.startswith(".publish")]
     publish(LocalConnection(), wheelhouse, str(remote))  # again: nothing differs, fine

@@ -55,9 +55,7 @@ def test_pins_comments_markers_extras_and_hash_continuations(tmp_path: Path) -> 
     ]
     assert reqs.pins[1].extras == {"redis"}
     assert [p.key for p in reqs.active(TARGET)] == ["django", "celery", "ourlib"]
-    hashed = write(
-        tmp_path / "h.txt", f"six==1.17.0 \\\n    --hash=sha256:{HASH} \\\n    --hash sha256:{'b' * 64}\n"
-    )
+    hashed = write(tmp_path / "h.txt", f"six==1.17.0 \\\n    --hash=sha256:{HASH} \\\n    --hash sha256:{'b' * 64}\n")
     assert read_requirements(hashed).pins[0].hashes == (f"sha256:{HASH}", f"sha256:{'b' * 64}")
 
 
@@ -101,9 +99,7 @@ def test_every_problem_is_listed_in_one_error(tmp_path: Path) -> None:
 def test_includes_are_relative_to_the_including_file(tmp_path: Path) -> None:
     write(tmp_path / "requirements" / "base.txt", "six==1.17.0\n")
     write(tmp_path / "requirements" / "prod.txt", "-r base.txt\nidna==3.20\n")
-    dev = write(
-        tmp_path / "requirements" / "roles" / "dev.txt", "--requirement=../prod.txt\n-r../base.txt\nx==1\n"
-    )
+    dev = write(tmp_path / "requirements" / "roles" / "dev.txt", "--requirement=../prod.txt\n-r../base.txt\nx==1\n")
     reqs = read_requirements(dev)
     assert [(p.key, p.file.name) for p in reqs.pins] == [
         ("six", "base.txt"),
@@ -129,9 +125,7 @@ def test_conflicting_pins_across_includes_name_both_places(tmp_path: Path) -> No
 
 
 def test_hashes_are_all_or_none(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "prod.txt", f"six==1.17.0 --hash=sha256:{HASH}\nidna==3.20\nx==1 --hash=md5:abc\n"
-    )
+    path = write(tmp_path / "prod.txt", f"six==1.17.0 --hash=sha256:{HASH}\nidna==3.20\nx==1 --hash=md5:abc\n")
     first, second = problems(path)
     assert first.startswith(f"{path}:3:") and "not a valid sha256" in first
     assert second.startswith(f"{path}:2:") and "has no --hash" in second
@@ -245,9 +239,7 @@ def test_nested_absent_incompatible_and_requires_python(tmp_path: Path, mirror: 
     ]
 
 
-def test_http_mirror_without_metadata_files_downloads_once_then_uses_cache(
-    tmp_path: Path, wheel_dir: Path
-) -> None:
+def test_http_mirror_without_metadata_files_downloads_once_then_uses_cache(tmp_path: Path, wheel_dir: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     links = []
