@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import json
 import os
 import re
@@ -14,13 +15,15 @@ import sys
 import tarfile
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -151,34 +154,34 @@ def _pip(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def _sources(output: str, fallback: str) -> dict[str, str]:
-    urls = re.findall(r"Downloading (https?://\S+)", output)
-    found = {unquote(urlparse(url).path.rsplit("/", 1)[-1]): url for url in urls}
-    return {"": fallback, **found}
+def _source_url(upstream: str | None, filename: str) -> str:
+    """Where ``filename`` came from: its link on the upstream's PEP 503 project page (pip's own log does not
+    name it reliably across versions), else the index URL itself."""
+    if not upstream:
+        return PYPI + " (pip's configured index)"
+    project = canonicalize_name(parse_wheel_filename(filename)[0])
+    page_url = urljoin(upstream.rstrip("/") + "/", f"{project}/")
+    try:
+        with urllib.request.urlopen(page_url, timeout=30) as response:
+            page = response.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return upstream
+    for href in re.findall(r'href="([^"]+)"', page):
+        url = urljoin(page_url, html.unescape(href)).split("#", 1)[0]
+        if unquote(urlparse(url).path.rsplit("/", 1)[-1]) == filename:
+            return url
+    return upstream
 
 
-def _download(pins: list[Pin], dest: Path, target: TargetPython, index: list[str]) -> tuple[list[Pin], str]:
-    """Download target wheels for the pins with one pip call (per pin on failure); return misses, log."""
-    args = [
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        *target.pip_download_args(),
-        "-d",
-        str(dest),
-        *index,
-    ]
+def _download(pins: list[Pin], dest: Path, target: TargetPython, index: list[str]) -> list[Pin]:
+    """Download target wheels for the pins with one pip call (one per pin on failure); return the misses."""
+    args = ["download", "--no-deps", "--only-binary=:all:", *target.pip_download_args(), "-d", str(dest), *index]
     result = _pip([*args, *(f"{pin.name}=={pin.version}" for pin in pins)])
     if result.returncode == 0:
-        return [], result.stdout
+        return []
     if len(pins) == 1:
-        return pins, result.stdout
-    missed, log = [], ""
-    for pin in pins:
-        more, output = _download([pin], dest, target, index)
-        missed += more
-        log += output
-    return missed, log
+        return pins
+    return [miss for pin in pins for miss in _download([pin], dest, target, index)]
 
 
 def _build(pin: Pin, work: Path, target: TargetPython, index: list[str]) -> Path:
@@ -243,10 +246,9 @@ def sync(
     if missing:
         with tempfile.TemporaryDirectory(prefix="deploytool-sync-") as tmp:
             work = Path(tmp)
-            misses, log = _download(missing, work / "wheels", target, index)
-            sources = _sources(log, upstream or PYPI)
+            misses = _download(missing, work / "wheels", target, index)
             for wheel in sorted((work / "wheels").glob("*.whl")) if (work / "wheels").is_dir() else []:
-                if _add(wheel, wheelhouse, sources.get(wheel.name, sources[""]), user):
+                if _add(wheel, wheelhouse, _source_url(upstream, wheel.name), user):
                     report.added.append(wheel.name)
             for number, pin in enumerate(misses):
                 built = _build(pin, work / f"build-{number}", target, index)

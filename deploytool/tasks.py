@@ -5,7 +5,9 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -62,6 +64,9 @@ def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to:
     print(f"Rolled back {len(selected)} host(s) to {chosen}")
 
 
+R = TypeVar("R")
+
+
 def format_releases(target: phases.Target) -> list[str]:
     """Lines describing one host's releases, newest first: id, commit, when, who, and which is current."""
     state = target.state
@@ -84,29 +89,43 @@ def format_releases(target: phases.Target) -> list[str]:
     return lines
 
 
+def _on_each_selected(
+    c: Context,
+    stage: str | None,
+    hosts: str | None,
+    func: Callable[[phases.Target], R],
+    show: Callable[[phases.Target, R], str],
+    what: str,
+) -> None:
+    """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
+    then fail naming every host where it failed."""
+    _, selected = selected_hosts(c, stage, hosts)
+    with flow.connected(selected) as targets:
+        results = on_each(targets, func, lambda t: t.name)
+    order = [target.name for target in targets]
+    for target, value in sorted(results.done, key=lambda item: order.index(item[0].name)):
+        print(show(target, value))
+    results.raise_if_failed(what, lambda t: t.name)
+
+
 @task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
-    _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
-        results = on_each(targets, phases.read_state, lambda t: t.name)
-        for target in targets:
-            if any(t is target for t, _ in results.done):
-                print("\n".join(format_releases(target)))
-        results.raise_if_failed("reading releases", lambda t: t.name)
+    _on_each_selected(
+        c, stage, hosts, phases.read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+    )
 
 
 @task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
-    _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
-        results = on_each(targets, phases.unlock, lambda t: t.name)
-        for target, holder in results.done:
-            print(f"{target.name}: " + (f"removed the lock of {holder}" if holder else "was not locked"))
-        results.raise_if_failed("unlock", lambda t: t.name)
+
+    def show(target: phases.Target, holder: str | None) -> str:
+        return f"{target.name}: " + (f"removed the lock of {holder}" if holder else "was not locked")
+
+    _on_each_selected(c, stage, hosts, phases.unlock, show, "unlock")
 
 
 @task(

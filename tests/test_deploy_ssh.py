@@ -158,7 +158,7 @@ def test_concurrent_deploy_is_blocked_by_the_lock_and_unlock_clears_it(ssh_proje
     )
     assert lock.exists(), "the loser must not remove someone else's lock"
     unlocked = ssh_project.fab("unlock", "--hosts", "web4")
-    assert "removed the lock of deploy  by alice@laptop" in unlocked.stdout
+    assert "removed the lock of deploy by alice@laptop since 2026-11-21T10:00:00" in unlocked.stdout
     assert not lock.exists()
 
     ssh_project.commit("race")
