@@ -13,7 +13,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import journal, phases
@@ -216,13 +216,16 @@ def run_rollback(
                 return
             commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
             entry = _ok_entry("rollback", chosen, commit, target)
-            phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current, with_etc))
+            try:
+                phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current, with_etc))
+            except phases.SwitchFailed as error:
+                failed = replace(entry, status="failed", reason=str(error).removeprefix(f"{target.name}: "))
+                phases.abort(target, None, failed)
+                where = f"current is now {chosen}" if error.switched else f"current is still {target.state.current}"
+                raise DeployError(f"{error}; {where}") from None
             say(f"  {target.name}: current -> {chosen}")
 
-        switched = on_each(targets, switch_one, lambda t: t.name)
-        if switched.failed:
-            on_each([t for t, _ in switched.failed], lambda t: phases.abort(t, None, None), lambda t: t.name)
-            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in switched.failed]))
+        on_each(targets, switch_one, lambda t: t.name).raise_if_failed("rollback", lambda t: t.name)
         return chosen
 
 

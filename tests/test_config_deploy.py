@@ -147,3 +147,26 @@ def test_failing_after_switch_command_switches_the_host_back(config_project: Pro
     assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_before
     assert release_ids(config_project) == [good.removeprefix("releases/")]
     assert not (root_of(config_project) / "deploy.lock").exists()
+
+
+def test_rollback_whose_config_fails_validation_keeps_the_current_release(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    config_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    config_project.fab("deploy", "--hosts", "web1")
+    live = current(config_project)
+    config_now = (etc_root(config_project, "web1") / "demo/app.conf").read_text()
+    flag = etc_root(config_project, "web1") / "refuse"
+    config_project.inventory["stages"]["test"]["hosts"]["web1"]["validate"] = [f"test ! -e {flag}"]
+    config_project.write_inventory()
+    flag.touch()
+    result = config_project.fab("rollback", "--hosts", "web1", check=False)
+    assert (
+        result.returncode == 1
+        and "validating config" in result.stderr
+        and f"current is still {live.removeprefix('releases/')}" in result.stderr
+    )
+    assert current(config_project) == live
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_now
+    assert not (root_of(config_project) / "deploy.lock").exists()
+    last = (root_of(config_project) / "journal.jsonl").read_text().splitlines()[-1]
+    assert '"event": "rollback"' in last and '"status": "failed"' in last
