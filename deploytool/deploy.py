@@ -22,7 +22,7 @@ from .errors import DeployError
 from .etc import RenderedEtc
 from .fleet import describe_failures, on_each
 from .inventory import HostConfig, Inventory
-from .pins import check_pins
+from .pins import check_pins, target_python
 from .release import Release, check_release_id, deployer, resolve_commit, utc_now
 from .transport import close, connect
 
@@ -74,8 +74,9 @@ def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Itera
 
 def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
     release = plan.release
-    phases.check(target, _owner("deploy", release.id))
+    state = phases.check(target, _owner("deploy", release.id))
     try:
+        _check_python(target, state.python_version)
         phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(target.name)
         etc_payload = payload(rendered) if plan.with_etc and rendered is not None else None
@@ -83,6 +84,20 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
     except Exception as error:
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
         raise
+
+
+def _check_python(target: phases.Target, actual: str | None) -> None:
+    """Requirements were checked for ``target_python``; a host running another Python must not install them
+    (a marker like ``python_full_version < '3.11.3'`` can change what must be pinned)."""
+    host, assumed = target.host, target_python(target.host).python_version
+    if actual == assumed:
+        return
+    if host.python_version:
+        raise DeployError(f"{host.name}: {host.python} is Python {actual}, but hosts.yml says python_version {assumed}")
+    raise DeployError(
+        f"{host.name}: {host.python} is Python {actual}, but the requirements were checked for this machine's "
+        f'Python {assumed} (hosts.yml sets no python_version); set python_version: "{actual}" for the stage or host'
+    )
 
 
 def _failed_entry(event: str, release: Release, target: phases.Target, error: object) -> journal.Entry:
@@ -155,7 +170,8 @@ def _switch_new(target: phases.Target, release: Release, config_for: ConfigFor) 
         if error.switched:
             _switch_back(target, release.id, previous, config_for)
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
-        raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}") from None
+        where = "back" if error.switched else "still"
+        raise DeployError(f"{error}; {target.name} is {where} on {previous or 'no release'}") from None
 
 
 def _switch_back(target: phases.Target, failed_id: str, previous: str | None, config_for: ConfigFor) -> None:

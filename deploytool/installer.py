@@ -3,7 +3,7 @@
 pip (the default): the release venv is made ``--without-pip`` (milliseconds instead of seconds of ensurepip)
 and filled by one pip kept in ``<root>/tools/venv`` (made once per host), run as ``pip --python <venv>``.
 uv (``installer: uv``): ``uv venv`` and ``uv pip install`` with the same flags. Either way the host's own
-pip/uv configuration is ignored, so nothing but the given mirror is ever consulted.
+pip/uv configuration and environment variables are ignored, so nothing but the given mirror is ever consulted.
 """
 
 from __future__ import annotations
@@ -24,15 +24,9 @@ def tools_python(layout: Layout) -> str:
 
 
 def _pip(host: HostConfig, layout: Layout, release_id: str) -> list[str]:
-    return [
-        "env",
-        "PIP_CONFIG_FILE=/dev/null",
-        tools_python(layout),
-        "-m",
-        "pip",
-        "--python",
-        venv_python(layout, release_id),
-    ]
+    # --isolated drops PIP_* environment variables and user config; PIP_CONFIG_FILE=/dev/null drops the rest.
+    pip = [tools_python(layout), "-m", "pip", "--isolated", "--python", venv_python(layout, release_id)]
+    return ["env", "PIP_CONFIG_FILE=/dev/null", *pip]
 
 
 def make_venv(host: HostConfig, layout: Layout, release_id: str) -> list[str]:

@@ -44,6 +44,11 @@ class Layout:
         return join(self.root, "tools", "venv")
 
     @property
+    def trash(self) -> str:
+        """Pruned releases wait here for their deletion, which runs after the lock is released."""
+        return join(self.root, "trash")
+
+    @property
     def lock(self) -> str:
         return join(self.root, "deploy.lock")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
+import io
 import json
 import os
 import re
@@ -30,6 +32,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import Version
 
 from deploytool.mirror_index import WheelLink, choose_wheel, list_wheels, write_indexes
+from deploytool.remote import ChunkedStream
 from deploytool.requirements import Pin, RequirementsError, logical_lines, read_requirements
 from deploytool.wheelmeta import MirrorError, TargetPython, parse_metadata, read_wheel_metadata, sha256_file
 
@@ -64,9 +67,6 @@ class Connection(Protocol):
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """Run a shell command on the host."""
-
-    def put(self, local: str, remote: str) -> Any:
-        """Copy a local file to the host."""
 
 
 def read_manifest(wheelhouse: Path) -> list[dict[str, str]]:
@@ -282,38 +282,38 @@ def serve(wheelhouse: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[Thr
 
 
 def publish(c: Connection, wheelhouse: Path, remote_dir: str) -> None:
-    """Copy the wheelhouse to ``remote_dir`` on a host: one upload, one command.
+    """Copy the wheelhouse to ``remote_dir`` on a host in one command (the archive travels on its stdin, so
+    only an exec channel is needed, no SFTP).
 
     Wheels and their ``.metadata`` files are only added (``tar --skip-old-files``) then verified
     by sha256 on the host; if any existing remote file differs, the indexes are left unchanged
     and MirrorError names the files. ``remote_dir`` should be absolute.
     """
     write_indexes(wheelhouse)
-    token = secrets.token_hex(6)
-    stage, remote_tar = f".publish-{token}", f"/tmp/deploytool-publish-{token}.tar"
+    stage = f".publish-{secrets.token_hex(6)}"
     files = sorted(p for p in wheelhouse.iterdir() if p.name.endswith((".whl", ".whl.metadata")))
     sums = "".join(f"{sha256_file(path)}  {path.name}\n" for path in files).encode()
-    with tempfile.TemporaryDirectory(prefix="deploytool-publish-") as tmp:
-        (Path(tmp) / "SHA256SUMS").write_bytes(sums)
-        archive_path = Path(tmp) / "wheelhouse.tar"
-        with tarfile.open(archive_path, "w") as archive:
-            for path in files:
-                archive.add(path, arcname=path.name)
-            archive.add(Path(tmp) / "SHA256SUMS", arcname=f"{stage}/SHA256SUMS")
-            for name in ("index.html", "simple", MANIFEST):
-                if (wheelhouse / name).exists():
-                    archive.add(wheelhouse / name, arcname=f"{stage}/index/{name}")
-        c.put(str(archive_path), remote_tar)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in files:
+            archive.add(path, arcname=path.name)
+        info = tarfile.TarInfo(f"{stage}/SHA256SUMS")
+        info.size = len(sums)
+        archive.addfile(info, io.BytesIO(sums))
+        for name in ("index.html", "simple", MANIFEST):
+            if (wheelhouse / name).exists():
+                archive.add(wheelhouse / name, arcname=f"{stage}/index/{name}")
     steps = [
         ["mkdir", "-p", remote_dir],
         ["cd", remote_dir],
-        ["tar", "-x", "--skip-old-files", "-f", remote_tar],
+        ["sh", "-c", "base64 -d | tar -x --skip-old-files -f -"],
         ["sha256sum", "--quiet", "-c", f"{stage}/SHA256SUMS"],
         ["cp", "-R", f"{stage}/index/.", "."],
     ]
-    cleanup = shlex.join(["rm", "-rf", f"{remote_dir.rstrip('/')}/{stage}", remote_tar])
+    cleanup = shlex.join(["rm", "-rf", f"{remote_dir.rstrip('/')}/{stage}"])
     command = f"( {' && '.join(shlex.join(step) for step in steps)} ); status=$?; {cleanup}; exit $status"
-    result = c.run(command, hide=True, warn=True, in_stream=False)
+    payload = base64.b64encode(buffer.getvalue()).decode("ascii")
+    result = c.run(shlex.join(["sh", "-c", command]), hide=True, warn=True, in_stream=ChunkedStream(payload))
     if result.exited != 0:
         differing = [line.rsplit(":", 1)[0] for line in result.stdout.splitlines() if line.endswith("FAILED")]
         if differing:

@@ -41,6 +41,7 @@ class HostState:
     current: str | None
     releases: list[str]
     entries: list[journal.Entry]
+    python_version: str | None = None
 
 
 @dataclass
@@ -80,16 +81,18 @@ def _state_script(layout: Layout) -> Script:
 
 
 def _parse_state(stdout: str) -> HostState:
-    current, releases, lines = None, [], []
+    current, releases, lines, python = None, [], [], None
     for line in stdout.splitlines():
         kind, _, value = line.partition(" ")
-        if kind == "current" and value.startswith("releases/"):
+        if kind == "python":
+            python = value.strip() or None
+        elif kind == "current" and value.startswith("releases/"):
             current = value.removeprefix("releases/")
         elif kind == "release" and value:
             releases.append(value)
         elif kind == "journal":
             lines.append(value)
-    return HostState(current, sorted(releases), journal.parse(lines))
+    return HostState(current, sorted(releases), journal.parse(lines), python)
 
 
 def read_state(target: Target) -> HostState:
@@ -112,6 +115,8 @@ def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> Host
         script.step("checking the deploy user")
         refusal = "logged in as root; deploy as an unprivileged user, or set allow_root: true for this stage"
         script.raw(f'[ "$(id -u)" != 0 ] || {{ echo {q(refusal)} >&2; exit 3; }}')
+    if host.sudo:
+        script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
     script.step(f"making the deploy root {host.root}")
     script.cmd("mkdir", "-p", layout.releases, layout.shared)
     script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
@@ -125,7 +130,8 @@ def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> Host
     )
     script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
     script.extend(_state_script(layout))
-    outcome = run_script(target.c, script)
+    script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
+    outcome = run_script(target.c, script, stdin=target.sudo_stdin(3))
     if outcome.exit_code == EXIT_LOCKED:
         raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout))
     if not outcome.ok:
@@ -237,6 +243,10 @@ def switch(
     back before the switch, so the old release and its config stay live."""
     layout, sudo = target.layout, target.host.sudo
     script, sudo_calls = Script(), 0
+    if sudo and config is not None:
+        # Check the password once, up front: a wrong one must not be mistaken for rejected config.
+        script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
+        sudo_calls += 3  # sudo reads up to three lines when the password is wrong
     if config is not None and (config.install or config.validate):
         checked = Script()
         if config.install:
@@ -281,10 +291,16 @@ def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str]) -
     script = Script().step("recording in the journal")
     script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
     if prune:
+        # Renaming is instant; deleting thousands of venv files is not, so that happens after the lock is
+        # released, in the background, with every descriptor detached so the session can end at once.
         script.step("pruning old releases")
-        script.cmd("rm", "-rf", *(layout.release(rid) for rid in prune))
+        script.cmd("mkdir", "-p", layout.trash)
+        for rid in prune:
+            script.cmd("mv", "-T", layout.release(rid), posixpath.join(layout.trash, f"{rid}.{entry.release}"))
     script.step("releasing the lock")
     script.cmd("rm", "-rf", layout.lock)
+    if prune:
+        script.raw(f"(rm -rf {shlex.quote(layout.trash)} </dev/null >/dev/null 2>&1 &)")
     return script
 
 

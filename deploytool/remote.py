@@ -18,7 +18,7 @@ from .transport import Runner
 STEP_MARK = "deploytool-step: "
 
 
-class _ChunkedStream(io.StringIO):
+class ChunkedStream(io.StringIO):
     """A stdin payload that Invoke copies in large chunks (it asks for one byte at a time otherwise)."""
 
     def read(self, size: int | None = -1) -> str:
@@ -99,7 +99,7 @@ def run_script(c: Runner, script: Script, *, stdin: str | None = None) -> Outcom
     kwargs: dict[str, Any] = {
         "hide": True,
         "warn": True,
-        "in_stream": _ChunkedStream(stdin) if stdin else False,
+        "in_stream": ChunkedStream(stdin) if stdin else False,
     }
     result = c.run(script.command(), **kwargs)
     return Outcome(result.stdout, result.stderr, result.return_code)

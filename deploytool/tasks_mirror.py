@@ -6,7 +6,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fabric import Connection
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
@@ -106,11 +105,9 @@ def publish_(c: Context, stage: str | None = None) -> None:
     inventory, host = _first_host(c, stage)
     if not host.mirror_host or not host.mirror_path:
         raise DeployError(f"{inventory.path}: stage {host.stage!r} needs mirror_host and mirror_path to publish")
-    mirror_host = replace(host, name=host.mirror_host, address=host.mirror_host, transport="ssh")
+    mirror_host = replace(host, name=host.mirror_host, address=host.mirror_host)
     connection = connect(mirror_host)
     try:
-        if not isinstance(connection, Connection):
-            raise DeployError(f"mirror.publish needs an SSH stage; {host.stage!r} is local")
         publish(connection, inventory.wheelhouse, host.mirror_path)
     finally:
         close(connection)

@@ -22,6 +22,9 @@ from tests import sshd
 from tests.wheelfactory import make_wheel
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+HOST_PYTHON_VERSION = subprocess.run(
+    [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
+).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
 
 
@@ -141,6 +144,7 @@ def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> P
         "mirror": mirror.url,
         "keep_releases": 3,
         "python": HOST_PYTHON,
+        "python_version": HOST_PYTHON_VERSION,
         "stages": {
             "test": {
                 "user": ssh_server.user,
@@ -162,6 +166,7 @@ def local_project(tmp_path: Path, mirror: Mirror) -> Project:
         "default_stage": "local",
         "mirror": str(mirror.directory),
         "python": HOST_PYTHON,
+        "python_version": HOST_PYTHON_VERSION,
         "stages": {
             "local": {
                 "transport": "local",

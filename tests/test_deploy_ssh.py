@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from tests.conftest import Project
@@ -107,6 +108,23 @@ def test_keep_releases_prunes_oldest_but_never_current_or_rollback_target(ssh_pr
     assert current(ssh_project, "web3") == f"releases/{kept[-1]}"
     deployed = [e["release"] for e in journal(ssh_project, "web3") if e["event"] == "deploy"]
     assert kept == deployed[-3:]
+    trash = root_of(ssh_project, "web3") / "trash"
+    for _ in range(100):  # pruned releases are deleted in the background, after the lock is released
+        if not trash.exists() or not any(trash.iterdir()):
+            break
+        time.sleep(0.1)
+    assert not trash.exists() or not any(trash.iterdir())
+
+
+def test_a_host_running_another_python_than_the_one_checked_is_refused(ssh_project: Project) -> None:
+    ssh_project.inventory["python_version"] = "3.9.0"
+    ssh_project.write_inventory()
+    ssh_project.commit("wrong python")
+    result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "is Python 3.11" in result.stderr and "hosts.yml says python_version 3.9.0" in result.stderr
+    assert not (root_of(ssh_project) / "current").exists() and release_ids(ssh_project) == []
+    assert not (root_of(ssh_project) / "deploy.lock").exists()
 
 
 def test_pin_missing_from_the_mirror_stops_the_deploy_before_any_host_is_touched(ssh_project: Project) -> None:

@@ -1,0 +1,380 @@
+"""Shared helpers for the benchmark scripts: timing, tables, the test sshd, a tiny app project, a mirror.
+
+Everything runs on loopback only: the sshd listens on 127.0.0.2-5 and mirrors are served on 127.0.0.1.
+Importing this module puts the repository root on ``sys.path`` so ``tests.sshd`` and ``deploytool`` import
+from the working tree whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from tests import sshd  # noqa: E402
+
+HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+HOST_NAMES = ("web1", "web2", "web3", "web4")
+PHASES = ("check", "push", "build", "switch")
+PLAN = "plan (laptop: commit, pins, config)"
+TOTAL = "total in-process"
+FAB_TIMEOUT = 600  # seconds: one fab command never runs longer than this
+# The environment an SSH session of the deploy user gets (sshd's compiled-in PATH), for direct timings.
+DEPLOY_ENV_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+
+
+# ---------------------------------------------------------------- timing and tables
+
+
+@dataclass
+class Samples:
+    """Timings of one scenario, in seconds."""
+
+    scenario: str
+    hosts: int | str
+    values: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float) -> float:
+        self.values.append(seconds)
+        return seconds
+
+    def row(self) -> list[str]:
+        if not self.values:
+            return [self.scenario, str(self.hosts), "-", "-", "0"]
+        median, low = statistics.median(self.values), min(self.values)
+        return [self.scenario, str(self.hosts), f"{median:.2f}", f"{low:.2f}", str(len(self.values))]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (readable in a terminal and pastable into the README)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
+
+    separator = "| " + " | ".join("-" * width for width in widths) + " |"
+    return "\n".join([line(headers), separator, *(line(row) for row in rows)])
+
+
+def samples_table(samples: Sequence[Samples], second: str = "hosts") -> str:
+    return table(["scenario", second, "median s", "min s", "runs"], [s.row() for s in samples])
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """``with timed() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    holder: list[float] = []
+    started = time.perf_counter()
+    try:
+        yield holder
+    finally:
+        holder.append(time.perf_counter() - started)
+
+
+def machine_note() -> str:
+    """CPU count and load average: other work on a 2-core box skews every figure, so print it with them."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) / {five:.2f} (5 min) when the tables were printed"
+
+
+def log(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = FAB_TIMEOUT, **kwargs: Any) -> str:
+    """Run a command, raise with its output if it fails; return stdout."""
+    result = subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout, **kwargs
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def run_timed(argv: Sequence[str], **kwargs: Any) -> float:
+    started = time.perf_counter()
+    run(argv, **kwargs)
+    return time.perf_counter() - started
+
+
+def as_deploy_user(server: sshd.SshServer, command: str) -> list[str]:
+    """argv running ``command`` with ``sh -c`` as the sshd's login user, in the environment an SSH
+    session gets (clean env, sshd's PATH), so direct timings match what a deploy runs."""
+    home = os.path.expanduser(f"~{server.user}")
+    env = ["env", "-i", f"HOME={home}", f"USER={server.user}", f"PATH={DEPLOY_ENV_PATH}", "LANG=C.UTF-8"]
+    if os.geteuid() == 0 and server.user != "root":
+        return ["runuser", "-u", server.user, "--", *env, "sh", "-c", command]
+    return [*env, "sh", "-c", command]
+
+
+# ---------------------------------------------------------------- sshd
+
+
+def start_sshd(base: Path) -> sshd.SshServer:
+    missing = sshd.available()
+    if missing:
+        raise SystemExit(f"cannot benchmark over SSH: {missing}")
+    return sshd.start(base)
+
+
+# ---------------------------------------------------------------- the app project
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", "-C", str(repo), *args], timeout=60).strip()
+
+
+@dataclass
+class Project:
+    """An application repository with a fabfile and hosts.yml, as a user has it on the laptop."""
+
+    path: Path
+    inventory: dict[str, Any]
+    commits: int = 0
+
+    def write_inventory(self) -> None:
+        (self.path / "hosts.yml").write_text(yaml.safe_dump(self.inventory, sort_keys=False))
+
+    def commit(self, message: str | None = None, files: dict[str, str] | None = None) -> str:
+        """Commit the working tree (plus ``files``); every deploy gets its own commit, because a release id
+        is the second plus the commit: the same commit twice in one second would collide."""
+        self.commits += 1
+        for name, text in (files or {}).items():
+            target = self.path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        (self.path / "BUILD").write_text(f"{self.commits}\n")
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "-m", message or f"bench {self.commits}")
+        return git(self.path, "rev-parse", "HEAD")
+
+    def fab(self, *args: str) -> float:
+        """Run the real ``fab`` command line in the project; return its wall time in seconds."""
+        return run_timed([sys.executable, "-m", "fabric", *args], cwd=self.path)
+
+
+def ssh_stage(server: sshd.SshServer, roots: dict[str, str], **settings: Any) -> dict[str, Any]:
+    """A stage of ``hosts.yml`` with the given host names -> deploy roots on the test sshd."""
+    addresses = dict(zip(HOST_NAMES, server.addresses, strict=True))
+    return {
+        "user": server.user,
+        "port": server.port,
+        "known_hosts": str(server.known_hosts),
+        "identity_file": str(server.client_key),
+        **settings,
+        "hosts": {name: {"address": addresses[name], "root": root} for name, root in roots.items()},
+    }
+
+
+def fresh_roots(server: sshd.SshServer, label: str, names: Sequence[str]) -> dict[str, str]:
+    """New, empty deploy roots (owned by the login user) for ``names``."""
+    return {name: str(server.host_root(f"{label}-{name}") / "app") for name in names}
+
+
+def make_project(path: Path, inventory: dict[str, Any], requirements: str, app_source: str) -> Project:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "bench@example.com")
+    git(path, "config", "user.name", "Bench")
+    project = Project(path, inventory)
+    project.write_inventory()
+    project.commit(
+        "first",
+        {"fabfile.py": "from deploytool import ns\n", "app.py": app_source, "requirements/prod.txt": requirements},
+    )
+    return project
+
+
+# ---------------------------------------------------------------- mirrors
+
+
+def serve_mirror(directory: Path) -> tuple[Any, str]:
+    """Write the indexes of ``directory`` and serve it on 127.0.0.1 (an ephemeral port)."""
+    from deploytool.mirror import serve, write_indexes
+
+    directory.chmod(0o755)
+    write_indexes(directory)
+    return serve(directory, "127.0.0.1", 0)
+
+
+def stop_mirror(server: Any) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the build phase, step by step
+
+
+def build_breakdown(server: sshd.SshServer, host: Any, requirements: Path, runs: int, label: str) -> list[Samples]:
+    """Time the build phase's steps one by one, as the deploy user, with exactly the commands a deploy runs
+    (from deploytool.installer): fresh venv, install the pins from the mirror, pip check.
+
+    ``host`` is the HostConfig of an already deployed root (pip needs its tools venv); scratch releases
+    ``bench-N`` are made in it and removed again. ``requirements`` must be readable by the deploy user."""
+    import shlex
+
+    from deploytool import installer
+    from deploytool.layout import Layout
+
+    layout = Layout(host.root)
+    venv = Samples("create venv", label)
+    install = Samples("install requirements", label)
+    check = Samples("pip check", label)
+    floor = Samples("installer start-up only (--version)", label)
+    # Not what a deploy runs: the other choice about byte-compiling, to show what it costs or saves.
+    flip = ["--compile-bytecode"] if host.installer == "uv" else ["--no-compile"]
+    other = Samples(f"(for comparison) install with {flip[0]}", label)
+    version = (
+        ["env", "UV_NO_CONFIG=1", "uv", "--version"]
+        if host.installer == "uv"
+        else [installer.tools_python(layout), "-m", "pip", "--version"]
+    )
+    for i in range(runs):
+        release = f"bench-{os.getpid()}-{i}"
+        path = layout.release(release)
+        run(as_deploy_user(server, shlex.join(["mkdir", "-p", path])))
+        try:
+            floor.add(run_timed(as_deploy_user(server, shlex.join(version))))
+            venv.add(run_timed(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release)))))
+            command = installer.install(host, layout, release, str(requirements), False)
+            install.add(run_timed(as_deploy_user(server, shlex.join(command))))
+            check.add(run_timed(as_deploy_user(server, shlex.join(installer.check(host, layout, release)))))
+            run(as_deploy_user(server, shlex.join(["rm", "-rf", layout.venv(release)])))
+            run(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release))))
+            other.add(run_timed(as_deploy_user(server, shlex.join([*command, *flip]))))
+        finally:
+            run(as_deploy_user(server, shlex.join(["rm", "-rf", path])))
+    return [floor, venv, install, check, other]
+
+
+# ---------------------------------------------------------------- in-process instruments
+
+
+class Instruments:
+    """Counting and timing wrappers, installed on deploytool and fabric in this process only."""
+
+    def __init__(self, address_to_name: dict[str, str]) -> None:
+        self.names = address_to_name
+        self.lock = threading.Lock()
+        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self.times: dict[str, list[float]] = defaultdict(list)  # phase -> per-host seconds
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _record(self, host: str, kind: str, seconds: float | None = None, phase: str | None = None) -> None:
+        with self.lock:
+            self.counts[host][kind] += 1
+            if seconds is not None and phase:
+                self.times[phase].append(seconds)
+
+    def _patch(self, owner: Any, name: str, wrapper: Any) -> None:
+        self._saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, wrapper)
+
+    def install(self) -> None:
+        import fabric
+
+        from deploytool import deploy, phases
+
+        instruments = self
+        original_run, original_open = fabric.Connection.run, fabric.Connection.open
+
+        @functools.wraps(original_run)
+        def run(self: Any, command: str, **kwargs: Any) -> Any:
+            instruments._record(instruments.names.get(self.host, self.host), "ssh exec (Connection.run)")
+            return original_run(self, command, **kwargs)
+
+        @functools.wraps(original_open)
+        def open_(self: Any) -> Any:
+            if not self.is_connected:
+                instruments._record(instruments.names.get(self.host, self.host), "ssh connect (paramiko)")
+            return original_open(self)
+
+        self._patch(fabric.Connection, "run", run)
+        self._patch(fabric.Connection, "open", open_)
+
+        def timing(phase: str, original: Any, host_of: Any) -> Any:
+            @functools.wraps(original)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    kind = "git push (OpenSSH connect + receive-pack)" if phase == "push" else None
+                    seconds = time.perf_counter() - started
+                    with self.lock:
+                        self.times[phase].append(seconds)
+                        if kind:
+                            self.counts[host_of(*args)][kind] += 1
+
+            return wrapper
+
+        for phase in PHASES:
+            self._patch(phases, phase, timing(phase, getattr(phases, phase), lambda target, *_: target.name))
+        self._patch(deploy, "connect", timing("connect", deploy.connect, lambda host, *_: host.name))
+
+    def restore(self) -> None:
+        while self._saved:
+            owner, name, original = self._saved.pop()
+            setattr(owner, name, original)
+
+
+def instrumented_deploys(project: Project, stage: str, runs: int, names: dict[str, str]) -> Instruments:
+    """Warm deploys in this process through plan_deploy + run_deploy, with the instruments installed."""
+    from deploytool import deploy as flow
+    from deploytool.inventory import load_inventory
+
+    instruments = Instruments(names)
+    instruments.install()
+    try:
+        for _ in range(runs):
+            project.commit()
+            started = time.perf_counter()
+            inventory = load_inventory(project.path / "hosts.yml")
+            hosts = inventory.hosts(stage)
+            plan = flow.plan_deploy(inventory, hosts, "HEAD")
+            planned = time.perf_counter()
+            flow.run_deploy(plan, inventory.project_root, lambda _: None)
+            done = time.perf_counter()
+            instruments.times[PLAN].append(planned - started)
+            instruments.times[TOTAL].append(done - started)
+    finally:
+        instruments.restore()
+    return instruments
+
+
+def phase_rows(instruments: Instruments, hosts: int | str) -> list[list[str]]:
+    """Rows of phase | hosts | median | min | samples for the phases of the instrumented deploys."""
+    rows = []
+    for phase in [PLAN, "connect", *PHASES, TOTAL]:
+        values = instruments.times.get(phase, [])
+        if values:
+            median, low = statistics.median(values), min(values)
+            rows.append([phase, str(hosts), f"{median:.3f}", f"{low:.3f}", str(len(values))])
+    return rows
+
+
+PHASE_HEADERS = ["phase (per host)", "hosts", "median s", "min s", "samples"]
