@@ -58,3 +58,18 @@ def test_deploying_as_root_is_refused_unless_the_stage_allows_it(local_project: 
     result = local_project.fab("deploy", check=False)
     assert result.returncode == 1 and "logged in as root" in result.stderr and "allow_root" in result.stderr
     assert not (local_project.path / ".deploy/local/releases").exists()
+
+
+def test_render_etc_and_config_install_work_for_the_local_stage(local_project: Project) -> None:
+    local_project.inventory["stages"]["local"]["etc_root"] = ".deploy/etc"
+    local_project.inventory["vars"] = {"port": 8001}
+    local_project.write_inventory()
+    local_project.commit("config", {"etc-mock/app/{{ app }}.conf.j2": "port={{ port }} current={{ current }}\n"})
+    rendered = local_project.fab("render-etc")
+    out = local_project.path / "build/etc/local/localhost/app/demo.conf"
+    assert out.read_text() == f"port=8001 current={local_project.path}/.deploy/local/current\n"
+    assert "localhost/app/demo.conf" in rendered.stdout
+    assert "1 new" in local_project.fab("render-etc", "--diff").stdout
+    local_project.fab("deploy")
+    assert (local_project.path / ".deploy/etc/app/demo.conf").read_text() == out.read_text()
+    assert "1 unchanged" in local_project.fab("render-etc", "--diff").stdout
