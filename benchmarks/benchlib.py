@@ -31,6 +31,9 @@ import yaml  # noqa: E402
 from tests import sshd  # noqa: E402
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+HOST_PYTHON_VERSION = subprocess.run(
+    [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
+).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
 PHASES = ("check", "push", "build", "switch")
 PLAN = "plan (laptop: commit, pins, config)"

@@ -29,6 +29,7 @@ import benchlib
 from benchlib import (
     HOST_NAMES,
     HOST_PYTHON,
+    HOST_PYTHON_VERSION,
     PHASE_HEADERS,
     Samples,
     instrumented_deploys,
@@ -96,6 +97,7 @@ def main() -> int:
             "mirror": mirror_url,
             "keep_releases": 3,
             "python": HOST_PYTHON,
+            "python_version": HOST_PYTHON_VERSION,  # the hosts' Python: deploys refuse any other
             "stages": {
                 stage: benchlib.ssh_stage(server, benchlib.fresh_roots(server, stage, names))
                 for stage, names in stages.items()

@@ -65,7 +65,7 @@ class Target:
         """Password lines for ``times`` sudo invocations (each reads one line), or None without sudo."""
         if not self.host.sudo:
             return None
-        return (self.password or "") + "\n" if times == 1 else ((self.password or "") + "\n") * times
+        return ((self.password or "") + "\n") * times
 
 
 def _state_script(layout: Layout) -> Script:
@@ -102,7 +102,7 @@ def read_state(target: Target) -> HostState:
     return target.state
 
 
-def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> HostState:
+def check(target: Target, owner: dict[str, str]) -> HostState:
     """Probe the host, make the layout, and take its lock; the lock's holder is named if it is taken."""
     host, layout, q = target.host, target.layout, shlex.quote
     script = Script().step("checking for git and python")
@@ -121,8 +121,7 @@ def check(target: Target, owner: dict[str, str], init_repo: bool = True) -> Host
     script.cmd("mkdir", "-p", layout.releases, layout.shared)
     script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
     script.raw(f"[ -w {q(layout.root)} ] || {{ echo {q(f'{layout.root} is not writable')} >&2; exit 3; }}")
-    if init_repo:
-        script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
+    script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
     script.step("taking the lock")
     script.raw(
         f"if ! mkdir {q(layout.lock)} 2>/dev/null; then "
@@ -172,7 +171,10 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
     host, layout = target.host, target.layout
     path = layout.release(release.id)
     script = Script().step(f"checking out {release.commit[:12]}")
-    script.raw(f"[ ! -e {shlex.quote(path)} ] || {{ echo 'release {release.id} already exists' >&2; exit 3; }}")
+    exists = f"release {release.id} already exists on the host"
+    script.raw(f"[ ! -e {shlex.quote(path)} ] || {{ echo {shlex.quote(exists)} >&2; exit 3; }}")
+    # A pipeline's status is its last command's: make sure git has the commit before piping its archive.
+    script.cmd("git", f"--git-dir={layout.repo}", "cat-file", "-e", f"{release.commit}^{{commit}}")
     script.cmd("mkdir", path)
     script.pipe(
         ["git", f"--git-dir={layout.repo}", "archive", "--format=tar", release.commit], ["tar", "-x", "-C", path]

@@ -231,3 +231,22 @@ def test_deploy_to_four_hosts_and_one_unreachable_host_stops_all(ssh_project: Pr
     assert result.returncode == 1 and "web4: cannot connect to 127.0.0.5:1" in result.stderr
     assert {current(ssh_project, host) for host in ("web1", "web2", "web3")} == releases
     assert all(len(release_ids(ssh_project, host)) == 1 for host in ("web1", "web2", "web3"))
+
+
+def test_one_host_failing_to_prepare_stops_the_switch_on_every_host(ssh_project: Project) -> None:
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    before = {host: (current(ssh_project, host), release_ids(ssh_project, host)) for host in ("web1", "web2")}
+    lock = root_of(ssh_project, "web2") / "deploy.lock"
+    lock.mkdir()
+    owner = lock.parent.stat()
+    os.chown(lock, owner.st_uid, owner.st_gid)  # someone else's deploy holds web2
+    ssh_project.commit("next")
+    result = ssh_project.fab("deploy", "--hosts", "web1,web2", check=False)
+    assert result.returncode == 1 and "web2: locked" in result.stderr and "No host was switched" in result.stderr
+    assert {host: (current(ssh_project, host), release_ids(ssh_project, host)) for host in ("web1", "web2")} == before
+    assert not (root_of(ssh_project, "web1") / "deploy.lock").exists(), "web1's own lock is released"
+    assert lock.exists(), "the other run's lock on web2 is left alone"
+    assert (
+        journal(ssh_project, "web1")[-1]["status"] == "failed"
+        and "web2 failed" in journal(ssh_project, "web1")[-1]["reason"]
+    )
