@@ -140,7 +140,13 @@ def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = 
     release = plan.release
     with connected(plan.hosts, password) as targets:
         say(f"Preparing {release.id} on {len(targets)} host(s)")
-        prepared = on_each(targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name)
+        try:
+            prepared = on_each(targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name)
+        except KeyboardInterrupt:
+            interrupted = "interrupted on the laptop"
+            on_each(targets, lambda t: phases.abort(t, release.id, _failed_entry("deploy", release, t, interrupted)),
+                    lambda t: t.name)  # fmt: skip
+            raise DeployError("interrupted: no host was switched; the half-built releases were removed") from None
         if prepared.failed:
             others = [target for target, _ in prepared.done]
             failed_names = ", ".join(target.name for target, _ in prepared.failed)
@@ -182,7 +188,7 @@ def _switch_back(target: phases.Target, failed_id: str, previous: str | None, co
     entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
     # A failure here is not raised over the original one; the journal says where the host stands.
     with suppress(phases.SwitchFailed):
-        phases.switch(target, previous, entry, config_for(target, previous, failed_id))
+        phases.switch(target, previous, entry, config_for(target, previous, failed_id), unlock=False)
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:

@@ -52,6 +52,7 @@ class Target:
     c: Runner
     password: str | None = None
     state: HostState = field(default_factory=lambda: HostState(None, [], []))
+    locked: bool = False  # this run holds the host's lock: only then may it clean up there
 
     @property
     def layout(self) -> Layout:
@@ -136,6 +137,7 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     if not outcome.ok:
         step, detail = outcome.failure()
         raise RemoteError(target.name, f"{step} failed: {detail or 'no output'}")
+    target.locked = True
     target.state = _parse_state(outcome.stdout)
     return target.state
 
@@ -237,6 +239,7 @@ def switch(
     entry: journal.Entry,
     config: ConfigSwitch | None,
     prune: Sequence[str] = (),
+    unlock: bool = True,
 ) -> None:
     """Install config and validate it, swap ``current`` to ``release_id`` atomically, run the after-switch
     commands, record ``entry``, prune, and release the lock.
@@ -270,9 +273,11 @@ def switch(
     if config is not None and config.after_switch:
         script.raw(_hook_script(config.after_switch, "after-switch command").command(sudo))
         sudo_calls += 1
-    script.extend(_finish_script(layout, entry, prune))
+    script.extend(_finish_script(layout, entry, prune, unlock))
     outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls))
-    if not outcome.ok:
+    if outcome.ok:
+        target.locked = target.locked and not unlock
+    else:
         step, detail = outcome.failure()
         switched = SWITCHED in outcome.stdout.split()
         raise SwitchFailed(target.name, f"{step} failed: {detail or 'no output'}", switched)
@@ -289,7 +294,7 @@ class SwitchFailed(RemoteError):
         self.switched = switched
 
 
-def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str]) -> Script:
+def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str], unlock: bool) -> Script:
     script = Script().step("recording in the journal")
     script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
     if prune:
@@ -299,15 +304,19 @@ def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str]) -
         script.cmd("mkdir", "-p", layout.trash)
         for rid in prune:
             script.cmd("mv", "-T", layout.release(rid), posixpath.join(layout.trash, f"{rid}.{entry.release}"))
-    script.step("releasing the lock")
-    script.cmd("rm", "-rf", layout.lock)
+    if unlock:
+        script.step("releasing the lock")
+        script.cmd("rm", "-rf", layout.lock)
     if prune:
         script.raw(f"(rm -rf {shlex.quote(layout.trash)} </dev/null >/dev/null 2>&1 &)")
     return script
 
 
 def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -> None:
-    """Remove the half-built release, journal the failure and release the lock; best effort, never raises."""
+    """Remove the half-built release, journal the failure and release the lock; best effort, never raises.
+    Does nothing on a host whose lock this run does not hold (someone else's deploy may be running there)."""
+    if not target.locked:
+        return
     layout = target.layout
     script = Script(["true"])
     if release_id:
@@ -317,6 +326,7 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
     script.cmd("rm", "-rf", layout.lock)
     with suppress(Exception):  # cleanup must not hide the original failure
         run_script(target.c, script)
+        target.locked = False
 
 
 def remove_current(target: Target) -> None:

@@ -8,7 +8,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from deploytool import phases
+from deploytool.deploy import plan_deploy, run_deploy
+from deploytool.errors import DeployError
+from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.wheelfactory import make_wheel
 
@@ -250,3 +257,27 @@ def test_one_host_failing_to_prepare_stops_the_switch_on_every_host(ssh_project:
         journal(ssh_project, "web1")[-1]["status"] == "failed"
         and "web2 failed" in journal(ssh_project, "web1")[-1]["reason"]
     )
+
+
+def test_an_interrupted_deploy_cleans_up_every_host_it_locked(
+    ssh_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while hosts are being prepared: no host switches, every lock this run took is released."""
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    before = {host: (current(ssh_project, host), release_ids(ssh_project, host)) for host in ("web1", "web2")}
+    ssh_project.commit("next")
+    inventory = load_inventory(ssh_project.path / "hosts.yml")
+    hosts = inventory.hosts("test", "web1,web2")
+    real_build = phases.build
+
+    def build_then_interrupt(target: phases.Target, *args: Any) -> None:
+        real_build(target, *args)  # the release is really built on the host...
+        raise KeyboardInterrupt  # ...and then the user presses Ctrl-C
+
+    monkeypatch.setattr(phases, "build", build_then_interrupt)
+    with pytest.raises(DeployError, match="interrupted: no host was switched"):
+        run_deploy(plan_deploy(inventory, hosts, "HEAD"), ssh_project.path, lambda _line: None)
+    for host in ("web1", "web2"):
+        assert (current(ssh_project, host), release_ids(ssh_project, host)) == before[host]
+        assert not (root_of(ssh_project, host) / "deploy.lock").exists()
+        assert journal(ssh_project, host)[-1]["reason"] == "interrupted on the laptop"
