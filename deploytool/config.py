@@ -6,14 +6,16 @@ from __future__ import annotations
 import base64
 import getpass
 import posixpath
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .etc import RenderedEtc, install_command, render_all, tar_bytes
-from .inventory import HostConfig
+from .inventory import HostConfig, Inventory
 from .layout import Layout
 from .phases import ConfigSwitch, Target
+from .snapshot import extract, relative_to_project
 
 
 def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
@@ -43,6 +45,18 @@ def render_hosts(template_dir: Path, hosts: Sequence[HostConfig], release_id: st
     return render_all(template_dir, {host.name: template_variables(host, release_id) for host in hosts})
 
 
+def render_commit(
+    inventory: Inventory, hosts: Sequence[HostConfig], release_id: str, commit: str
+) -> dict[str, RenderedEtc]:
+    """Render every host's config from the templates *as committed* in ``commit`` (what the release ships);
+    {} when the commit has no templates."""
+    relative = relative_to_project(inventory.project_root, inventory.etc_templates, f"{inventory.path}: etc_templates")
+    with tempfile.TemporaryDirectory(prefix="deploytool-etc-") as tmp:
+        if not extract(inventory.project_root, commit, [relative], Path(tmp)):
+            return {}
+        return render_hosts(Path(tmp) / relative, hosts, release_id)
+
+
 def payload(rendered: RenderedEtc) -> str:
     """The rendered tree as base64 text (a tar with ``etc/`` at its top) for the build step's stdin."""
     return base64.b64encode(tar_bytes(rendered)).decode("ascii")
@@ -52,23 +66,17 @@ def _empty_etc(layout: Layout) -> str:
     return posixpath.join(layout.root, "tools", "empty-etc")
 
 
-def config_switch(target: Target, release_id: str, previous: str | None, with_etc: bool) -> ConfigSwitch | None:
-    """The commands to put ``release_id``'s config in place of ``previous``'s, and to put it back."""
+def config_switch(target: Target, release_id: str, previous: str | None) -> ConfigSwitch:
+    """The commands that put ``release_id``'s config in place of ``previous``'s, and that put it back.
+
+    A release without ``etc/`` has no config: switching to it removes the files the other one installed."""
     host, layout = target.host, target.layout
-    if not with_etc and not host.validate and not host.after_switch:
-        return None
-    install = restore = None
-    if with_etc:
-        previous_etc = layout.etc(previous) if previous else None
-        install = install_command(layout.etc(release_id), host.etc_root, previous_etc, False, python=host.python)
-        # With no previous release, restoring means removing what the new one installed.
-        restore = install_command(
-            previous_etc or _empty_etc(layout),
-            host.etc_root,
-            layout.etc(release_id),
-            False,
-            python=host.python,
-        )
+    previous_etc = layout.etc(previous) if previous else None
+    install = install_command(layout.etc(release_id), host.etc_root, previous_etc, False, python=host.python)
+    # With no previous release, restoring means removing what the new one installed.
+    restore = install_command(
+        previous_etc or _empty_etc(layout), host.etc_root, layout.etc(release_id), False, python=host.python
+    )
     return ConfigSwitch(
         install=install,
         restore=restore,

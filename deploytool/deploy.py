@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import journal, phases
-from .config import config_switch, payload, render_hosts
+from .config import config_switch, payload, render_commit
 from .errors import DeployError
 from .etc import RenderedEtc
 from .fleet import describe_failures, on_each
@@ -36,11 +36,7 @@ class Plan:
     release: Release
     hosts: tuple[HostConfig, ...]
     install: dict[str, phases.InstallPlan] = field(default_factory=dict)  # host name -> what to install
-    rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config files
-    with_etc: bool = False  # the project has templates: releases carry etc/
-
-    def config_for(self, target: phases.Target, release_id: str, previous: str | None) -> phases.ConfigSwitch | None:
-        return config_switch(target, release_id, previous, self.with_etc)
+    rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
 
 
 def _owner(action: str, release: str) -> dict[str, str]:
@@ -79,8 +75,7 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
         _check_python(target, state.python_version)
         phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(target.name)
-        etc_payload = payload(rendered) if plan.with_etc and rendered is not None else None
-        phases.build(target, release, plan.install[target.name], etc_payload)
+        phases.build(target, release, plan.install[target.name], payload(rendered) if rendered is not None else None)
     except Exception as error:
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
         raise
@@ -131,9 +126,6 @@ def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
     return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
 
 
-ConfigFor = Callable[[phases.Target, str, "str | None"], "phases.ConfigSwitch | None"]
-
-
 def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = None) -> None:
     """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
     that host's ``current`` untouched and its half-built release removed."""
@@ -160,35 +152,46 @@ def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = 
                 + "\nNo host was switched; current is unchanged everywhere."
             )
         say(f"Switching {len(targets)} host(s) to {release.id}")
-        switched = on_each(targets, lambda target: _switch_new(target, release, plan.config_for), lambda t: t.name)
+        switched = on_each(targets, lambda target: _switch_new(target, release), lambda t: t.name)
         for target, _ in switched.done:
             say(f"  {target.name}: current -> {release.id}")
         if switched.failed:
             raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
 
 
-def _switch_new(target: phases.Target, release: Release, config_for: ConfigFor) -> None:
+def _switch_new(target: phases.Target, release: Release) -> None:
     entry = _ok_entry("deploy", release.id, release.commit, target)
     previous = target.state.current
+    config = config_switch(target, release.id, previous)
     try:
-        phases.switch(target, release.id, entry, config_for(target, release.id, previous), _prune_list(target, entry))
+        phases.switch(target, release.id, entry, config, _prune_list(target, entry))
     except phases.SwitchFailed as error:
-        if error.switched:
-            _switch_back(target, release.id, previous, config_for)
+        if error.switched and not _switch_back(target, release.id, previous):
+            # Neither forward nor back: say so, keep the release current points at, and free the host.
+            phases.abort(target, None, _failed_entry("deploy", release, target, f"{error}; switching back failed"))
+            raise DeployError(
+                f"{error}; switching back to {previous or 'no release'} failed too: {target.name} is on {release.id} "
+                f"(check the host, then fab rollback or fab deploy)"
+            ) from None
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
         where = "back" if error.switched else "still"
         raise DeployError(f"{error}; {target.name} is {where} on {previous or 'no release'}") from None
 
 
-def _switch_back(target: phases.Target, failed_id: str, previous: str | None, config_for: ConfigFor) -> None:
-    """Point ``current`` at ``previous`` again (with its config) after a failed after-switch command."""
-    if previous is None:
-        phases.remove_current(target)
-        return
-    entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
-    # A failure here is not raised over the original one; the journal says where the host stands.
-    with suppress(phases.SwitchFailed):
-        phases.switch(target, previous, entry, config_for(target, previous, failed_id), unlock=False)
+def _switch_back(target: phases.Target, failed_id: str, previous: str | None) -> bool:
+    """Point ``current`` at ``previous`` again, with its config, after a failed after-switch command; the lock
+    stays held for the cleanup that follows. True when the host is back."""
+    try:
+        if previous is None:
+            phases.remove_current(target, config_switch(target, failed_id, None))
+            return True
+        entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
+        phases.switch(target, previous, entry, config_switch(target, previous, failed_id), unlock=False)
+        return True
+    except phases.SwitchFailed as error:
+        return error.switched  # current moved back even if a later step (an after-switch command) failed again
+    except DeployError:
+        return False
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
@@ -214,9 +217,7 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
     return distinct.pop()  # type: ignore[return-value]
 
 
-def run_rollback(
-    inventory: Inventory, hosts: Sequence[HostConfig], to: str | None, say: Say, password: str | None = None
-) -> str:
+def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password: str | None = None) -> str:
     """Switch every host back to the previous good release (or ``to``); installs nothing."""
     with connected(hosts, password) as targets:
         locked = on_each(targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name)
@@ -229,7 +230,6 @@ def run_rollback(
             on_each(targets, lambda t: phases.abort(t, None, None), lambda t: t.name)
             raise
         say(f"Rolling back {len(targets)} host(s) to {chosen}")
-        with_etc = inventory.etc_templates.is_dir()
 
         def switch_one(target: phases.Target) -> None:
             if target.state.current == chosen:
@@ -239,10 +239,14 @@ def run_rollback(
             commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
             entry = _ok_entry("rollback", chosen, commit, target)
             try:
-                phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current, with_etc))
+                phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current))
             except phases.SwitchFailed as error:
-                failed = replace(entry, status="failed", reason=str(error).removeprefix(f"{target.name}: "))
-                phases.abort(target, None, failed)
+                # The journal records where current points: a rollback whose after-switch command failed did
+                # move it (status ok, with the failure as the reason); one whose config was rejected did not.
+                status = "ok" if error.switched else "failed"
+                phases.abort(
+                    target, None, replace(entry, status=status, reason=str(error).removeprefix(f"{target.name}: "))
+                )
                 where = f"current is now {chosen}" if error.switched else f"current is still {target.state.current}"
                 raise DeployError(f"{error}; {where}") from None
             say(f"  {target.name}: current -> {chosen}")
@@ -255,9 +259,7 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     """Decide the release on the laptop: resolve the commit and mint one id for every host."""
     commit = resolve_commit(inventory.project_root, ref)
     pins = check_pins(inventory, tuple(hosts), commit)
-    digests = sorted({checked.digest for checked in pins.values()})
-    plan = Plan(release=Release.mint(commit, ",".join(digests)), hosts=tuple(hosts))
+    plan = Plan(release=Release.mint(commit), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
-    plan.with_etc = inventory.etc_templates.is_dir()
-    plan.rendered = render_hosts(inventory.etc_templates, hosts, plan.release.id)
+    plan.rendered = render_commit(inventory, hosts, plan.release.id, commit)
     return plan

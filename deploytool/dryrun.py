@@ -59,7 +59,7 @@ def _host_report(inventory: Inventory, plan: Plan, target: phases.Target) -> lis
             changes = []
         lines.append(f"  requirements ({relative}):" + ("\n" + "\n".join(changes) if changes else " unchanged"))
     rendered = plan.rendered.get(target.name)
-    if plan.with_etc and rendered is not None:
+    if rendered is not None:
         diffs = diff_against(target.c, target.host.etc_root, rendered, python=target.host.python, host=target.name)
         lines.append(
             "  config:\n" + "\n".join(f"    {line}" for line in format_diffs(diffs, host=target.name).splitlines())

@@ -16,6 +16,8 @@ Rules of the installer (``install_command``):
   (a symlinked final component is written through, to its target); any path resolving
   outside, a destination that is a directory, or a parent that is a file makes the installer
   exit 1 with ``deploytool etc install: ...`` on stderr *before changing anything*;
+* a release without an ``etc/`` directory (deployed before the app had templates) has no config: installing
+  it installs nothing, and a missing previous ``etc/`` removes nothing;
 * files that ``previous_release_etc`` has and ``release_etc`` has not are then removed from
   ``etc_root`` -- only regular files (a symlink there is left alone), never directories;
 * stdout: one ``installed <path>`` / ``removed <path>`` line per change and a summary line.
@@ -46,8 +48,6 @@ def fail(msg):
     sys.stderr.write("deploytool etc install: %s\n" % msg)
     sys.exit(1)
 src, root, prev = sys.argv[1], sys.argv[2], sys.argv[3]
-if not os.path.isdir(src):
-    fail("%s: release etc directory not found" % src)
 if not os.path.isdir(root):
     fail("%s: etc root is not a directory" % root)
 real_root = os.path.realpath(root)
@@ -65,13 +65,8 @@ def files(top):
     return found
 def outside(dest, real):
     fail("%s: resolves to %s, outside %s (symlink); refusing, nothing changed" % (dest, real, root))
-new = files(src)
-old = {}
-if prev:
-    if os.path.isdir(prev):
-        old = files(prev)
-    else:
-        sys.stderr.write("deploytool etc install: %s not found; removing nothing\n" % prev)
+new = files(src) if os.path.isdir(src) else {}
+old = files(prev) if prev and os.path.isdir(prev) else {}
 plan, targets, unchanged = [], {}, 0
 for rel in sorted(new):
     dest = os.path.join(root, rel)

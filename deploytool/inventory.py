@@ -8,6 +8,7 @@ the file and the key's place (``stages.production.hosts.web1.keep_release``).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +46,44 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(_is_str(item) for item in value)
 
 
+#: Names a release directory uses itself (``<release>/venv``, ``<release>/etc``); a shared dir linked there
+#: would replace them.
+RESERVED_SHARED_DIRS = ("venv", "etc")
+
+
 def _is_shared_dir_list(value: Any) -> bool:
     return _is_str_list(value) and all(
-        "/" not in item and item not in (".", "..") and not item.startswith(".") for item in value
+        "/" not in item and item not in (".", "..", *RESERVED_SHARED_DIRS) and not item.startswith(".")
+        for item in value
     )
 
 
+#: Stage and host names: they become directory names (``build/etc/<stage>/<host>``), so no slashes or dots
+#: first. A host's real address goes in ``address:``.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+_FULL_VERSION = re.compile(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?\+?")
+
+
 def _is_version(value: Any) -> bool:
-    return isinstance(value, str) and all(part.isdigit() for part in value.split(".")) and value.count(".") in (1, 2)
+    return isinstance(value, str) and _FULL_VERSION.fullmatch(value) is not None
+
+
+def _explain(key: str, value: Any) -> str | None:
+    """A more useful message than "expected <type>" for a few refused values."""
+    if key == "shared_dirs" and _is_str_list(value):
+        reserved = [item for item in value if item in RESERVED_SHARED_DIRS]
+        if reserved:
+            return (
+                f"{reserved[0]!r} is a directory every release has itself (<release>/venv, <release>/etc); "
+                "a shared directory of that name would replace it: choose another name"
+            )
+    if key == "python_version" and (isinstance(value, (str, float, int)) and not isinstance(value, bool)):
+        return (
+            f'expected the hosts\' full Python version X.Y.Z, like "3.11.2" (quoted), got {value!r}: the deploy '
+            "compares it with the host's full version (platform.python_version())"
+        )
+    return None
 
 
 def _one_of(*choices: str) -> _Check:
@@ -74,7 +105,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "mirror": ("a URL or path", _is_str, None),
     "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), "pip"),
     "python": ("a command or path", _is_str, "python3"),
-    "python_version": ("the hosts' Python version, like '3.11.2'", _is_version, None),
+    "python_version": ('the hosts\' full Python version, like "3.11.2"', _is_version, None),
     "platform_machine": ("a machine name like 'x86_64'", _is_str, "x86_64"),
     "mirror_host": ("a host name", _is_str, None),
     "mirror_path": ("an absolute path", _is_str, None),
@@ -175,6 +206,36 @@ class Inventory:
         return tuple(known[item] for item in dict.fromkeys(wanted))
 
 
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (PyYAML would silently keep the last)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping, at any depth (merge keys may still be
+    overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise _DuplicateKeyError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {first}); each key may appear once in a mapping",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _suggest(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -200,7 +261,7 @@ class _Validator:
                 raise self.fail(place, f"unknown key {key!r}{_suggest(str(key), allowed)}")
             description, check = allowed[key]
             if not check(value):
-                raise self.fail(place, f"expected {description}, got {value!r}")
+                raise self.fail(place, _explain(str(key), value) or f"expected {description}, got {value!r}")
         return dict(entry)
 
 
@@ -235,6 +296,15 @@ def _host_config(
             mirror = str(_resolve_path(mirror, inventory_root).resolve())
     elif not root.startswith("/"):
         raise validator.fail(f"{where}.root", f"expected an absolute path on the host, got {root!r}")
+    if merged["mirror_path"] is not None and not merged["mirror_path"].startswith("/"):
+        raise validator.fail(
+            f"{where}.mirror_path", f"expected an absolute path on the mirror host, got {merged['mirror_path']!r}"
+        )
+    requirements = _resolve_path(merged["requirements"], inventory_root)
+    if requirements.is_dir():
+        raise validator.fail(
+            f"{where}.requirements", f"expected a file (the role file hosts install), got the directory {requirements}"
+        )
     if not merged["etc_root"].startswith("/") and not local:
         raise validator.fail(f"{where}.etc_root", f"expected an absolute path on the host, got {merged['etc_root']!r}")
     etc_root = merged["etc_root"]
@@ -254,7 +324,7 @@ def _host_config(
         identity_file=str(_resolve_path(identity, inventory_root)) if identity else None,
         connect_timeout=merged["connect_timeout"],
         allow_root=merged["allow_root"],
-        requirements=_resolve_path(merged["requirements"], inventory_root),
+        requirements=requirements,
         mirror=mirror,
         installer=merged["installer"],
         python=merged["python"],
@@ -272,6 +342,16 @@ def _host_config(
     )
 
 
+def _check_name(validator: _Validator, where: str, kind: str, name: str) -> None:
+    """Stage and host names become directory names (``build/etc/<stage>/<host>``): refuse anything else."""
+    if not NAME.fullmatch(name):
+        raise validator.fail(
+            where,
+            f"{kind} name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (not first); "
+            "a name is only a label, put the host's real address in 'address:'",
+        )
+
+
 def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any]:
     where = f"stages.{stage}.hosts"
     if isinstance(entry, list):
@@ -283,6 +363,8 @@ def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any
     odd = [name for name in entry if not _is_str(name)]
     if odd:
         raise validator.fail(where, f"host name {odd[0]!r} is not a string; quote it in the YAML")
+    for name in entry:
+        _check_name(validator, f"{where}.{name}", "host", name)
     return {str(name): validator.settings(settings, f"{where}.{name}", {}) for name, settings in entry.items()}
 
 
@@ -299,6 +381,7 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         raise validator.fail("stages", "expected at least one stage")
     stages: dict[str, tuple[HostConfig, ...]] = {}
     for stage, stage_entry in top["stages"].items():
+        _check_name(validator, f"stages.{stage}", "stage", stage)
         settings = validator.settings(stage_entry, f"stages.{stage}", {"hosts": ("hosts", lambda _v: True)})
         if "hosts" not in settings:
             raise validator.fail(f"stages.{stage}", "missing required key 'hosts'")
@@ -314,11 +397,22 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
         path=path,
         app=top["app"],
         default_stage=default,
-        etc_templates=_resolve_path(top.get("etc_templates", "etc-mock"), path.parent),
+        etc_templates=_etc_templates(validator, top.get("etc_templates"), path.parent),
         wheelhouse=_resolve_path(top.get("wheelhouse", "wheels"), path.parent),
         upstream=top.get("upstream"),
         stages=stages,
     )
+
+
+def _etc_templates(validator: _Validator, value: str | None, project_root: Path) -> Path:
+    """The templates directory: when set it must exist; the default ``etc-mock/`` may be absent (no config)."""
+    path = _resolve_path(value or "etc-mock", project_root)
+    if value is not None and not path.exists():
+        raise validator.fail("etc_templates", f"{path} does not exist; create it or remove etc_templates")
+    if path.exists() and not path.is_dir():
+        where = "etc_templates" if value is not None else "etc-mock"
+        raise validator.fail(where, f"{path} is not a directory; expected the directory of config templates")
+    return path
 
 
 def load_inventory(path: Path) -> Inventory:
@@ -332,7 +426,7 @@ def load_inventory(path: Path) -> Inventory:
     except UnicodeDecodeError as error:
         raise InventoryError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

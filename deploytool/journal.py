@@ -74,10 +74,18 @@ def deployed_in_order(entries: Sequence[Entry]) -> list[str]:
 
 
 def rolled_back_from(entries: Sequence[Entry]) -> set[str]:
-    """Releases a rollback moved away from: they are not chosen again by a plain rollback."""
-    return {
-        entry.previous for entry in entries if entry.event == "rollback" and entry.status == "ok" and entry.previous
-    }
+    """Releases a rollback moved away from since they last went live: a plain rollback does not choose them
+    again (going back to one with ``--to`` clears that)."""
+    went_live: dict[str, int] = {}
+    left: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        if entry.status != "ok":
+            continue
+        if entry.event in ("deploy", "rollback"):
+            went_live[entry.release] = index
+        if entry.event == "rollback" and entry.previous:
+            left[entry.previous] = index
+    return {release for release, index in left.items() if index > went_live.get(release, -1)}
 
 
 def rollback_target(entries: Sequence[Entry], current: str | None, present: Iterable[str]) -> str | None:
@@ -96,13 +104,13 @@ def good_releases(entries: Sequence[Entry]) -> set[str]:
     return set(deployed_in_order(entries))
 
 
-def releases_to_prune(
-    entries: Sequence[Entry], present: Iterable[str], keep: int, current: str, building: str | None = None
-) -> list[str]:
-    """Releases to delete: all but the newest ``keep`` good ones, never ``current`` nor the rollback target,
-    and every leftover that never deployed successfully (debris of crashed runs), except ``building``."""
+def releases_to_prune(entries: Sequence[Entry], present: Iterable[str], keep: int, current: str) -> list[str]:
+    """Releases to delete: every one whose deploy failed, and all but the newest ``keep`` of the rest, never
+    ``current`` nor the rollback target. Releases the journal does not know (a crashed run, a lost journal) are
+    not trusted as rollback targets but are kept while they are among the newest."""
     present = sorted(present)
     good = good_releases(entries)
-    protected = {current, rollback_target(entries, current, present), building}
-    kept_good = [rid for rid in present if rid in good][-keep:]
-    return [rid for rid in present if rid not in protected and rid not in kept_good]
+    failed = {e.release for e in entries if e.event == "deploy" and e.status == "failed"} - good
+    protected = {current, rollback_target(entries, current, present)}
+    kept = [rid for rid in present if rid not in failed][-keep:]
+    return [rid for rid in present if rid not in protected and rid not in kept]

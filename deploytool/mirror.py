@@ -31,7 +31,8 @@ from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from deploytool.mirror_index import WheelLink, choose_wheel, list_wheels, write_indexes
+from deploytool import mirror_index
+from deploytool.mirror_index import WheelLink, choose_wheel, list_wheels
 from deploytool.remote import ChunkedStream
 from deploytool.requirements import Pin, RequirementsError, logical_lines, read_requirements
 from deploytool.wheelmeta import MirrorError, TargetPython, parse_metadata, read_wheel_metadata, sha256_file
@@ -39,6 +40,7 @@ from deploytool.wheelmeta import MirrorError, TargetPython, parse_metadata, read
 __all__ = [
     "MirrorError",
     "SyncReport",
+    "check_wheelhouse",
     "hash_requirements",
     "publish",
     "read_manifest",
@@ -67,6 +69,18 @@ class Connection(Protocol):
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """Run a shell command on the host."""
+
+
+def check_wheelhouse(wheelhouse: Path) -> Path:
+    """Refuse a wheelhouse path that exists but is not a directory (it would end in NotADirectoryError)."""
+    if wheelhouse.exists() and not wheelhouse.is_dir():
+        raise MirrorError(f"wheelhouse {wheelhouse} exists and is not a directory; point wheelhouse at a directory")
+    return wheelhouse
+
+
+def write_indexes(wheelhouse: Path) -> None:
+    """Regenerate the wheelhouse's ``index.html`` and PEP 503 ``simple/`` tree (see `mirror_index`)."""
+    mirror_index.write_indexes(check_wheelhouse(wheelhouse))
 
 
 def read_manifest(wheelhouse: Path) -> list[dict[str, str]]:
@@ -140,6 +154,7 @@ def upload(files: list[Path], wheelhouse: Path, *, user: str) -> list[str]:
     Every file is checked first (valid normalised wheel name, METADATA matching it, no different
     file of that name in the wheelhouse); any problem refuses the whole upload.
     """
+    check_wheelhouse(wheelhouse)
     wheelhouse.mkdir(parents=True, exist_ok=True)
     problems = [p for f in files for p in (_upload_problem(f) or _conflict(f, wheelhouse),) if p]
     if problems:
@@ -230,6 +245,7 @@ def sync(
     PEP 503 index URL; pip's configured index when None) in one ``pip download``; pins with only an
     sdist are built into a wheel once. New files are added write-once and logged in MANIFEST.jsonl.
     """
+    check_wheelhouse(wheelhouse)
     wheelhouse.mkdir(parents=True, exist_ok=True)
     report = SyncReport()
     offered: dict[tuple[str, Version], list[WheelLink]] = {}
@@ -275,6 +291,7 @@ def serve(wheelhouse: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[Thr
 
     Stop it with ``server.shutdown(); server.server_close()``.
     """
+    check_wheelhouse(wheelhouse)
     handler = functools.partial(_QuietHandler, directory=str(wheelhouse))
     server = _Server((host, port), handler)
     threading.Thread(target=server.serve_forever, name=f"mirror-{server.server_address[1]}", daemon=True).start()

@@ -20,7 +20,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import installer, journal
 from .errors import LockedError, RemoteError
@@ -133,7 +133,7 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
     outcome = run_script(target.c, script, stdin=target.sudo_stdin(3))
     if outcome.exit_code == EXIT_LOCKED:
-        raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout))
+        raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout, host))
     if not outcome.ok:
         step, detail = outcome.failure()
         raise RemoteError(target.name, f"{step} failed: {detail or 'no output'}")
@@ -142,14 +142,14 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     return target.state
 
 
-def _describe_lock(owner_json: str, layout: Layout) -> str:
+def _describe_lock(owner_json: str, layout: Layout, host: HostConfig) -> str:
     try:
         owner = json.loads(owner_json)
         what = " ".join(str(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
         held = f"{what} by {owner.get('user', '?')} since {owner.get('since', '?')}"
     except ValueError:
         held = f"an unknown holder ({layout.lock_owner} is unreadable)"
-    return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage <stage> --hosts <host>"
+    return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage {host.stage} --hosts {host.name}"
 
 
 def push(target: Target, project_root: str, commit: str) -> None:
@@ -182,7 +182,7 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
         ["git", f"--git-dir={layout.repo}", "archive", "--format=tar", release.commit], ["tar", "-x", "-C", path]
     )
     script.step("writing the manifest")
-    manifest = release.manifest(host.app, host.stage, host.name)
+    manifest = replace(release, requirements_digest=install.digest).manifest(host.app, host.stage, host.name)
     script.raw(f"printf '%s\\n' {shlex.quote(manifest)} > {shlex.quote(layout.manifest(release.id))}")
     if etc_tar_b64 is not None:
         script.step("unpacking the rendered config")
@@ -191,7 +191,9 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
     script.step("creating the virtualenv")
     tools = installer.make_tools(host, layout)
     if tools:
-        script.raw(f"[ -x {shlex.quote(installer.tools_python(layout))} ] || {shlex.join(tools)} >&2")
+        # A half-made tools venv (python3-venv missing the first time) is made again, not trusted.
+        pip_works = shlex.join([installer.tools_python(layout), "-m", "pip", "--version"])
+        script.raw(f"{pip_works} >/dev/null 2>&1 || {shlex.join([*tools[:-1], '--clear', tools[-1]])} >&2")
     script.cmd(*installer.make_venv(host, layout, release.id), redirect=">&2")
     script.step("installing requirements")
     requirements = posixpath.join(path, install.requirements)
@@ -212,6 +214,7 @@ class InstallPlan:
 
     requirements: str
     require_hashes: bool = False
+    digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
 
 
 @dataclass(frozen=True)
@@ -297,18 +300,22 @@ class SwitchFailed(RemoteError):
 def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str], unlock: bool) -> Script:
     script = Script().step("recording in the journal")
     script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
+    trash = posixpath.join(layout.trash, entry.release)
     if prune:
         # Renaming is instant; deleting thousands of venv files is not, so that happens after the lock is
-        # released, in the background, with every descriptor detached so the session can end at once.
+        # released, in the background, with every descriptor detached so the session can end at once. Pruning
+        # is best effort: a release that stays behind is pruned next time, and never fails a good switch.
         script.step("pruning old releases")
-        script.cmd("mkdir", "-p", layout.trash)
+        script.raw(f"mkdir -p {shlex.quote(trash)} 2>/dev/null || true")
         for rid in prune:
-            script.cmd("mv", "-T", layout.release(rid), posixpath.join(layout.trash, f"{rid}.{entry.release}"))
+            script.raw(
+                f"{shlex.join(['mv', '-T', layout.release(rid), posixpath.join(trash, rid)])} 2>/dev/null || true"
+            )
     if unlock:
         script.step("releasing the lock")
         script.cmd("rm", "-rf", layout.lock)
     if prune:
-        script.raw(f"(rm -rf {shlex.quote(layout.trash)} </dev/null >/dev/null 2>&1 &)")
+        script.raw(f"(rm -rf {shlex.quote(trash)} </dev/null >/dev/null 2>&1 &)")
     return script
 
 
@@ -319,8 +326,8 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
         return
     layout = target.layout
     script = Script(["true"])
-    if release_id:
-        script.cmd("rm", "-rf", layout.release(release_id))
+    if release_id and release_id not in target.state.releases and release_id != target.state.current:
+        script.cmd("rm", "-rf", layout.release(release_id))  # only what this run created
     if entry is not None:
         script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
     script.cmd("rm", "-rf", layout.lock)
@@ -329,9 +336,14 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
         target.locked = False
 
 
-def remove_current(target: Target) -> None:
-    """Remove ``current`` (a first deploy failed after switching: there is nothing to go back to)."""
-    run_script(target.c, Script().cmd("rm", "-f", target.layout.current))
+def remove_current(target: Target, config: ConfigSwitch | None) -> None:
+    """Remove ``current`` and the config it installed (a first deploy failed after switching: there is no
+    release to go back to)."""
+    script = Script()
+    if config is not None and config.restore:
+        script.raw(f"{Script().raw(config.restore).command(target.host.sudo)} >/dev/null")
+    script.cmd("rm", "-f", target.layout.current)
+    run_checked(target.c, target.name, script, stdin=target.sudo_stdin(1))
 
 
 def unlock(target: Target) -> str | None:
@@ -347,4 +359,5 @@ def unlock(target: Target) -> str | None:
     outcome = run_checked(target.c, target.name, script)
     if not outcome.stdout.startswith("locked "):
         return None
-    return _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout).split(";")[0].removeprefix("locked: ")
+    owner = outcome.stdout.partition("locked ")[2].strip()
+    return _describe_lock(owner, layout, target.host).split(";")[0].removeprefix("locked: ")

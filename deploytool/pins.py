@@ -9,8 +9,6 @@ the mirror as a wheel for the hosts' Python and platform.
 from __future__ import annotations
 
 import platform
-import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from .errors import DeployError
 from .inventory import HostConfig, Inventory
 from .phases import InstallPlan
 from .requirements import check_nested, read_requirements, requirements_digest
+from .snapshot import extract, relative_to_project
 from .wheelmeta import TargetPython
 
 
@@ -45,28 +44,12 @@ class CheckedPins:
 
 
 def _relative(inventory: Inventory, host: HostConfig) -> str:
-    try:
-        return host.requirements.resolve().relative_to(inventory.project_root.resolve()).as_posix()
-    except ValueError:
-        raise DeployError(
-            f"{inventory.path}: requirements {host.requirements} is outside the project; it must be committed"
-        ) from None
+    return relative_to_project(inventory.project_root, host.requirements, f"{inventory.path}: requirements")
 
 
 def extract_requirement_files(project_root: Path, commit: str, into: Path) -> None:
     """Write the ``*.txt`` files of ``commit`` under ``into``, as committed."""
-    archive = subprocess.run(
-        ["git", "-C", str(project_root), "archive", "--format=tar", commit, "--", ":(glob)**/*.txt"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        raise DeployError(f"cannot read requirement files of {commit[:12]}: {archive.stderr.decode().strip()}")
-    with tempfile.TemporaryFile() as buffer:
-        buffer.write(archive.stdout)
-        buffer.seek(0)
-        with tarfile.open(fileobj=buffer) as tar:
-            tar.extractall(into, filter="data")
+    extract(project_root, commit, [":(glob)**/*.txt"], into)
 
 
 def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str) -> dict[str, CheckedPins]:
@@ -87,7 +70,8 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
                     reqs = read_requirements(Path(tmp) / relative)
                     check_nested(reqs, key[1], key[2])
                     hashes = any(pin.hashes for pin in reqs.pins)
-                    done[key] = CheckedPins(InstallPlan(relative, hashes), requirements_digest(reqs))
+                    digest = requirements_digest(reqs)
+                    done[key] = CheckedPins(InstallPlan(relative, hashes, digest), digest)
                 except DeployError as error:
                     problems.append(str(error).replace(f"{tmp}/", ""))
             checked = done[key]

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from .errors import DeployError
 
-RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,40}$")
+RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{7,40}")
+
+
+class NotARepositoryError(DeployError):
+    """The project directory is not (inside) a git repository: there is no committed code to deploy."""
 
 
 def deployer() -> str:
@@ -32,6 +36,11 @@ def git(project_root: Path, *args: str) -> str:
     except FileNotFoundError:
         raise DeployError("git is not installed on this machine") from None
     if result.returncode != 0:
+        if "not a git repository" in result.stderr:
+            raise NotARepositoryError(
+                f"{project_root} is not a git repository: deploytool deploys and renders committed code; "
+                "run fab inside your project's git repository (or git init and commit it there)"
+            )
         message = result.stderr.strip().splitlines()
         raise DeployError(f"git {' '.join(args)} failed in {project_root}: {message[-1] if message else ''}")
     return result.stdout.strip()
@@ -41,6 +50,8 @@ def resolve_commit(project_root: Path, ref: str) -> str:
     """The full commit id ``ref`` names in the local repository."""
     try:
         return git(project_root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except NotARepositoryError:
+        raise
     except DeployError:
         raise DeployError(f"{ref!r} is not a commit in {project_root}; give --ref a branch, tag or commit") from None
 
@@ -86,6 +97,6 @@ class Release:
 
 def check_release_id(release_id: str) -> str:
     """Refuse a malformed release id before it reaches a remote path."""
-    if not RELEASE_ID.match(release_id):
+    if not RELEASE_ID.fullmatch(release_id):
         raise DeployError(f"{release_id!r} is not a release id (like 20261121T093000Z-1a2b3c4); see fab releases")
     return release_id

@@ -9,7 +9,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urldefrag, urlparse
+from urllib.parse import parse_qs, urldefrag, urlparse, urlsplit
 
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -381,8 +381,14 @@ def requirements_digest(reqs: RequirementSet) -> str:
 
 
 def pip_install_args(requirements_file_on_host: str, mirror: str, require_hashes: bool) -> list[str]:
-    """Return the arguments after ``pip`` that install exactly the pinned wheels from the mirror only."""
+    """Return the arguments after ``pip`` that install exactly the pinned wheels from the mirror only.
+
+    pip ignores plain-HTTP find-links on any host but loopback unless it is trusted; an internal mirror is
+    commonly plain HTTP (its files are checked with ``--require-hashes`` when hashes are pinned), so its host
+    is trusted explicitly, here, since pip's own configuration is ignored on the hosts."""
     args = ["install", "--no-deps", "--exists-action=w", "--no-index", "--find-links", mirror]
+    if mirror.startswith("http://") and urlsplit(mirror).hostname:
+        args += ["--trusted-host", str(urlsplit(mirror).netloc)]
     args += ["--only-binary=:all:", "--no-input"]
     return [*args, *(["--require-hashes"] if require_hashes else []), "-r", requirements_file_on_host]
 

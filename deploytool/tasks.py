@@ -60,9 +60,9 @@ def deploy(
 @task_boundary
 def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
-    inventory, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts)
     password = flow.prompt_sudo_password(selected)
-    chosen = flow.run_rollback(inventory, selected, to, print, password=password)
+    chosen = flow.run_rollback(selected, to, print, password=password)
     print(f"Rolled back {len(selected)} host(s) to {chosen}")
 
 
@@ -149,8 +149,16 @@ def render_etc(
     release = Release.mint(resolve_commit(inventory.project_root, "HEAD"))
     rendered = render_hosts(inventory.etc_templates, selected, release.id)
     base = Path(out) if out else inventory.project_root / "build" / "etc" / selected[0].stage
+    if base.exists() and not base.is_dir():
+        what = f"--out {base}" if out else str(base)
+        raise DeployError(f"{what} exists and is not a directory; give a directory to write the config into")
     for host in selected:
-        for path in write_tree(rendered[host.name], base / host.name):
+        try:
+            written = write_tree(rendered[host.name], base / host.name)
+        except OSError as error:
+            where = error.filename or base / host.name
+            raise DeployError(f"cannot write the rendered config under {base}: {where}: {error.strerror}") from None
+        for path in written:
             print(f"wrote {path.relative_to(base.parent) if not out else path}")
     if diff:
         with flow.connected(selected) as targets:

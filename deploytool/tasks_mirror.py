@@ -28,6 +28,17 @@ def role_files(inventory: Inventory, host: HostConfig) -> list[Path]:
     return files
 
 
+def wheelhouse_of(inventory: Inventory) -> Path:
+    """The inventory's wheelhouse, refused when it exists but is not a directory (naming the hosts.yml key)."""
+    path = inventory.wheelhouse
+    if path.exists() and not path.is_dir():
+        raise DeployError(
+            f"{inventory.path}: wheelhouse: {path} exists and is not a directory; "
+            "point wheelhouse at a directory (the laptop's copy of the mirror)"
+        )
+    return path
+
+
 def _first_host(c: Context, stage: str | None) -> tuple[Inventory, HostConfig]:
     inventory, hosts = selected_hosts(c, stage, None)
     return inventory, hosts[0]
@@ -59,8 +70,9 @@ def check(c: Context, stage: str | None = None) -> None:
 def hash_(c: Context, stage: str | None = None) -> None:
     """Write --hash=sha256 lines from the wheelhouse into the role files (pip's hash-checking mode)."""
     inventory, host = _first_host(c, stage)
+    wheelhouse = wheelhouse_of(inventory)
     for path in role_files(inventory, host):
-        for changed in hash_requirements(path, inventory.wheelhouse, target_python(host)):
+        for changed in hash_requirements(path, wheelhouse, target_python(host)):
             print(f"hashed {changed.relative_to(inventory.project_root)}")
 
 
@@ -69,11 +81,12 @@ def hash_(c: Context, stage: str | None = None) -> None:
 def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> None:
     """Fill the wheelhouse with exactly the pinned wheels of all role files (write-once, idempotent)."""
     inventory, host = _first_host(c, stage)
+    wheelhouse = wheelhouse_of(inventory)
     report = sync(
-        role_files(inventory, host), inventory.wheelhouse, target_python(host), upstream or inventory.upstream,
+        role_files(inventory, host), wheelhouse, target_python(host), upstream or inventory.upstream,
         user=deployer(),
     )  # fmt: skip
-    print(f"{inventory.wheelhouse}: {len(report.added)} added ({len(report.built)} built from sdists), "
+    print(f"{wheelhouse}: {len(report.added)} added ({len(report.built)} built from sdists), "
           f"{len(report.present)} already present")  # fmt: skip
 
 
@@ -81,7 +94,7 @@ def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> 
 @task_boundary
 def upload_(c: Context, file: list[str]) -> None:
     """Add locally built wheels to the wheelhouse; never overwrites a file of the same name."""
-    wheelhouse = find_inventory(c).wheelhouse
+    wheelhouse = wheelhouse_of(find_inventory(c))
     if not file:
         raise DeployError("give at least one --file WHEEL")
     for name in upload([Path(item) for item in file], wheelhouse, user=deployer()):
@@ -93,7 +106,7 @@ def upload_(c: Context, file: list[str]) -> None:
 @task_boundary
 def index(c: Context) -> None:
     """Regenerate the wheelhouse's index.html and simple/ tree."""
-    wheelhouse = find_inventory(c).wheelhouse
+    wheelhouse = wheelhouse_of(find_inventory(c))
     write_indexes(wheelhouse)
     print(f"wrote {wheelhouse / 'index.html'} and {wheelhouse / 'simple'}/")
 
@@ -105,10 +118,11 @@ def publish_(c: Context, stage: str | None = None) -> None:
     inventory, host = _first_host(c, stage)
     if not host.mirror_host or not host.mirror_path:
         raise DeployError(f"{inventory.path}: stage {host.stage!r} needs mirror_host and mirror_path to publish")
+    wheelhouse = wheelhouse_of(inventory)
     mirror_host = replace(host, name=host.mirror_host, address=host.mirror_host)
     connection = connect(mirror_host)
     try:
-        publish(connection, inventory.wheelhouse, host.mirror_path)
+        publish(connection, wheelhouse, host.mirror_path)
     finally:
         close(connection)
     print(f"published {inventory.wheelhouse} to {host.mirror_host}:{host.mirror_path}")
@@ -118,7 +132,7 @@ def publish_(c: Context, stage: str | None = None) -> None:
 @task_boundary
 def serve_(c: Context, port: int = 0) -> None:
     """Serve the wheelhouse over HTTP on loopback until interrupted, for local work."""
-    wheelhouse = find_inventory(c).wheelhouse
+    wheelhouse = wheelhouse_of(find_inventory(c))
     write_indexes(wheelhouse)
     server, url = serve(wheelhouse, port=port)
     print(f"serving {wheelhouse} at {url} (Ctrl-C to stop)")

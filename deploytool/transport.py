@@ -29,7 +29,13 @@ class Runner(Protocol):
 def _ssh_connection(host: HostConfig) -> Connection:
     connect_kwargs: dict[str, Any] = {}
     if host.identity_file:
-        connect_kwargs["key_filename"] = host.identity_file
+        identity = os.path.expanduser(host.identity_file)
+        if not os.path.isfile(identity):
+            missing = "does not exist" if not os.path.exists(identity) else "is not a file"
+            raise RemoteError(
+                host.name, f"identity_file {identity} {missing}; point identity_file in hosts.yml at the private key"
+            )
+        connect_kwargs["key_filename"] = identity
     connection = Connection(
         host.address,
         user=host.user,

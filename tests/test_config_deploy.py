@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -170,3 +171,72 @@ def test_rollback_whose_config_fails_validation_keeps_the_current_release(config
     assert not (root_of(config_project) / "deploy.lock").exists()
     last = (root_of(config_project) / "journal.jsonl").read_text().splitlines()[-1]
     assert '"event": "rollback"' in last and '"status": "failed"' in last
+
+
+def test_config_is_taken_from_the_commit_not_the_working_tree(config_project: Project) -> None:
+    (config_project.path / "etc-mock/demo/app.conf.j2").write_text("uncommitted\n")
+    (config_project.path / "etc-mock/stray.conf").write_text("untracked\n")
+    result = config_project.fab("deploy", "--hosts", "web1")
+    assert "uncommitted changes are not deployed" in result.stdout
+    installed = etc_root(config_project, "web1")
+    assert (installed / "demo/app.conf").read_text().startswith("workers=2\n")
+    assert not (installed / "stray.conf").exists()
+
+
+def test_a_failing_switch_back_leaves_current_on_an_existing_release_and_says_so(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    first = current(config_project).removeprefix("releases/")
+    flag = etc_root(config_project, "web1") / "reloaded-once"
+    host = config_project.inventory["stages"]["test"]["hosts"]["web1"]
+    host["validate"] = [f"test ! -e {flag}"]  # passes going forward, fails on the way back
+    host["after_switch"] = [f"touch {flag}; false"]
+    config_project.write_inventory()
+    config_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    second = current(config_project).removeprefix("releases/")
+    assert result.returncode == 1 and f"switching back to {first} failed too" in result.stderr
+    assert second != first and f"web1 is on {second}" in result.stderr
+    assert (root_of(config_project) / "releases" / second).is_dir(), "current never points at a deleted release"
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text().startswith("v2\n")
+    assert not (root_of(config_project) / "deploy.lock").exists()
+
+
+def test_rollback_to_a_release_without_config_removes_the_newer_config(ssh_project: Project) -> None:
+    stage = ssh_project.inventory["stages"]["test"]
+    root = Path(stage["hosts"]["web1"]["root"])
+    stage["hosts"]["web1"]["etc_root"] = str(root.parent / "etc-root")
+    ssh_project.write_inventory()
+    ssh_project.commit("no templates yet")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    first = current(ssh_project)
+    ssh_project.commit("templates", {"etc-mock/cron.d/{{ app }}.j2": "* * * * * {{ user }} true\n"})
+    ssh_project.fab("deploy", "--hosts", "web1")
+    assert (root.parent / "etc-root/cron.d/demo").is_file()
+    ssh_project.fab("rollback", "--hosts", "web1")
+    assert current(ssh_project) == first
+    assert not (root.parent / "etc-root/cron.d/demo").exists(), "the release rolled back to had no config"
+
+
+def test_a_failed_first_deploy_takes_its_config_away_again(config_project: Project) -> None:
+    config_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
+    config_project.write_inventory()
+    config_project.commit("reload fails")
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "back on no release" in result.stderr
+    assert not (root_of(config_project) / "current").exists()
+    installed = etc_root(config_project, "web1")
+    assert [path for path in installed.rglob("*") if path.is_file()] == []
+
+
+def test_rollback_whose_after_switch_command_fails_is_journaled_where_current_is(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    first = current(config_project).removeprefix("releases/")
+    config_project.commit("v2")
+    config_project.fab("deploy", "--hosts", "web1")
+    config_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
+    config_project.write_inventory()
+    result = config_project.fab("rollback", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and f"current is now {first}" in result.stderr
+    assert current(config_project) == f"releases/{first}"
+    last = json.loads((root_of(config_project) / "journal.jsonl").read_text().splitlines()[-1])
+    assert (last["event"], last["status"], last["release"]) == ("rollback", "ok", first) and "failed" in last["reason"]

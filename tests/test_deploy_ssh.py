@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -281,3 +282,33 @@ def test_an_interrupted_deploy_cleans_up_every_host_it_locked(
         assert (current(ssh_project, host), release_ids(ssh_project, host)) == before[host]
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
         assert journal(ssh_project, host)[-1]["reason"] == "interrupted on the laptop"
+
+
+def test_a_second_run_of_the_same_release_never_deletes_the_first(ssh_project: Project) -> None:
+    """Same commit, same second: the second run fails on "already exists" and must not remove that release."""
+    inventory = load_inventory(ssh_project.path / "hosts.yml")
+    plan = plan_deploy(inventory, inventory.hosts("test", "web1"), "HEAD")
+    run_deploy(plan, ssh_project.path, lambda _line: None)
+    with pytest.raises(DeployError, match="already exists"):
+        run_deploy(plan, ssh_project.path, lambda _line: None)
+    assert current(ssh_project) == f"releases/{plan.release.id}"
+    assert release_ids(ssh_project) == [plan.release.id]
+    assert app_version(ssh_project) == "1.0"
+
+
+def test_pruning_never_fails_a_good_switch(ssh_project: Project) -> None:
+    for number in range(3):
+        ssh_project.commit(f"change {number}")
+        ssh_project.fab("deploy", "--hosts", "web3")
+    trash = root_of(ssh_project, "web3") / "trash"
+    for _ in range(100):  # the previous run's background deletion
+        if not trash.exists() or not any(trash.iterdir()):
+            break
+        time.sleep(0.1)
+    shutil.rmtree(trash, ignore_errors=True)
+    trash.write_text("not a directory\n")  # pruning cannot move anything there now
+    ssh_project.commit("change 4")
+    ssh_project.fab("deploy", "--hosts", "web3")
+    assert len(release_ids(ssh_project, "web3")) == 4, "the release to prune stays until next time"
+    assert journal(ssh_project, "web3")[-1]["status"] == "ok"
+    assert current(ssh_project, "web3").endswith(journal(ssh_project, "web3")[-1]["release"])

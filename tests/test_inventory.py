@@ -103,6 +103,8 @@ stages:
 def write(tmp_path: Path, text: str, name: str = "hosts.yml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
+    if text is FULL:
+        (tmp_path / "templates/etc").mkdir(parents=True, exist_ok=True)  # FULL sets etc_templates explicitly
     return path
 
 
@@ -620,3 +622,132 @@ def test_cli_reports_invalid_inventory_without_traceback(tmp_path: Path) -> None
     assert "did you mean 'keep_releases'" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Traceback" not in result.stdout
+
+
+# --- names, reserved directories, versions, paths, duplicate keys -----------------------------------
+
+
+@pytest.mark.parametrize("name", ["venv", "etc"])
+@pytest.mark.parametrize("level", ["top", "stage", "host"])
+def test_shared_dirs_refuses_the_release_s_own_directories(tmp_path: Path, name: str, level: str) -> None:
+    setting = f"shared_dirs: [logs, {name}]"
+    if level == "top":
+        text, where = MINIMAL + setting + "\n", "shared_dirs"
+    elif level == "stage":
+        text, where = MINIMAL.replace("  staging:\n", f"  staging:\n    {setting}\n"), "stages.staging.shared_dirs"
+    else:
+        text = MINIMAL.replace("    hosts: [stage1]\n", f"    hosts:\n      stage1:\n        {setting}\n")
+        where = "stages.staging.hosts.stage1.shared_dirs"
+    message = load_error(tmp_path, text)
+    assert f": {where}: {name!r} is a directory every release has itself" in message
+    assert "choose another name" in message
+
+
+def test_shared_dirs_still_refuses_hidden_names(tmp_path: Path) -> None:
+    message = load_error(tmp_path, MINIMAL + "shared_dirs: [.cache]\n")
+    assert ": shared_dirs: expected a list of directory names, got ['.cache']" in message
+
+
+@pytest.mark.parametrize("bad", ["../../src", ".hidden", "a/b", "-x", "web 1", "_x"])
+def test_host_names_must_be_plain_names(tmp_path: Path, bad: str) -> None:
+    message = load_error(tmp_path, MINIMAL.replace("hosts: [stage1]", f"hosts: [{bad!r}]"))
+    assert f": stages.staging.hosts.{bad}: host name {bad!r} is not allowed" in message
+    assert "address:" in message
+
+
+@pytest.mark.parametrize("bad", ["../../src", ".x", "a/b"])
+def test_stage_names_must_be_plain_names(tmp_path: Path, bad: str) -> None:
+    message = load_error(tmp_path, MINIMAL.replace("  staging:\n", f"  {bad!r}:\n"))
+    assert f": stages.{bad}: stage name {bad!r} is not allowed" in message
+    assert "address:" in message
+
+
+def test_dotted_host_names_and_stage_names_are_fine(tmp_path: Path) -> None:
+    text = MINIMAL.replace("hosts: [stage1]", "hosts: [web1.example.com, app_2-b]").replace("staging:", "pre.prod_1-a:")
+    inventory = load_inventory(write(tmp_path, text))
+    assert [h.name for h in inventory.hosts("pre.prod_1-a")] == ["web1.example.com", "app_2-b"]
+    assert host(inventory, "pre.prod_1-a", "web1.example.com").address == "web1.example.com"
+
+
+@pytest.mark.parametrize("value", ['"3.11"', "3.11", '"3"', '"3.11.2.1"', '"3.x.1"', "3"])
+def test_python_version_must_be_the_full_version(tmp_path: Path, value: str) -> None:
+    message = load_error(tmp_path, MINIMAL.replace("  staging:\n", f"  staging:\n    python_version: {value}\n"))
+    assert ": stages.staging.python_version: expected the hosts' full Python version X.Y.Z" in message
+    assert "compares it with the host's full version" in message and '"3.11.2"' in message
+
+
+@pytest.mark.parametrize("value", ["3.11.2", "3.13.0rc1", "3.12.10"])
+def test_python_version_full_versions_are_accepted(tmp_path: Path, value: str) -> None:
+    inventory = load_inventory(write(tmp_path, MINIMAL + f'python_version: "{value}"\n'))
+    assert host(inventory, "staging", "stage1").python_version == value
+
+
+def test_mirror_path_must_be_absolute(tmp_path: Path) -> None:
+    message = load_error(tmp_path, MINIMAL + "mirror_host: pyrepo\nmirror_path: srv/wheels\n")
+    assert "stages.production.hosts.web1.mirror_path: expected an absolute path on the mirror host" in message
+    ok = load_inventory(write(tmp_path, MINIMAL + "mirror_host: pyrepo\nmirror_path: /srv/wheels\n"))
+    assert host(ok, "staging", "stage1").mirror_path == "/srv/wheels"
+
+
+def test_requirements_pointing_at_a_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "requirements").mkdir()
+    message = load_error(tmp_path, MINIMAL + "requirements: requirements\n")
+    assert "stages.production.hosts.web1.requirements: expected a file" in message
+    assert str(tmp_path / "requirements") in message
+
+
+def test_etc_templates_set_but_missing_is_refused(tmp_path: Path) -> None:
+    message = load_error(tmp_path, MINIMAL + "etc_templates: templates\n")
+    assert f": etc_templates: {tmp_path.resolve() / 'templates'} does not exist" in message
+
+
+def test_etc_templates_set_to_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "templates").write_text("not a directory\n")
+    message = load_error(tmp_path, MINIMAL + "etc_templates: templates\n")
+    assert f": etc_templates: {tmp_path.resolve() / 'templates'} is not a directory" in message
+
+
+def test_default_etc_mock_may_be_absent_but_not_a_file(tmp_path: Path) -> None:
+    inventory = load_inventory(write(tmp_path, MINIMAL))
+    assert inventory.etc_templates == tmp_path.resolve() / "etc-mock"
+    assert not inventory.etc_templates.exists()
+    (tmp_path / "etc-mock").write_text("oops\n")
+    message = load_error(tmp_path, MINIMAL)
+    assert f": etc-mock: {tmp_path.resolve() / 'etc-mock'} is not a directory" in message
+
+
+def test_etc_templates_set_to_a_directory_is_used(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    inventory = load_inventory(write(tmp_path, MINIMAL + "etc_templates: templates\n"))
+    assert inventory.etc_templates == tmp_path.resolve() / "templates"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "first"),
+    [
+        (MINIMAL + "app: other\n", "app", 9, 1),
+        (MINIMAL.replace("  staging:\n", "  staging:\n    port: 22\n    port: 23\n"), "port", 9, 8),
+        (MINIMAL + "  production:\n    hosts: [x]\n", "production", 9, 5),
+        (
+            MINIMAL.replace("    hosts: [stage1]\n", "    hosts:\n      stage1:\n        vars: {a: 1, b: 2, a: 3}\n"),
+            "a",
+            10,
+            10,
+        ),
+        (MINIMAL + "vars:\n  deep:\n    x: 1\n    y: 2\n    x: 3\n", "x", 13, 11),
+    ],
+    ids=["top", "stage", "stage-name", "flow-same-line", "deep-vars"],
+)
+def test_duplicate_keys_are_refused_with_their_line(tmp_path: Path, text: str, key: str, line: int, first: int) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InventoryError) as caught:
+        load_inventory(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line {line}: ")
+    assert f"duplicate key {key!r} (first on line {first})" in message
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    text = MINIMAL + "vars:\n  base: &base {a: 1, b: 2}\n  merged:\n    <<: *base\n    a: 5\n"
+    inventory = load_inventory(write(tmp_path, text))
+    assert host(inventory, "staging", "stage1").vars["merged"] == {"a": 5, "b": 2}

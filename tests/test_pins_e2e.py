@@ -327,7 +327,7 @@ def test_uv_installer_deploy_fills_the_release_venv(
     release = root_of(ssh_project) / "current"
     assert venv_imports(release, "pe_core", "pe_web") == "1.0 1.0"
     assert f"uv = {host_uv}" in (release / "venv" / "pyvenv.cfg").read_text()
-    assert not (root_of(ssh_project) / "tools").exists(), "uv needs no tools venv"
+    assert not (root_of(ssh_project) / "tools" / "venv").exists(), "uv needs no tools venv"
     assert not (release / "venv" / "bin" / "pip").exists()
     assert journal(ssh_project)[-1]["status"] == "ok"
 

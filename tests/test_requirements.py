@@ -145,6 +145,11 @@ def test_install_argument_lists() -> None:
         "--only-binary=:all:", "--no-input", "--require-hashes", "-r", "/srv/app/req.txt",
     ]  # fmt: skip
     assert "--require-hashes" not in pip_install_args("r.txt", "m", False)
+    # pip ignores plain-HTTP find-links on other hosts than loopback unless they are trusted explicitly
+    assert pip_install_args("r.txt", "http://pyrepo.internal:8080/wheels/", False)[6:8] == [
+        "--trusted-host", "pyrepo.internal:8080",
+    ]  # fmt: skip
+    assert "--trusted-host" not in pip_install_args("r.txt", "https://pyrepo.internal/wheels/", False)
     assert uv_install_args("r.txt", "http://m/", False, python="/v/bin/python") == [
         "pip", "install", "--no-deps", "--no-index", "--find-links", "http://m/", "--only-binary", ":all:",
         "--python", "/v/bin/python", "-r", "r.txt",

@@ -123,7 +123,7 @@ def rollback(project: Project, password: str | None) -> str:
     inventory = load_inventory(project.path / "hosts.yml")
     hosts = inventory.hosts("test", "web1")
     give_password(str(hosts[0].user))
-    return run_rollback(inventory, hosts, None, lambda _line: None, password=password)
+    return run_rollback(hosts, None, lambda _line: None, password=password)
 
 
 def files_containing(top: Path, needle: str) -> list[Path]:
