@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,9 +57,15 @@ def on_each(items: Iterable[T], func: Callable[[T], R], name: Callable[[T], str]
     if not items:
         return results
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
-        for item, value, error in pool.map(call, items):
-            if error is not None:
-                results.failed.append((item, error))
-            else:
-                results.done.append((item, value))  # type: ignore[arg-type]
+        try:
+            for item, value, error in pool.map(call, items):
+                if error is not None:
+                    results.failed.append((item, error))
+                else:
+                    results.done.append((item, value))  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            # A remote command cannot be interrupted from here: say why the wait, start nothing new.
+            print("Interrupted: waiting for the steps already running on the hosts to finish...", file=sys.stderr)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return results
