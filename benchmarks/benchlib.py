@@ -229,6 +229,15 @@ def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def tear_down(mirror_server: Any | None, ssh_server: Any | None, base: Path) -> None:
+    """Stop the mirror and sshd a benchmark started (either may not have started) and remove its files."""
+    if mirror_server is not None:
+        stop_mirror(mirror_server)
+    if ssh_server is not None:
+        ssh_server.stop()
+    rmtree(base)
+
+
 # ---------------------------------------------------------------- the build phase, step by step
 
 

@@ -217,11 +217,7 @@ def main() -> int:
             steps = benchlib.build_breakdown(server, host, readable, runs, name)
             results[name] = [cold, warm, *steps]
     finally:
-        if mirror_server is not None:
-            benchlib.stop_mirror(mirror_server)
-        if server is not None:
-            server.stop()
-        benchlib.rmtree(base)
+        benchlib.tear_down(mirror_server, server, base)
         if uv_installed:
             UV_TARGET.unlink(missing_ok=True)
 

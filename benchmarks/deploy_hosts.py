@@ -144,11 +144,7 @@ def main() -> int:
             server, load_inventory(project.path / "hosts.yml").hosts("one")[0], readable, runs, 1
         )
     finally:
-        if mirror_server is not None:
-            benchlib.stop_mirror(mirror_server)
-        if server is not None:
-            server.stop()
-        benchlib.rmtree(base)
+        benchlib.tear_down(mirror_server, server, base)
 
     print(f"\n## fab end to end (medians over {runs} run(s); 2-core box, sshd on loopback)\n")
     print(samples_table([startup, cold[1], cold[4], warm[1], warm[4], back[1], back[4]]))

@@ -67,14 +67,13 @@ class Release:
     requirements_digest: str = ""
 
     @classmethod
-    def mint(cls, commit: str, requirements_digest: str = "", now: datetime | None = None) -> Release:
+    def mint(cls, commit: str, now: datetime | None = None) -> Release:
         moment = now or utc_now()
         return cls(
             id=f"{moment:%Y%m%dT%H%M%SZ}-{commit[:7]}",
             commit=commit,
             user=deployer(),
             time=moment.isoformat(timespec="seconds"),
-            requirements_digest=requirements_digest,
         )
 
     def manifest(self, app: str, stage: str, host: str) -> str:
