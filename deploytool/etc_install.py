@@ -18,9 +18,23 @@ Rules of the installer (``install_command``):
   exit 1 with ``deploytool etc install: ...`` on stderr *before changing anything*;
 * a release without an ``etc/`` directory (deployed before the app had templates) has no config: installing
   it installs nothing, and a missing previous ``etc/`` removes nothing;
+* a destination that is a regular file no earlier release installed (not among the files of
+  ``previous_release_etc``: hand-made, or a file this release starts to manage) and that differs
+  in content or mode is first copied, content and mode, to ``<release>/etc.replaced/<relpath>``
+  (``<release>`` = the directory holding ``release_etc``); an existing backup is kept (a re-run
+  never overwrites the oldest original).  Run as root for a release directory owned by another
+  user, the directories created there are chowned to the release directory's owner (so the
+  deploy user can prune the release); the backup files stay root's, as their originals were;
 * files that ``previous_release_etc`` has and ``release_etc`` has not are then removed from
-  ``etc_root`` -- only regular files (a symlink there is left alone), never directories;
-* stdout: one ``installed <path>`` / ``removed <path>`` line per change and a summary line.
+  ``etc_root`` -- only regular files (a symlink there is left alone), never directories -- unless
+  the release that installed them kept a backup (``<previous release>/etc.replaced/<relpath>``):
+  then that original is put back (written through a symlink inside ``etc_root``, like an install).
+  So restoring after a failed first deploy (an empty ``release_etc``, the failed release as
+  previous) puts hand-made files back, and a rollback puts back what the release left had replaced;
+* a backup path under ``etc.replaced`` that is a symlink or not a regular file / directory is
+  refused like an escaping destination, before anything changes;
+* stdout: one ``backed up <path>`` / ``installed <path>`` / ``removed <path>`` /
+  ``restored <path>`` line per change (``<path>`` under ``etc_root``) and a summary line.
 
 With ``sudo=True`` the whole script -- which only reads the release and writes etc_root --
 runs as root: ``sudo -n`` (fails at once if a password is needed) or, given ``sudo_prompt``,
@@ -65,9 +79,52 @@ def files(top):
     return found
 def outside(dest, real):
     fail("%s: resolves to %s, outside %s (symlink); refusing, nothing changed" % (dest, real, root))
+def backup_of(top, rel):
+    path = os.path.join(os.path.dirname(top), "etc.replaced")
+    for part in rel.split("/")[:-1] + [None]:
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            fail("%s: not a directory (symlink?); refusing, nothing changed" % path)
+        path = os.path.join(path, part) if part else path
+    path = os.path.join(path, os.path.basename(rel))
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        fail("%s: not a regular file; refusing, nothing changed" % path)
+    return path, os.path.lexists(path)
+def content(path):
+    with open(path, "rb") as f:
+        return f.read(), stat.S_IMODE(os.stat(path).st_mode) & 0o777
+def parent_ok(real):
+    up = os.path.dirname(real)
+    while not os.path.lexists(up):
+        up = os.path.dirname(up)
+    if not os.path.isdir(up):
+        fail("%s is not a directory; refusing, nothing changed" % up)
+def makedirs(top, owner):
+    missing, up = [], top
+    while not os.path.isdir(up):
+        missing.append(up)
+        up = os.path.dirname(up)
+    for d in reversed(missing):
+        os.mkdir(d)
+        os.chmod(d, 0o755)
+        if owner:
+            os.chown(d, owner[0], owner[1])
+def write(path, data, mode):
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 new = files(src) if os.path.isdir(src) else {}
 old = files(prev) if prev and os.path.isdir(prev) else {}
-plan, targets, unchanged = [], {}, 0
+plan, backups, targets, unchanged = [], [], {}, 0
 for rel in sorted(new):
     dest = os.path.join(root, rel)
     real = os.path.realpath(dest)
@@ -78,60 +135,69 @@ for rel in sorted(new):
     targets[real] = dest
     if os.path.isdir(real):
         fail("%s is a directory; refusing, nothing changed" % dest)
-    up = os.path.dirname(real)
-    while not os.path.lexists(up):
-        up = os.path.dirname(up)
-    if not os.path.isdir(up):
-        fail("%s is not a directory; refusing, nothing changed" % up)
-    with open(new[rel], "rb") as f:
-        data = f.read()
-    mode = stat.S_IMODE(os.stat(new[rel]).st_mode) & 0o777
+    parent_ok(real)
+    data, mode = content(new[rel])
     if os.path.isfile(real) and stat.S_IMODE(os.stat(real).st_mode) == mode:
         with open(real, "rb") as f:
             if f.read() == data:
                 unchanged += 1
                 continue
+    if os.path.isfile(real) and rel not in old:
+        backup, kept = backup_of(src, rel)
+        if not kept:
+            backups.append((dest, real, backup))
     plan.append((dest, real, data, mode))
-removals = []
+removals, restores = [], []
 for rel in sorted(set(old) - set(new)):
     dest = os.path.join(root, rel)
     parent = os.path.realpath(os.path.dirname(dest))
     if not inside(parent + "/"):
         outside(dest, parent)
     real = os.path.join(parent, os.path.basename(dest))
-    if os.path.islink(real):
+    backup, kept = backup_of(prev, rel)
+    if kept:
+        real = os.path.realpath(real)
+        if not inside(real):
+            outside(dest, real)
+        if real in targets:
+            fail("%s and %s are the same file (symlink); refusing, nothing changed" % (dest, targets[real]))
+        targets[real] = dest
+        if os.path.isdir(real):
+            fail("%s is a directory; refusing, nothing changed" % dest)
+        parent_ok(real)
+        data, mode = content(backup)
+        if not (os.path.isfile(real) and content(real) == (data, mode)):
+            restores.append((dest, real, data, mode))
+    elif os.path.islink(real):
         sys.stderr.write("deploytool etc install: %s is a symlink; not removed\n" % dest)
     elif os.path.isfile(real):
         removals.append((dest, real))
+owner = None
+if backups and os.geteuid() == 0:
+    st = os.stat(os.path.dirname(src))
+    if (st.st_uid, st.st_gid) != (0, 0):
+        owner = (st.st_uid, st.st_gid)
 try:
+    for dest, real, backup in backups:
+        data, mode = content(real)
+        makedirs(os.path.dirname(backup), owner)
+        write(backup, data, mode)
+        print("backed up " + dest)
     for dest, real, data, mode in plan:
-        missing, up = [], os.path.dirname(real)
-        while not os.path.isdir(up):
-            missing.append(up)
-            up = os.path.dirname(up)
-        for d in reversed(missing):
-            os.mkdir(d)
-            os.chmod(d, 0o755)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(real) + ".", suffix=".tmp",
-                                   dir=os.path.dirname(real))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.rename(tmp, real)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
+        makedirs(os.path.dirname(real), None)
+        write(real, data, mode)
         print("installed " + dest)
     for dest, real in removals:
         os.unlink(real)
         print("removed " + dest)
+    for dest, real, data, mode in restores:
+        makedirs(os.path.dirname(real), None)
+        write(real, data, mode)
+        print("restored " + dest)
 except OSError as error:
     fail("%s; /etc may be partly updated, fix and re-run" % error)
-print("etc: %d installed, %d unchanged, %d removed in %s" % (len(plan), unchanged, len(removals), root))
+print("etc: %d installed, %d unchanged, %d removed, %d backed up, %d restored in %s"
+      % (len(plan), unchanged, len(removals), len(backups), len(restores), root))
 """
 
 _READ_SCRIPT = r"""

@@ -240,3 +240,23 @@ def test_rollback_whose_after_switch_command_fails_is_journaled_where_current_is
     assert current(config_project) == f"releases/{first}"
     last = json.loads((root_of(config_project) / "journal.jsonl").read_text().splitlines()[-1])
     assert (last["event"], last["status"], last["release"]) == ("rollback", "ok", first) and "failed" in last["reason"]
+
+
+def test_a_failed_first_deploy_puts_a_hand_made_config_file_back(config_project: Project) -> None:
+    installed = etc_root(config_project, "web1")
+    owner = installed.stat()
+    original = b"# made by hand before deploytool\nworkers=1\n"
+    (installed / "demo").mkdir()
+    (installed / "demo/app.conf").write_bytes(original)
+    (installed / "demo/app.conf").chmod(0o640)
+    for path in (installed / "demo", installed / "demo/app.conf"):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    config_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
+    config_project.write_inventory()
+    config_project.commit("reload fails")
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "back on no release" in result.stderr
+    assert not (root_of(config_project) / "current").exists()
+    assert (installed / "demo/app.conf").read_bytes() == original
+    assert (installed / "demo/app.conf").stat().st_mode & 0o777 == 0o640
+    assert not (installed / "cron.d/demo").exists()

@@ -469,3 +469,125 @@ def test_diff_against_reports_new_changed_unchanged(host: Path) -> None:
     text = format_diffs(list(diffs.values()), host="web1")
     assert text.endswith("web1: etc: 1 new, 2 changed, 1 unchanged\n")
     assert "same.conf" not in text
+
+
+# --- backups of replaced files that no release managed --------------------------------------------------
+
+SITE = "nginx/sites-available/demo.conf"
+
+
+def hand_made(etc: Path, name: str = SITE, data: bytes = b"server { listen 80; } # by hand\n") -> bytes:
+    """A file an admin made before deploytool managed it: odd mode, to prove the mode comes back too."""
+    path = etc / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return data
+
+
+def replaced(release_etc: str, name: str = SITE) -> Path:
+    return Path(release_etc).parent / "etc.replaced" / name
+
+
+def test_first_install_backs_up_a_hand_made_file_and_restore_puts_it_back(host: Path) -> None:
+    """A failed first deploy's restore (empty etc, prev = the release) returns the original, mode and all."""
+    etc = host / "etc"
+    original = hand_made(etc)
+    r1 = release(host, "r1", R1)
+
+    code, out, err = install(r1, etc, None)
+    assert (code, err) == (0, ""), err
+    assert f"backed up {etc}/{SITE}\n" in out and f"installed {etc}/{SITE}\n" in out
+    assert "etc: 3 installed, 0 unchanged, 0 removed, 1 backed up, 0 restored" in out
+    assert (etc / SITE).read_bytes() == b"v1\n" and (etc / SITE).stat().st_mode & 0o777 == 0o644
+    backup = replaced(r1)
+    assert backup.read_bytes() == original and backup.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in backup.parent.parent.parent.rglob("*") if p.is_file()) == ["demo.conf"]
+
+    empty = host / "srv" / "tools" / "empty-etc"
+    empty.mkdir(parents=True)
+    code, out, err = install(str(empty), etc, r1)
+    assert (code, err) == (0, ""), err
+    assert f"restored {etc}/{SITE}\n" in out and f"removed {etc}/cron.d/demo\n" in out
+    assert "etc: 0 installed, 0 unchanged, 2 removed, 0 backed up, 1 restored" in out
+    assert (etc / SITE).read_bytes() == original and (etc / SITE).stat().st_mode & 0o777 == 0o600
+    assert not (etc / "cron.d/demo").exists() and not (etc / "demo/hooks/reload.sh").exists()
+    assert (etc / "nginx/nginx.conf").read_text() == "not ours\n"
+    assert not [p for p in etc.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_rollback_restores_the_original_a_newer_release_had_replaced(host: Path) -> None:
+    """A lacks the file, B takes it over from a hand-made original; rolling back B -> A puts it back."""
+    etc = host / "etc"
+    original = hand_made(etc)
+    a = release(host, "a", RenderedEtc({"cron.d/demo": b"cron\n"}))
+    b = release(host, "b", RenderedEtc({"cron.d/demo": b"cron\n", SITE: b"managed\n"}))
+    assert "backed up /" not in install(a, etc, None)[1]
+    code, out, err = install(b, etc, a)
+    assert code == 0, err
+    assert f"backed up {etc}/{SITE}\n" in out and (etc / SITE).read_bytes() == b"managed\n"
+    assert replaced(b).read_bytes() == original and not replaced(a).exists()
+
+    code, out, err = install(a, etc, b)
+    assert (code, err) == (0, ""), err
+    assert "etc: 0 installed, 1 unchanged, 0 removed, 0 backed up, 1 restored" in out
+    assert (etc / SITE).read_bytes() == original and (etc / SITE).stat().st_mode & 0o777 == 0o600
+    assert (etc / "cron.d/demo").read_bytes() == b"cron\n"
+
+
+def test_a_file_an_earlier_release_managed_is_not_backed_up_again(host: Path) -> None:
+    """R2 changes R1's file without a backup; a hand-made file R2 starts to manage is backed up in R2."""
+    etc = host / "etc"
+    hand_made(etc)
+    r1, r2 = release(host, "r1", R1), release(host, "r2", R2)
+    assert install(r1, etc, None)[0] == 0
+    other = hand_made(etc, "demo/new.conf", b"an admin's\n")
+    code, out, err = install(r2, etc, r1)
+    assert code == 0, err
+    assert out.count("backed up /") == 1 and f"backed up {etc}/demo/new.conf\n" in out
+    assert not replaced(r2).exists(), "r1 managed it: the original is r1's backup, not v1"
+    assert replaced(r2, "demo/new.conf").read_bytes() == other
+    assert (etc / SITE).read_bytes() == b"v2\n"
+
+
+def test_rerunning_an_install_keeps_the_first_backup(host: Path) -> None:
+    """The oldest original wins: a re-run over a since-changed destination does not replace the backup."""
+    etc = host / "etc"
+    original = hand_made(etc)
+    r1 = release(host, "r1", R1)
+    assert install(r1, etc, None)[0] == 0
+    (etc / SITE).write_bytes(b"edited after the install\n")
+    code, out, err = install(r1, etc, None)
+    assert code == 0, err
+    assert "backed up /" not in out and "etc: 1 installed, 2 unchanged, 0 removed, 0 backed up" in out
+    assert (etc / SITE).read_bytes() == b"v1\n"
+    assert replaced(r1).read_bytes() == original
+
+
+def test_a_symlink_in_the_backup_tree_is_refused_before_anything_changes(host: Path, tmp_path: Path) -> None:
+    """etc.replaced (in a release the deploy user owns) may not lead the root installer elsewhere."""
+    etc = host / "etc"
+    hand_made(etc)
+    r1 = release(host, "r1", R1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (Path(r1).parent / "etc.replaced").symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(etc)
+    code, _out, err = install(r1, etc, None)
+    assert code == 1 and "etc.replaced: not a directory" in err and "nothing changed" in err
+    assert snapshot(etc) == before and list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to install as root for another user's release")
+def test_as_root_the_backup_directories_belong_to_the_release_owner(host: Path) -> None:
+    """Run by root (sudo) for a deploy user's release: the deploy user can prune etc.replaced later."""
+    etc = host / "etc"
+    hand_made(etc)
+    r1 = release(host, "r1", R1)
+    os.chown(Path(r1).parent, 4242, 4343)
+    assert install(r1, etc, None)[0] == 0
+    top = Path(r1).parent / "etc.replaced"
+    for directory in (top, top / "nginx", top / "nginx/sites-available"):
+        assert (directory.stat().st_uid, directory.stat().st_gid) == (4242, 4343)
+    backup = replaced(r1)
+    assert backup.stat().st_uid == 0 and backup.stat().st_mode & 0o777 == 0o600, "root-only stays root-only"
