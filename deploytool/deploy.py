@@ -166,32 +166,43 @@ def _switch_new(target: phases.Target, release: Release) -> None:
     try:
         phases.switch(target, release.id, entry, config, _prune_list(target, entry))
     except phases.SwitchFailed as error:
-        if error.switched and not _switch_back(target, release.id, previous):
-            # Neither forward nor back: say so, keep the release current points at, and free the host.
-            phases.abort(target, None, _failed_entry("deploy", release, target, f"{error}; switching back failed"))
+        if error.hooks_done:
+            # Live and reloaded; only recording, pruning or unlocking failed. Switching back would be worse.
+            phases.abort(target, None, None)
             raise DeployError(
-                f"{error}; switching back to {previous or 'no release'} failed too: {target.name} is on {release.id} "
-                f"(check the host, then fab rollback or fab deploy)"
+                f"{error}; {target.name} is live on {release.id} all the same: check its journal"
             ) from None
+        if error.switched:
+            back, problem = _switch_back(target, release.id, previous)
+            if not back:
+                # Neither forward nor back: say so, keep the release current points at, and free the host.
+                phases.abort(target, None, _failed_entry("deploy", release, target, f"{error}; switching back failed"))
+                raise DeployError(
+                    f"{error}; switching back to {previous or 'no release'} failed too ({problem}): "
+                    f"{target.name} is on {release.id} (check the host, then fab rollback or fab deploy)"
+                ) from None
+            phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+            again = f" (on the way back: {problem})" if problem else ""
+            raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}{again}") from None
         phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
-        where = "back" if error.switched else "still"
-        raise DeployError(f"{error}; {target.name} is {where} on {previous or 'no release'}") from None
+        raise DeployError(f"{error}; {target.name} is still on {previous or 'no release'}") from None
 
 
-def _switch_back(target: phases.Target, failed_id: str, previous: str | None) -> bool:
+def _switch_back(target: phases.Target, failed_id: str, previous: str | None) -> tuple[bool, str]:
     """Point ``current`` at ``previous`` again, with its config, after a failed after-switch command; the lock
-    stays held for the cleanup that follows. True when the host is back."""
+    stays held for the cleanup that follows. Returns whether the host is back, and what went wrong on the way."""
     try:
         if previous is None:
             phases.remove_current(target, config_switch(target, failed_id, None))
-            return True
-        entry = journal.Entry("rollback", previous, "ok", failed_id, None, None, _now(), reason="switch back")
+            return True, ""
+        entry = journal.Entry("rollback", previous, "ok", failed_id, None, deployer(), _now(), reason="switch back")
         phases.switch(target, previous, entry, config_switch(target, previous, failed_id), unlock=False)
-        return True
+        return True, ""
     except phases.SwitchFailed as error:
-        return error.switched  # current moved back even if a later step (an after-switch command) failed again
-    except DeployError:
-        return False
+        # current moved back even if a later step (the after-switch commands, again) failed
+        return error.switched, str(error).removeprefix(f"{target.name}: ")
+    except DeployError as error:
+        return False, str(error).removeprefix(f"{target.name}: ")
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:

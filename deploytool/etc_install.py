@@ -33,6 +33,8 @@ Rules of the installer (``install_command``):
   previous) puts hand-made files back, and a rollback puts back what the release left had replaced;
 * a backup path under ``etc.replaced`` that is a symlink or not a regular file / directory is
   refused like an escaping destination, before anything changes;
+* exit status 3: refused before changing anything (so the caller must not "restore": nothing was touched);
+  1: an error while writing (``etc_root`` may be partly updated); 0: done;
 * stdout: one ``backed up <path>`` / ``installed <path>`` / ``removed <path>`` /
   ``restored <path>`` line per change (``<path>`` under ``etc_root``) and a summary line.
 
@@ -58,9 +60,9 @@ SUDO_PROMPT = "[deploytool sudo password]: "
 
 _INSTALL_SCRIPT = r"""
 import os, stat, sys, tempfile
-def fail(msg):
+def fail(msg, code=3):
     sys.stderr.write("deploytool etc install: %s\n" % msg)
-    sys.exit(1)
+    sys.exit(code)
 src, root, prev = sys.argv[1], sys.argv[2], sys.argv[3]
 if not os.path.isdir(root):
     fail("%s: etc root is not a directory" % root)
@@ -195,7 +197,7 @@ try:
         write(real, data, mode)
         print("restored " + dest)
 except OSError as error:
-    fail("%s; /etc may be partly updated, fix and re-run" % error)
+    fail("%s; /etc may be partly updated, fix and re-run" % error, 1)
 print("etc: %d installed, %d unchanged, %d removed, %d backed up, %d restored in %s"
       % (len(plan), unchanged, len(removals), len(backups), len(restores), root))
 """

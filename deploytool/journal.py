@@ -74,8 +74,10 @@ def deployed_in_order(entries: Sequence[Entry]) -> list[str]:
 
 
 def rolled_back_from(entries: Sequence[Entry]) -> set[str]:
-    """Releases a rollback moved away from since they last went live: a plain rollback does not choose them
-    again (going back to one with ``--to`` clears that)."""
+    """Releases a rollback stepped back over since they last went live: rolling back from P to an older T
+    marks P and every release deployed between T and P (the operator skipped them on purpose). A plain
+    rollback never chooses them; going to one again (``--to``, or a redeploy) clears the mark."""
+    order = {release: position for position, release in enumerate(deployed_in_order(entries))}
     went_live: dict[str, int] = {}
     left: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -84,7 +86,13 @@ def rolled_back_from(entries: Sequence[Entry]) -> set[str]:
         if entry.event in ("deploy", "rollback"):
             went_live[entry.release] = index
         if entry.event == "rollback" and entry.previous:
-            left[entry.previous] = index
+            start, end = order.get(entry.release, -1), order.get(entry.previous, len(order))
+            if start < end:  # a step back; a step forward marks nothing
+                for release, position in order.items():
+                    if start < position <= end:
+                        left[release] = index
+                if entry.previous not in order:
+                    left[entry.previous] = index
     return {release for release, index in left.items() if index > went_live.get(release, -1)}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import secrets
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ class HostState:
     releases: list[str]
     entries: list[journal.Entry]
     python_version: str | None = None
+    current_link: str = ""  # what current points at, as the host has it
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Target:
     password: str | None = None
     state: HostState = field(default_factory=lambda: HostState(None, [], []))
     locked: bool = False  # this run holds the host's lock: only then may it clean up there
+    run: str = field(default_factory=lambda: secrets.token_hex(8))  # marks the lock as this run's
 
     @property
     def layout(self) -> Layout:
@@ -81,25 +84,34 @@ def _state_script(layout: Layout) -> Script:
     )
 
 
-def _parse_state(stdout: str) -> HostState:
-    current, releases, lines, python = None, [], [], None
+def _release_of_link(link: str, layout: Layout) -> str | None:
+    """The release id ``current``'s link names (``releases/X``, ``./releases/X`` or ``<root>/releases/X``)."""
+    for prefix in ("releases/", "./releases/", layout.releases + "/"):
+        name = link.removeprefix(prefix)
+        if link.startswith(prefix) and name and "/" not in name.rstrip("/"):
+            return name.rstrip("/")
+    return None
+
+
+def _parse_state(stdout: str, layout: Layout) -> HostState:
+    current, releases, lines, python, link = None, [], [], None, ""
     for line in stdout.splitlines():
         kind, _, value = line.partition(" ")
         if kind == "python":
             python = value.strip() or None
-        elif kind == "current" and value.startswith("releases/"):
-            current = value.removeprefix("releases/")
+        elif kind == "current":
+            link, current = value, _release_of_link(value, layout)
         elif kind == "release" and value:
             releases.append(value)
         elif kind == "journal":
             lines.append(value)
-    return HostState(current, sorted(releases), journal.parse(lines), python)
+    return HostState(current, sorted(releases), journal.parse(lines), python, link)
 
 
 def read_state(target: Target) -> HostState:
     """Read current, releases and journal without taking the lock (for listings and dry runs)."""
     outcome = run_checked(target.c, target.name, _state_script(target.layout))
-    target.state = _parse_state(outcome.stdout)
+    target.state = _parse_state(outcome.stdout, target.layout)
     return target.state
 
 
@@ -123,11 +135,14 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
     script.raw(f"[ -w {q(layout.root)} ] || {{ echo {q(f'{layout.root} is not writable')} >&2; exit 3; }}")
     script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
+    not_link = f"{layout.current} is not a symlink; move it away (deploytool switches current by renaming a link)"
+    script.raw(f"[ ! -e {q(layout.current)} ] || [ -L {q(layout.current)} ] || {{ echo {q(not_link)} >&2; exit 3; }}")
     script.step("taking the lock")
     script.raw(
         f"if ! mkdir {q(layout.lock)} 2>/dev/null; then "
         f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"; exit {EXIT_LOCKED}; fi"
     )
+    owner = {**owner, "run": target.run}
     script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
     script.extend(_state_script(layout))
     script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
@@ -138,7 +153,14 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
         step, detail = outcome.failure()
         raise RemoteError(target.name, f"{step} failed: {detail or 'no output'}")
     target.locked = True
-    target.state = _parse_state(outcome.stdout)
+    target.state = _parse_state(outcome.stdout, target.layout)
+    if target.state.current_link and target.state.current is None:
+        abort(target, None, None)
+        raise RemoteError(
+            target.name,
+            f"{layout.current} points at {target.state.current_link}, not at a release under {layout.releases}; "
+            "point it at one (ln -sfn releases/ID) or remove it",
+        )
     return target.state
 
 
@@ -255,51 +277,80 @@ def switch(
         # Check the password once, up front: a wrong one must not be mistaken for rejected config.
         script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
         sudo_calls += 3  # sudo reads up to three lines when the password is wrong
-    if config is not None and (config.install or config.validate):
-        checked = Script()
-        if config.install:
-            checked.step("installing config").raw(config.install + " >&2")
-        checked.extend(_hook_script(config.validate, "validating config"))
+    restore = "true"
+    if config is not None:
         script.cmd("mkdir", "-p", config.empty_dir)
-        script.raw(f"if ! {checked.command(sudo)}; then")
         if config.restore:
-            restore = Script().raw(config.restore).command(sudo)
-            script.raw(f"  {restore} >/dev/null 2>&1 || echo 'restoring the previous config failed too' >&2")
-        script.raw(f"  exit {EXIT_CONFIG_REJECTED}")
-        script.raw("fi")
-        sudo_calls += 2
+            restore = (
+                f"{{ {Script().raw(config.restore).command(sudo)} >/dev/null 2>&1 || "
+                "echo 'restoring the previous config failed too' >&2; }"
+            )
+        if config.install:
+            script.step("installing config")
+            script.raw(f"set +e; {Script().raw(config.install).command(sudo)} >&2; status=$?; set -e")
+            # Refused before changing anything: there is nothing to restore (a restore would remove files).
+            script.raw(f'[ "$status" != {INSTALL_REFUSED} ] || exit {EXIT_CONFIG_REJECTED}')
+            script.raw(f'[ "$status" = 0 ] || {{ {restore}; exit {EXIT_CONFIG_REJECTED}; }}')
+        if config.validate:
+            validate = _hook_script(config.validate, "validating config").command(sudo)
+            script.raw(f"if ! {validate}; then {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
+        sudo_calls += 3
     script.step(f"switching current to {release_id}")
     temporary = f"{layout.current}.{release_id}.tmp"
-    script.cmd("ln", "-sfn", layout.release_link(release_id), temporary)
-    script.cmd("mv", "-T", temporary, layout.current)
+    swap = f"{shlex.join(['ln', '-sfn', layout.release_link(release_id), temporary])} && " + shlex.join(
+        ["mv", "-T", temporary, layout.current]
+    )
+    cleanup = f"rm -f {shlex.quote(temporary)} 2>/dev/null || true"
+    script.raw(f"if ! {{ {swap}; }}; then {cleanup}; {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
     script.cmd("echo", SWITCHED)
     if config is not None and config.after_switch:
         script.raw(_hook_script(config.after_switch, "after-switch command").command(sudo))
         sudo_calls += 1
-    script.extend(_finish_script(layout, entry, prune, unlock))
+    script.cmd("echo", HOOKS_DONE)
+    script.extend(_finish_script(target, entry, prune, unlock))
     outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls))
     if outcome.ok:
         target.locked = target.locked and not unlock
     else:
         step, detail = outcome.failure()
-        switched = SWITCHED in outcome.stdout.split()
-        raise SwitchFailed(target.name, f"{step} failed: {detail or 'no output'}", switched)
+        printed = outcome.stdout.split()
+        message = f"{step} failed: {detail or 'no output'}"
+        raise SwitchFailed(target.name, message, SWITCHED in printed, HOOKS_DONE in printed)
 
 
 SWITCHED = "deploytool-switched"
+HOOKS_DONE = "deploytool-hooks-done"
+INSTALL_REFUSED = 3  # the config installer's "refused, nothing changed"
 
 
 class SwitchFailed(RemoteError):
-    """The switch did not complete; ``switched`` tells whether ``current`` had moved already."""
+    """The switch did not complete. ``switched``: ``current`` had moved; ``hooks_done``: the after-switch
+    commands had succeeded too (only recording, pruning or unlocking failed: the release is live)."""
 
-    def __init__(self, host: str, message: str, switched: bool) -> None:
+    def __init__(self, host: str, message: str, switched: bool, hooks_done: bool = False) -> None:
         super().__init__(host, message)
         self.switched = switched
+        self.hooks_done = hooks_done
 
 
-def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str], unlock: bool) -> Script:
+def _append_journal(script: Script, layout: Layout, entry: journal.Entry) -> None:
+    """Append ``entry`` as one line; a line left unfinished by a crash is ended first so it damages only itself."""
+    path = shlex.quote(layout.journal)
+    script.raw(f'[ ! -s {path} ] || [ -z "$(tail -c 1 {path})" ] || echo >> {path}')
+    script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {path}")
+
+
+def _release_lock(script: Script, target: Target) -> None:
+    """Remove the lock only if it is still this run's (``fab unlock`` may have handed it to another run)."""
+    layout = target.layout
+    owner = shlex.quote(layout.lock_owner)
+    script.raw(f"if grep -qF {shlex.quote(target.run)} {owner} 2>/dev/null; then rm -rf {shlex.quote(layout.lock)}; fi")
+
+
+def _finish_script(target: Target, entry: journal.Entry, prune: Sequence[str], unlock: bool) -> Script:
+    layout = target.layout
     script = Script().step("recording in the journal")
-    script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
+    _append_journal(script, layout, entry)
     trash = posixpath.join(layout.trash, entry.release)
     if prune:
         # Renaming is instant; deleting thousands of venv files is not, so that happens after the lock is
@@ -313,9 +364,10 @@ def _finish_script(layout: Layout, entry: journal.Entry, prune: Sequence[str], u
             )
     if unlock:
         script.step("releasing the lock")
-        script.cmd("rm", "-rf", layout.lock)
+        _release_lock(script, target)
     if prune:
-        script.raw(f"(rm -rf {shlex.quote(trash)} </dev/null >/dev/null 2>&1 &)")
+        # Everything in trash/ is garbage, including what an earlier, interrupted deletion left.
+        script.raw(f"(rm -rf {shlex.quote(layout.trash)}/* </dev/null >/dev/null 2>&1 &)")
     return script
 
 
@@ -329,8 +381,8 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
     if release_id and release_id not in target.state.releases and release_id != target.state.current:
         script.cmd("rm", "-rf", layout.release(release_id))  # only what this run created
     if entry is not None:
-        script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {shlex.quote(layout.journal)}")
-    script.cmd("rm", "-rf", layout.lock)
+        _append_journal(script, layout, entry)
+    _release_lock(script, target)
     with suppress(Exception):  # cleanup must not hide the original failure
         run_script(target.c, script)
         target.locked = False

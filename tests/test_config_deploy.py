@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.deploy import plan_deploy, run_deploy
+from deploytool.errors import DeployError
+from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.sshd import SshServer
 from tests.test_deploy_ssh import current, release_ids, root_of
@@ -260,3 +263,57 @@ def test_a_failed_first_deploy_puts_a_hand_made_config_file_back(config_project:
     assert (installed / "demo/app.conf").read_bytes() == original
     assert (installed / "demo/app.conf").stat().st_mode & 0o777 == 0o640
     assert not (installed / "cron.d/demo").exists()
+
+
+def test_a_failed_swap_of_current_puts_the_previous_config_back(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    live = current(config_project)
+    config_before = (etc_root(config_project, "web1") / "demo/app.conf").read_text()
+    config_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    inventory = load_inventory(config_project.path / "hosts.yml")
+    plan = plan_deploy(inventory, inventory.hosts("test", "web1"), "HEAD")
+    # A directory the deploy user cannot write where the temporary link must go: `ln` fails.
+    (root_of(config_project) / f"current.{plan.release.id}.tmp").mkdir()
+    with pytest.raises(DeployError, match="switching current") as failure:
+        run_deploy(plan, config_project.path, lambda _line: None)
+    assert "web1 is still on" in str(failure.value)
+    assert current(config_project) == live
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_before
+    assert release_ids(config_project) == [live.removeprefix("releases/")]
+    assert not (root_of(config_project) / "deploy.lock").exists()
+
+
+def test_a_refused_config_install_touches_nothing_not_even_to_restore(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    etc = etc_root(config_project, "web1")
+    (etc / "extra").mkdir()
+    (etc / "extra/hand.conf").write_text("made by hand\n")
+    (etc / "blocker/x.conf").mkdir(parents=True)  # where the new release wants a file: the installer refuses
+    config_project.commit(
+        "more config", {"etc-mock/extra/hand.conf.j2": "managed\n", "etc-mock/blocker/x.conf.j2": "x\n"}
+    )
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "refusing, nothing changed" in result.stderr
+    assert (etc / "extra/hand.conf").read_text() == "made by hand\n", "a refused install restores nothing"
+    assert "restoring the previous config failed" not in result.stderr
+
+
+def test_an_absolute_current_link_is_understood_and_a_foreign_one_refused(config_project: Project) -> None:
+    config_project.fab("deploy", "--hosts", "web1")
+    root = root_of(config_project)
+    release = current(config_project).removeprefix("releases/")
+    link = root / "current"
+    link.unlink()
+    link.symlink_to(root / "releases" / release)  # as an operator might have made it by hand
+    config_project.commit("next")
+    config_project.fab("deploy", "--hosts", "web1")
+    assert [e["event"] for e in json_lines(root / "journal.jsonl")][-1] == "deploy"
+    link.unlink()
+    link.symlink_to("/srv/elsewhere")
+    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "points at /srv/elsewhere, not at a release" in result.stderr
+    assert not (root / "deploy.lock").exists()
+
+
+def json_lines(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -409,7 +409,7 @@ def test_install_refuses_symlink_escaping_etc_root(host: Path, tmp_path: Path, w
         (etc / "nginx" / "sites-available" / "demo.conf").symlink_to(outside / "demo.conf")
     before, before_outside = snapshot(etc), snapshot(outside)
     code, _out, err = install(release(host, "r1", R1), etc, None)
-    assert code == 1
+    assert code == 3  # refused before changing anything
     assert "outside" in err and "refusing, nothing changed" in err and "Traceback" not in err
     assert snapshot(etc) == before and snapshot(outside) == before_outside
 
@@ -574,7 +574,7 @@ def test_a_symlink_in_the_backup_tree_is_refused_before_anything_changes(host: P
     (Path(r1).parent / "etc.replaced").symlink_to(elsewhere, target_is_directory=True)
     before = snapshot(etc)
     code, _out, err = install(r1, etc, None)
-    assert code == 1 and "etc.replaced: not a directory" in err and "nothing changed" in err
+    assert code == 3 and "etc.replaced: not a directory" in err and "nothing changed" in err
     assert snapshot(etc) == before and list(elsewhere.iterdir()) == []
 
 

@@ -28,7 +28,7 @@ def test_going_back_to_a_release_with_to_makes_it_a_target_again() -> None:
         rollback("B", "A"),
         deploy("C", previous="B"),
     ]
-    assert rolled_back_from(entries) == {"A"}
+    assert rolled_back_from(entries) == set(), "B went live again; the step forward to B marks nothing"
     assert rollback_target(entries, "C", ["A", "B", "C"]) == "B"
     assert releases_to_prune(entries, ["A", "B", "C"], keep=1, current="C") == ["A"]
 
@@ -54,3 +54,15 @@ def test_a_lost_journal_does_not_make_every_release_debris() -> None:
 def test_damaged_lines_are_skipped() -> None:
     lines = ['{"event": "deploy", "release": "A", "status": "ok"}', '{"event": "depl', "", "[]"]
     assert [entry.release for entry in parse(lines)] == ["A"]
+
+
+def test_rolling_back_over_several_releases_skips_all_of_them_later() -> None:
+    entries = [deploy("A"), deploy("B", previous="A"), deploy("C", previous="B"), rollback("A", "C")]
+    entries.append(deploy("D", previous="A"))
+    assert rollback_target(entries, "D", ["A", "B", "C", "D"]) == "A", "B was skipped by the operator"
+
+
+def test_a_step_forward_with_to_marks_nothing() -> None:
+    entries = [deploy("A"), deploy("B", previous="A"), rollback("A", "B"), rollback("B", "A")]
+    assert rolled_back_from(entries) == set()
+    assert rollback_target(entries, "B", ["A", "B"]) == "A"
