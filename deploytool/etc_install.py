@@ -127,9 +127,8 @@ def write(path, data, mode):
 new = files(src) if os.path.isdir(src) else {}
 old = files(prev) if prev and os.path.isdir(prev) else {}
 plan, backups, targets, unchanged = [], [], {}, 0
-for rel in sorted(new):
-    dest = os.path.join(root, rel)
-    real = os.path.realpath(dest)
+def claim(dest, real):
+    # one destination this run will write: inside etc_root, not a directory, not written twice
     if not inside(real):
         outside(dest, real)
     if real in targets:
@@ -138,6 +137,10 @@ for rel in sorted(new):
     if os.path.isdir(real):
         fail("%s is a directory; refusing, nothing changed" % dest)
     parent_ok(real)
+for rel in sorted(new):
+    dest = os.path.join(root, rel)
+    real = os.path.realpath(dest)
+    claim(dest, real)
     data, mode = content(new[rel])
     if os.path.isfile(real) and stat.S_IMODE(os.stat(real).st_mode) == mode:
         with open(real, "rb") as f:
@@ -159,14 +162,7 @@ for rel in sorted(set(old) - set(new)):
     backup, kept = backup_of(prev, rel)
     if kept:
         real = os.path.realpath(real)
-        if not inside(real):
-            outside(dest, real)
-        if real in targets:
-            fail("%s and %s are the same file (symlink); refusing, nothing changed" % (dest, targets[real]))
-        targets[real] = dest
-        if os.path.isdir(real):
-            fail("%s is a directory; refusing, nothing changed" % dest)
-        parent_ok(real)
+        claim(dest, real)
         data, mode = content(backup)
         if not (os.path.isfile(real) and content(real) == (data, mode)):
             restores.append((dest, real, data, mode))

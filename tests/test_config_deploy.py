@@ -39,6 +39,14 @@ def config_project(ssh_project: Project, ssh_server: SshServer) -> Project:
     return ssh_project
 
 
+def assert_kept(project: Project, live: str, config: str) -> None:
+    """web1 kept the release ``live`` (what ``current`` read before), its config, no other release, no lock."""
+    assert current(project) == live
+    assert (etc_root(project, "web1") / "demo/app.conf").read_text() == config
+    assert release_ids(project) == [live.removeprefix("releases/")]
+    assert not (root_of(project) / "deploy.lock").exists()
+
+
 def etc_root(project: Project, host: str) -> Path:
     return Path(project.inventory["stages"]["test"]["hosts"][host]["etc_root"])
 
@@ -147,10 +155,7 @@ def test_failing_after_switch_command_switches_the_host_back(config_project: Pro
     result = config_project.fab("deploy", "--hosts", "web1", check=False)
     assert result.returncode == 1 and "after-switch command" in result.stderr
     assert f"back on {good.removeprefix('releases/')}" in result.stderr
-    assert current(config_project) == good
-    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_before
-    assert release_ids(config_project) == [good.removeprefix("releases/")]
-    assert not (root_of(config_project) / "deploy.lock").exists()
+    assert_kept(config_project, good, config_before)
 
 
 def test_rollback_whose_config_fails_validation_keeps_the_current_release(config_project: Project) -> None:
@@ -277,10 +282,7 @@ def test_a_failed_swap_of_current_puts_the_previous_config_back(config_project: 
     with pytest.raises(DeployError, match="switching current") as failure:
         run_deploy(plan, config_project.path, lambda _line: None)
     assert "web1 is still on" in str(failure.value)
-    assert current(config_project) == live
-    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text() == config_before
-    assert release_ids(config_project) == [live.removeprefix("releases/")]
-    assert not (root_of(config_project) / "deploy.lock").exists()
+    assert_kept(config_project, live, config_before)
 
 
 def test_a_refused_config_install_touches_nothing_not_even_to_restore(config_project: Project) -> None:
