@@ -77,7 +77,7 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
         rendered = plan.rendered.get(target.name)
         phases.build(target, release, plan.install[target.name], payload(rendered) if rendered is not None else None)
     except Exception as error:
-        phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+        phases.abort(target, release.id, _failed_deploy(release, target, error))
         raise
 
 
@@ -95,29 +95,36 @@ def _check_python(target: phases.Target, actual: str | None) -> None:
     )
 
 
-def _failed_entry(event: str, release: Release, target: phases.Target, error: object) -> journal.Entry:
-    return journal.Entry(
-        event=event,
-        release=release.id,
-        status="failed",
-        previous=target.state.current,
-        commit=release.commit,
-        user=release.user,
-        time=_now(),
-        reason=str(error).removeprefix(f"{target.name}: "),
-    )
+def _reason(target: phases.Target, error: object) -> str:
+    """An error's text for this host's journal, without the host name it starts with."""
+    return str(error).removeprefix(f"{target.name}: ")
 
 
-def _ok_entry(event: str, release_id: str, commit: str | None, target: phases.Target) -> journal.Entry:
-    return journal.Entry(
-        event=event,
-        release=release_id,
-        status="ok",
-        previous=target.state.current,
-        commit=commit,
-        user=deployer(),
-        time=_now(),
-    )
+def _entry(
+    target: phases.Target, event: str, release_id: str, commit: str | None, failure: object = None, **fields: str
+) -> journal.Entry:
+    """A journal line for ``target``: ok, or failed with the reason ``failure`` (``fields`` override)."""
+    status = "failed" if failure is not None else "ok"
+    reason = _reason(target, failure) if failure is not None else None
+    entry = journal.Entry(event, release_id, status, target.state.current, commit, deployer(), _now(), reason)
+    return replace(entry, **fields)
+
+
+def _failed_deploy(release: Release, target: phases.Target, error: object) -> journal.Entry:
+    return _entry(target, "deploy", release.id, release.commit, error)
+
+
+def _abort_all(targets: Sequence[phases.Target], release: Release | None = None, reason: str = "") -> None:
+    """Clean up every host this run still holds: the half-built ``release`` removed and its failure journaled
+    (for a deploy), the lock released. Hosts it does not hold (never locked, already cleaned up) are left alone."""
+
+    def clean(target: phases.Target) -> None:
+        if release is None:
+            phases.abort(target, None, None)
+        else:
+            phases.abort(target, release.id, _failed_deploy(release, target, reason))
+
+    on_each(targets, clean, lambda t: t.name)
 
 
 def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
@@ -135,18 +142,11 @@ def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = 
         try:
             prepared = on_each(targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name)
         except KeyboardInterrupt:
-            interrupted = "interrupted on the laptop"
-            on_each(targets, lambda t: phases.abort(t, release.id, _failed_entry("deploy", release, t, interrupted)),
-                    lambda t: t.name)  # fmt: skip
+            _abort_all(targets, release, "interrupted on the laptop")
             raise DeployError("interrupted: no host was switched; the half-built releases were removed") from None
         if prepared.failed:
-            others = [target for target, _ in prepared.done]
-            failed_names = ", ".join(target.name for target, _ in prepared.failed)
-            on_each(
-                others,
-                lambda t: phases.abort(t, release.id, _failed_entry("deploy", release, t, f"{failed_names} failed")),
-                lambda t: t.name,
-            )
+            # The failed hosts cleaned up after themselves; the prepared ones are still locked.
+            _abort_all(targets, release, ", ".join(target.name for target, _ in prepared.failed) + " failed")
             raise DeployError(
                 describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
                 + "\nNo host was switched; current is unchanged everywhere."
@@ -160,7 +160,7 @@ def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = 
 
 
 def _switch_new(target: phases.Target, release: Release) -> None:
-    entry = _ok_entry("deploy", release.id, release.commit, target)
+    entry = _entry(target, "deploy", release.id, release.commit)
     previous = target.state.current
     config = config_switch(target, release.id, previous)
     try:
@@ -176,15 +176,15 @@ def _switch_new(target: phases.Target, release: Release) -> None:
             back, problem = _switch_back(target, release.id, previous)
             if not back:
                 # Neither forward nor back: say so, keep the release current points at, and free the host.
-                phases.abort(target, None, _failed_entry("deploy", release, target, f"{error}; switching back failed"))
+                phases.abort(target, None, _failed_deploy(release, target, f"{error}; switching back failed"))
                 raise DeployError(
                     f"{error}; switching back to {previous or 'no release'} failed too ({problem}): "
                     f"{target.name} is on {release.id} (check the host, then fab rollback or fab deploy)"
                 ) from None
-            phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+            phases.abort(target, release.id, _failed_deploy(release, target, error))
             again = f" (on the way back: {problem})" if problem else ""
             raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}{again}") from None
-        phases.abort(target, release.id, _failed_entry("deploy", release, target, error))
+        phases.abort(target, release.id, _failed_deploy(release, target, error))
         raise DeployError(f"{error}; {target.name} is still on {previous or 'no release'}") from None
 
 
@@ -195,14 +195,14 @@ def _switch_back(target: phases.Target, failed_id: str, previous: str | None) ->
         if previous is None:
             phases.remove_current(target, config_switch(target, failed_id, None))
             return True, ""
-        entry = journal.Entry("rollback", previous, "ok", failed_id, None, deployer(), _now(), reason="switch back")
+        entry = _entry(target, "rollback", previous, None, previous=failed_id, reason="switch back")
         phases.switch(target, previous, entry, config_switch(target, previous, failed_id), unlock=False)
         return True, ""
     except phases.SwitchFailed as error:
         # current moved back even if a later step (the after-switch commands, again) failed
-        return error.switched, str(error).removeprefix(f"{target.name}: ")
+        return error.switched, _reason(target, error)
     except DeployError as error:
-        return False, str(error).removeprefix(f"{target.name}: ")
+        return False, _reason(target, error)
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
@@ -233,12 +233,12 @@ def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password
     with connected(hosts, password) as targets:
         locked = on_each(targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name)
         if locked.failed:
-            on_each([t for t, _ in locked.done], lambda t: phases.abort(t, None, None), lambda t: t.name)
+            _abort_all(targets)
             raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]))
         try:
             chosen = choose_rollback_target(targets, to)
         except DeployError:
-            on_each(targets, lambda t: phases.abort(t, None, None), lambda t: t.name)
+            _abort_all(targets)
             raise
         say(f"Rolling back {len(targets)} host(s) to {chosen}")
 
@@ -248,16 +248,14 @@ def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password
                 say(f"  {target.name}: already on {chosen}")
                 return
             commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
-            entry = _ok_entry("rollback", chosen, commit, target)
+            entry = _entry(target, "rollback", chosen, commit)
             try:
                 phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current))
             except phases.SwitchFailed as error:
                 # The journal records where current points: a rollback whose after-switch command failed did
                 # move it (status ok, with the failure as the reason); one whose config was rejected did not.
                 status = "ok" if error.switched else "failed"
-                phases.abort(
-                    target, None, replace(entry, status=status, reason=str(error).removeprefix(f"{target.name}: "))
-                )
+                phases.abort(target, None, replace(entry, status=status, reason=_reason(target, error)))
                 where = f"current is now {chosen}" if error.switched else f"current is still {target.state.current}"
                 raise DeployError(f"{error}; {where}") from None
             say(f"  {target.name}: current -> {chosen}")

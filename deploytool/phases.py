@@ -128,8 +128,7 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
         script.step("checking the deploy user")
         refusal = "logged in as root; deploy as an unprivileged user, or set allow_root: true for this stage"
         script.raw(f'[ "$(id -u)" != 0 ] || {{ echo {q(refusal)} >&2; exit 3; }}')
-    if host.sudo:
-        script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
+    sudo_lines = _check_sudo(script) if host.sudo else 0
     script.step(f"making the deploy root {host.root}")
     script.cmd("mkdir", "-p", layout.releases, layout.shared)
     script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
@@ -146,12 +145,11 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
     script.extend(_state_script(layout))
     script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
-    outcome = run_script(target.c, script, stdin=target.sudo_stdin(3))
+    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_lines))
     if outcome.exit_code == EXIT_LOCKED:
         raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout, host))
     if not outcome.ok:
-        step, detail = outcome.failure()
-        raise RemoteError(target.name, f"{step} failed: {detail or 'no output'}")
+        raise RemoteError(target.name, outcome.failure())
     target.locked = True
     target.state = _parse_state(outcome.stdout, target.layout)
     if target.state.current_link and target.state.current is None:
@@ -243,11 +241,17 @@ class InstallPlan:
 class ConfigSwitch:
     """Shell commands that install a release's config and the stage's validate/after-switch commands."""
 
-    install: str | None  # installs the new release's etc/ under etc_root
-    restore: str | None  # puts the previous release's etc/ back
+    install: str  # installs the new release's etc/ under etc_root
+    restore: str  # puts the previous release's etc/ back
     empty_dir: str  # an empty directory: the "previous config" of a first deploy
     validate: tuple[str, ...] = ()
     after_switch: tuple[str, ...] = ()
+
+
+def _check_sudo(script: Script) -> int:
+    """Add a check of the sudo password; return how many password lines it may read (three when wrong)."""
+    script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
+    return 3
 
 
 def _hook_script(commands: Sequence[str], title: str) -> Script:
@@ -262,7 +266,7 @@ def switch(
     target: Target,
     release_id: str,
     entry: journal.Entry,
-    config: ConfigSwitch | None,
+    config: ConfigSwitch,
     prune: Sequence[str] = (),
     unlock: bool = True,
 ) -> None:
@@ -273,28 +277,24 @@ def switch(
     back before the switch, so the old release and its config stay live."""
     layout, sudo = target.layout, target.host.sudo
     script, sudo_calls = Script(), 0
-    if sudo and config is not None:
-        # Check the password once, up front: a wrong one must not be mistaken for rejected config.
-        script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
-        sudo_calls += 3  # sudo reads up to three lines when the password is wrong
-    restore = "true"
-    if config is not None:
-        script.cmd("mkdir", "-p", config.empty_dir)
-        if config.restore:
-            restore = (
-                f"{{ {Script().raw(config.restore).command(sudo)} >/dev/null 2>&1 || "
-                "echo 'restoring the previous config failed too' >&2; }"
-            )
-        if config.install:
-            script.step("installing config")
-            script.raw(f"set +e; {Script().raw(config.install).command(sudo)} >&2; status=$?; set -e")
-            # Refused before changing anything: there is nothing to restore (a restore would remove files).
-            script.raw(f'[ "$status" != {INSTALL_REFUSED} ] || exit {EXIT_CONFIG_REJECTED}')
-            script.raw(f'[ "$status" = 0 ] || {{ {restore}; exit {EXIT_CONFIG_REJECTED}; }}')
-        if config.validate:
-            validate = _hook_script(config.validate, "validating config").command(sudo)
-            script.raw(f"if ! {validate}; then {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
-        sudo_calls += 3
+    if sudo:
+        # Check the password again (sudo may have forgotten it since the check phase): a wrong one must not be
+        # mistaken for rejected config.
+        sudo_calls += _check_sudo(script)
+    script.cmd("mkdir", "-p", config.empty_dir)
+    restore = (
+        f"{{ {Script().raw(config.restore).command(sudo)} >/dev/null 2>&1 || "
+        "echo 'restoring the previous config failed too' >&2; }"
+    )
+    script.step("installing config")
+    script.raw(f"set +e; {Script().raw(config.install).command(sudo)} >&2; status=$?; set -e")
+    # Refused before changing anything: there is nothing to restore (a restore would remove files).
+    script.raw(f'[ "$status" != {INSTALL_REFUSED} ] || exit {EXIT_CONFIG_REJECTED}')
+    script.raw(f'[ "$status" = 0 ] || {{ {restore}; exit {EXIT_CONFIG_REJECTED}; }}')
+    if config.validate:
+        validate = _hook_script(config.validate, "validating config").command(sudo)
+        script.raw(f"if ! {validate}; then {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
+    sudo_calls += 3  # install, restore, validate
     script.step(f"switching current to {release_id}")
     temporary = f"{layout.current}.{release_id}.tmp"
     swap = f"{shlex.join(['ln', '-sfn', layout.release_link(release_id), temporary])} && " + shlex.join(
@@ -303,7 +303,7 @@ def switch(
     cleanup = f"rm -f {shlex.quote(temporary)} 2>/dev/null || true"
     script.raw(f"if ! {{ {swap}; }}; then {cleanup}; {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
     script.cmd("echo", SWITCHED)
-    if config is not None and config.after_switch:
+    if config.after_switch:
         script.raw(_hook_script(config.after_switch, "after-switch command").command(sudo))
         sudo_calls += 1
     script.cmd("echo", HOOKS_DONE)
@@ -312,10 +312,8 @@ def switch(
     if outcome.ok:
         target.locked = target.locked and not unlock
     else:
-        step, detail = outcome.failure()
         printed = outcome.stdout.split()
-        message = f"{step} failed: {detail or 'no output'}"
-        raise SwitchFailed(target.name, message, SWITCHED in printed, HOOKS_DONE in printed)
+        raise SwitchFailed(target.name, outcome.failure(), SWITCHED in printed, HOOKS_DONE in printed)
 
 
 SWITCHED = "deploytool-switched"
@@ -388,12 +386,11 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
         target.locked = False
 
 
-def remove_current(target: Target, config: ConfigSwitch | None) -> None:
+def remove_current(target: Target, config: ConfigSwitch) -> None:
     """Remove ``current`` and the config it installed (a first deploy failed after switching: there is no
     release to go back to)."""
     script = Script()
-    if config is not None and config.restore:
-        script.raw(f"{Script().raw(config.restore).command(target.host.sudo)} >/dev/null")
+    script.raw(f"{Script().raw(config.restore).command(target.host.sudo)} >/dev/null")
     script.cmd("rm", "-f", target.layout.current)
     run_checked(target.c, target.name, script, stdin=target.sudo_stdin(1))
 

@@ -90,8 +90,11 @@ class Outcome:
     def ok(self) -> bool:
         return self.exit_code == 0
 
-    def failure(self) -> tuple[str, str]:
-        return _failed_step(self.stderr)
+    def failure(self) -> str:
+        """What failed, for the user: ``<step> failed: <the last lines it printed>``."""
+        step, detail = _failed_step(self.stderr)
+        where = f"{step} failed" if step else f"remote command failed (exit {self.exit_code})"
+        return f"{where}: {detail or 'no output'}"
 
 
 def run_script(c: Runner, script: Script, *, stdin: str | None = None) -> Outcome:
@@ -109,7 +112,5 @@ def run_checked(c: Runner, host: str, script: Script, *, stdin: str | None = Non
     """Run ``script`` and raise `RemoteError` naming the failed step and its output when it fails."""
     outcome = run_script(c, script, stdin=stdin)
     if not outcome.ok:
-        step, detail = outcome.failure()
-        where = f"{step} failed" if step else f"remote command failed (exit {outcome.exit_code})"
-        raise RemoteError(host, f"{where}: {detail or 'no output'}")
+        raise RemoteError(host, outcome.failure())
     return outcome

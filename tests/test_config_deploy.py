@@ -225,13 +225,18 @@ def test_rollback_to_a_release_without_config_removes_the_newer_config(ssh_proje
     assert not (root.parent / "etc-root/cron.d/demo").exists(), "the release rolled back to had no config"
 
 
-def test_a_failed_first_deploy_takes_its_config_away_again(config_project: Project) -> None:
-    config_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
-    config_project.write_inventory()
-    config_project.commit("reload fails")
-    result = config_project.fab("deploy", "--hosts", "web1", check=False)
+def fail_a_first_deploy_after_switching(project: Project) -> None:
+    """Deploy to web1 for the first time with an after-switch command that fails: it must end with no release."""
+    project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
+    project.write_inventory()
+    project.commit("reload fails")
+    result = project.fab("deploy", "--hosts", "web1", check=False)
     assert result.returncode == 1 and "back on no release" in result.stderr
-    assert not (root_of(config_project) / "current").exists()
+    assert not (root_of(project) / "current").exists()
+
+
+def test_a_failed_first_deploy_takes_its_config_away_again(config_project: Project) -> None:
+    fail_a_first_deploy_after_switching(config_project)
     installed = etc_root(config_project, "web1")
     assert [path for path in installed.rglob("*") if path.is_file()] == []
 
@@ -259,12 +264,7 @@ def test_a_failed_first_deploy_puts_a_hand_made_config_file_back(config_project:
     (installed / "demo/app.conf").chmod(0o640)
     for path in (installed / "demo", installed / "demo/app.conf"):
         os.chown(path, owner.st_uid, owner.st_gid)
-    config_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = ["false"]
-    config_project.write_inventory()
-    config_project.commit("reload fails")
-    result = config_project.fab("deploy", "--hosts", "web1", check=False)
-    assert result.returncode == 1 and "back on no release" in result.stderr
-    assert not (root_of(config_project) / "current").exists()
+    fail_a_first_deploy_after_switching(config_project)
     assert (installed / "demo/app.conf").read_bytes() == original
     assert (installed / "demo/app.conf").stat().st_mode & 0o777 == 0o640
     assert not (installed / "cron.d/demo").exists()
