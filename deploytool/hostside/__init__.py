@@ -1,0 +1,87 @@
+"""Host-side modules: real Python programs of this package, shipped to a host and run there, answering JSON.
+
+A module is a standard-library-only file in this package (``deploytool/hostside/<name>.py``) with a ``main(args)``
+returning a JSON-able dict. The laptop runs it in one round trip, the way Ansible runs its modules: the module's
+source goes on the command's stdin to ``<python> - <json args>``, and its one line of JSON comes back on stdout.
+Nothing is installed on the host and no program text is built in a string.
+
+Modules run with the host's ``python3`` (hosts.yml ``python``), so they keep to Python 3.8 syntax and the standard
+library, and are unit-tested locally by importing them (``from deploytool.hostside import state``).
+
+What a module answers is data from a host that the laptop does not trust: `run_module` only checks that it is a
+JSON object; each caller validates the fields it uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import RemoteError
+from ..remote import ChunkedStream
+from ..transport import Runner
+
+#: Exit status a module uses for "I ran and refused/failed cleanly": its JSON still comes back on stdout.
+EXIT_FAILED = 2
+
+
+class ModuleFailed(RemoteError):
+    """A host-side module answered with ``{"ok": false, ...}``; ``result`` is what it said."""
+
+    def __init__(self, host: str, message: str, result: Mapping[str, Any]) -> None:
+        super().__init__(host, message)
+        self.result = result
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of host-side module ``name`` (read once per process)."""
+    path = Path(__file__).with_name(f"{name}.py")
+    if not name.isidentifier() or not path.is_file():
+        raise ValueError(f"no host-side module {name!r}")
+    return path.read_text(encoding="utf-8")
+
+
+def command(python: str, name: str, args: Mapping[str, Any], *, sudo: bool = False) -> str:
+    """The command line that runs module ``name`` with ``args`` (its source is fed on stdin)."""
+    argv = [python, "-", json.dumps(args, sort_keys=True, separators=(",", ":"))]
+    return shlex.join(["sudo", "-n", *argv] if sudo else argv)
+
+
+def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
+    """The module's JSON object, or a `RemoteError` saying what came back instead."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        said = [line.strip() for line in stderr.splitlines() if line.strip()]
+        detail = " | ".join(said[-4:]) or (lines[-1][:200] if lines else "no output")
+        raise RemoteError(host, f"{name} failed (exit {exit_code}): {detail}")
+    if exit_code != 0 or answer.get("ok") is False:
+        message = answer.get("error")
+        raise ModuleFailed(host, str(message) if message else f"{name} failed (exit {exit_code})", answer)
+    return answer
+
+
+def run_module(
+    c: Runner,
+    host: str,
+    python: str,
+    name: str,
+    args: Mapping[str, Any],
+    *,
+    sudo: bool = False,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run host-side module ``name`` on ``c`` with ``args``; return its JSON answer (unvalidated data)."""
+    kwargs: dict[str, Any] = {"hide": True, "warn": True, "in_stream": ChunkedStream(source(name))}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    result = c.run(command(python, name, args, sudo=sudo), **kwargs)
+    return parse_answer(host, name, result.stdout, result.stderr, result.return_code)
