@@ -1,11 +1,11 @@
 """Install a release's rendered etc/ into the host's /etc, and preview the change as diffs.
 
-The installer is a short Python 3 script run with ``python3 -c`` (Python >= 3.5 on the host)
-rather than POSIX sh: it must validate *every* destination before touching any (so a refusal
-leaves /etc unchanged), resolve symlinks (``realpath``), write each file to a temporary name
-in its final directory, fsync and ``rename`` it, and cope with any file name -- all awkward
-and fragile with find/while-read loops, trivial in Python.  Paths are passed as argv, never
-formatted into the script, and the command line is built with ``shlex.join``.
+The installer is a host-side program of this package (:mod:`deploytool.hostside.etc_install`, standard
+library only) run with ``python3 -c <its source>`` inside the switch script, rather than POSIX sh: it must
+validate *every* destination before touching any (so a refusal leaves /etc unchanged), resolve symlinks
+(``realpath``), write each file to a temporary name in its final directory, fsync and ``rename`` it, and cope
+with any file name -- all awkward and fragile with find/while-read loops, trivial in Python.  Paths are passed
+as argv, and the command line is built with ``shlex.join``.
 
 Rules of the installer (``install_command``):
 
@@ -47,176 +47,17 @@ from __future__ import annotations
 
 import base64
 import difflib
-import json
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from deploytool.errors import RemoteError
 from deploytool.etc_render import EtcPathError, RenderedEtc
+from deploytool.hostside import run_module, source
+from deploytool.transport import Runner
 
 SUDO_PROMPT = "[deploytool sudo password]: "
-
-_INSTALL_SCRIPT = r"""
-import os, stat, sys, tempfile
-def fail(msg, code=3):
-    sys.stderr.write("deploytool etc install: %s\n" % msg)
-    sys.exit(code)
-src, root, prev = sys.argv[1], sys.argv[2], sys.argv[3]
-if not os.path.isdir(root):
-    fail("%s: etc root is not a directory" % root)
-real_root = os.path.realpath(root)
-def inside(path):
-    return path.startswith(real_root.rstrip("/") + "/")
-def files(top):
-    found = {}
-    for here, dirs, names in os.walk(top):
-        dirs.sort()
-        for name in names:
-            path = os.path.join(here, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                fail("%s: not a regular file; refusing, nothing changed" % path)
-            found[os.path.relpath(path, top)] = path
-    return found
-def outside(dest, real):
-    fail("%s: resolves to %s, outside %s (symlink); refusing, nothing changed" % (dest, real, root))
-def backup_of(top, rel):
-    path = os.path.join(os.path.dirname(top), "etc.replaced")
-    for part in rel.split("/")[:-1] + [None]:
-        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-            fail("%s: not a directory (symlink?); refusing, nothing changed" % path)
-        path = os.path.join(path, part) if part else path
-    path = os.path.join(path, os.path.basename(rel))
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
-        fail("%s: not a regular file; refusing, nothing changed" % path)
-    return path, os.path.lexists(path)
-def content(path):
-    with open(path, "rb") as f:
-        return f.read(), stat.S_IMODE(os.stat(path).st_mode) & 0o777
-def parent_ok(real):
-    up = os.path.dirname(real)
-    while not os.path.lexists(up):
-        up = os.path.dirname(up)
-    if not os.path.isdir(up):
-        fail("%s is not a directory; refusing, nothing changed" % up)
-def makedirs(top, owner):
-    missing, up = [], top
-    while not os.path.isdir(up):
-        missing.append(up)
-        up = os.path.dirname(up)
-    for d in reversed(missing):
-        os.mkdir(d)
-        os.chmod(d, 0o755)
-        if owner:
-            os.chown(d, owner[0], owner[1])
-def write(path, data, mode):
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-new = files(src) if os.path.isdir(src) else {}
-old = files(prev) if prev and os.path.isdir(prev) else {}
-plan, backups, targets, unchanged = [], [], {}, 0
-def claim(dest, real):
-    # one destination this run will write: inside etc_root, not a directory, not written twice
-    if not inside(real):
-        outside(dest, real)
-    if real in targets:
-        fail("%s and %s are the same file (symlink); refusing, nothing changed" % (dest, targets[real]))
-    targets[real] = dest
-    if os.path.isdir(real):
-        fail("%s is a directory; refusing, nothing changed" % dest)
-    parent_ok(real)
-for rel in sorted(new):
-    dest = os.path.join(root, rel)
-    real = os.path.realpath(dest)
-    claim(dest, real)
-    data, mode = content(new[rel])
-    if os.path.isfile(real) and stat.S_IMODE(os.stat(real).st_mode) == mode:
-        with open(real, "rb") as f:
-            if f.read() == data:
-                unchanged += 1
-                continue
-    if os.path.isfile(real) and rel not in old:
-        backup, kept = backup_of(src, rel)
-        if not kept:
-            backups.append((dest, real, backup))
-    plan.append((dest, real, data, mode))
-removals, restores = [], []
-for rel in sorted(set(old) - set(new)):
-    dest = os.path.join(root, rel)
-    parent = os.path.realpath(os.path.dirname(dest))
-    if not inside(parent + "/"):
-        outside(dest, parent)
-    real = os.path.join(parent, os.path.basename(dest))
-    backup, kept = backup_of(prev, rel)
-    if kept:
-        real = os.path.realpath(real)
-        claim(dest, real)
-        data, mode = content(backup)
-        if not (os.path.isfile(real) and content(real) == (data, mode)):
-            restores.append((dest, real, data, mode))
-    elif os.path.islink(real):
-        sys.stderr.write("deploytool etc install: %s is a symlink; not removed\n" % dest)
-    elif os.path.isfile(real):
-        removals.append((dest, real))
-owner = None
-if backups and os.geteuid() == 0:
-    st = os.stat(os.path.dirname(src))
-    if (st.st_uid, st.st_gid) != (0, 0):
-        owner = (st.st_uid, st.st_gid)
-try:
-    for dest, real, backup in backups:
-        data, mode = content(real)
-        makedirs(os.path.dirname(backup), owner)
-        write(backup, data, mode)
-        print("backed up " + dest)
-    for dest, real, data, mode in plan:
-        makedirs(os.path.dirname(real), None)
-        write(real, data, mode)
-        print("installed " + dest)
-    for dest, real in removals:
-        os.unlink(real)
-        print("removed " + dest)
-    for dest, real, data, mode in restores:
-        makedirs(os.path.dirname(real), None)
-        write(real, data, mode)
-        print("restored " + dest)
-except OSError as error:
-    fail("%s; /etc may be partly updated, fix and re-run" % error, 1)
-print("etc: %d installed, %d unchanged, %d removed, %d backed up, %d restored in %s"
-      % (len(plan), unchanged, len(removals), len(backups), len(restores), root))
-"""
-
-_READ_SCRIPT = r"""
-import base64, json, os, stat, sys
-out = {}
-for path in sys.argv[1:]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        out[path] = {"data": base64.b64encode(data).decode("ascii"), "mode": mode}
-    except FileNotFoundError:
-        out[path] = None
-    except OSError as error:
-        out[path] = {"error": error.strerror or str(error)}
-sys.stdout.write("@@deploytool-etc@@" + json.dumps(out) + "@@end@@\n")
-"""
-
-
-def _compact(script: str) -> str:
-    return script.strip() + "\n"
 
 
 def _privileged(argv: list[str], sudo: bool, sudo_prompt: str | None) -> str:
@@ -249,24 +90,12 @@ def install_command(
     argv = [
         python,
         "-c",
-        _compact(_INSTALL_SCRIPT),
+        source("etc_install"),
         _absolute(release_etc, "release etc directory"),
         _absolute(etc_root, "etc_root"),
         _absolute(previous_release_etc, "previous release etc directory") if previous_release_etc else "",
     ]
     return _privileged(argv, sudo, sudo_prompt)
-
-
-class _Result(Protocol):
-    stdout: str
-    stderr: str
-    return_code: int
-
-
-class Runner(Protocol):
-    """What diff_against needs of a fabric.Connection or invoke.Context."""
-
-    def run(self, command: str, **kwargs: object) -> _Result | None: ...
 
 
 Status = Literal["new", "changed", "unchanged", "unreadable"]
@@ -308,11 +137,17 @@ def _unified(path: str, old: bytes | None, new: bytes) -> str:
 def _compare(relpath: str, path: str, entry: object, new: bytes, new_mode: int) -> FileDiff:
     if entry is None:
         return FileDiff(relpath, path, "new", _unified(path, None, new), None, new_mode)
-    if not isinstance(entry, dict) or "error" in entry:
-        note = entry.get("error") if isinstance(entry, dict) else "bad answer"
+    # What the host answered is not trusted: anything but {"data": base64, "mode": int} is unreadable.
+    data, mode = (entry.get("data"), entry.get("mode")) if isinstance(entry, dict) else (None, None)
+    try:
+        old = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+    except ValueError:
+        old = None
+    if old is None or not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        error = entry.get("error") if isinstance(entry, dict) else None
+        note = str(error)[:200] if isinstance(error, str) else "the host's answer is not a file"
         return FileDiff(relpath, path, "unreadable", f"cannot read {path}: {note}\n", None, new_mode)
-    old = base64.b64decode(entry["data"])
-    old_mode = int(entry["mode"])
+    old_mode = mode
     if old == new and old_mode == new_mode:
         return FileDiff(relpath, path, "unchanged", "", old_mode, new_mode)
     diff = _unified(path, old, new)
@@ -327,35 +162,34 @@ def diff_against(
     rendered: RenderedEtc,
     *,
     sudo: bool = False,
-    sudo_prompt: str | None = None,
     python: str = "python3",
     host: str | None = None,
 ) -> list[FileDiff]:
-    """Fetch every rendered file's destination in one remote call and diff it against the render.
+    """Fetch every rendered file's destination in one remote call (host-side module ``etc_read``) and diff it
+    against the render.
 
     Symlinks are followed, as the installer writes through them.  Files the host cannot read
     (e.g. root-only, without sudo) are reported as "unreadable" instead of failing.
     """
     root = _absolute(etc_root, "etc_root")
     paths = {name: posixpath.join(root, name) for name in rendered}
-    command = _privileged([python, "-c", _compact(_READ_SCRIPT), *paths.values()], sudo, sudo_prompt)
-    result = c.run(command, hide=True, warn=True, in_stream=False)
     host = host or str(getattr(c, "host", None) or "local")
-    if result is None:
-        raise RemoteError(host, "reading the current /etc files returned no result")
-    stdout = result.stdout
-    start, end = stdout.rfind("@@deploytool-etc@@"), stdout.rfind("@@end@@")
-    if result.return_code != 0 or start < 0 or end < start:
-        detail = (result.stderr or stdout).strip().splitlines()
+    try:
+        answer = run_module(c, host, python, "etc_read", {"paths": list(paths.values())}, sudo=sudo)
+    except RemoteError as error:
         raise RemoteError(
-            host,
-            f"reading the current files under {root} failed (exit {result.return_code}): "
-            f"{detail[-1] if detail else 'no output'}; is python3 installed?",
-        )
-    answers = json.loads(stdout[start + len("@@deploytool-etc@@") : end])
+            host, f"reading the current files under {root} failed: {_reason(host, error)}; is python3 installed?"
+        ) from None
+    files = answer.get("files")
+    if not isinstance(files, dict):
+        raise RemoteError(host, f"reading the current files under {root}: the host answered without a file list")
     return [
-        _compare(name, paths[name], answers.get(paths[name]), rendered[name], rendered.mode(name)) for name in rendered
+        _compare(name, paths[name], files.get(paths[name]), rendered[name], rendered.mode(name)) for name in rendered
     ]
+
+
+def _reason(host: str, error: RemoteError) -> str:
+    return str(error).removeprefix(f"{host}: ")
 
 
 def format_diffs(diffs: list[FileDiff], *, host: str | None = None) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from invoke.context import Context
 
@@ -73,3 +76,8 @@ def test_module_runs_over_real_ssh_with_hostile_arguments(ssh_project: Project) 
 def test_module_runs_on_a_local_context() -> None:
     answer = run_module(Context(), "localhost", HOST_PYTHON, "echo", {"k": "v"})
     assert answer["args"] == {"k": "v"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in Path(echo.__file__).parent.glob("[a-z]*.py")))
+def test_modules_parse_as_python_3_8_for_older_hosts(name: str) -> None:
+    ast.parse(source(name), feature_version=(3, 8))
