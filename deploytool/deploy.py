@@ -20,11 +20,11 @@ from . import journal, phases
 from .config import config_switch, payload, render_commit
 from .errors import DeployError
 from .etc import RenderedEtc
-from .fleet import describe_failures, on_each
+from .fleet import Interrupted, Results, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
 from .release import Release, check_release_id, deployer, resolve_commit, utc_now
-from .transport import close, connect
+from .transport import ConnectionLost, close, connect, interrupt, resume
 
 Say = Callable[[str], None]
 
@@ -57,7 +57,12 @@ def prompt_sudo_password(hosts: Sequence[HostConfig]) -> str | None:
 @contextmanager
 def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Iterator[list[phases.Target]]:
     """Open connections to every host in parallel, or fail naming each host that could not be reached."""
-    results = on_each(hosts, lambda host: phases.Target(host, connect(host), password), lambda h: h.name)
+    try:
+        results = on_each(hosts, lambda host: phases.Target(host, connect(host), password), lambda h: h.name)
+    except Interrupted as stop:
+        for _, target in stop.results.done:
+            close(target.c)
+        raise DeployError(f"{interruption(stop)} while connecting: nothing was changed") from None
     targets = [target for _, target in results.done]
     try:
         if results.failed:
@@ -114,17 +119,31 @@ def _failed_deploy(release: Release, target: phases.Target, error: object) -> jo
     return _entry(target, "deploy", release.id, release.commit, error)
 
 
-def _abort_all(targets: Sequence[phases.Target], release: Release | None = None, reason: str = "") -> None:
+def _abort_all(targets: Sequence[phases.Target], release: Release | None = None, reason: str = "") -> str:
     """Clean up every host this run still holds: the half-built ``release`` removed and its failure journaled
-    (for a deploy), the lock released. Hosts it does not hold (never locked, already cleaned up) are left alone."""
+    (for a deploy), the lock released. Hosts it does not hold (never locked, already cleaned up) are left alone.
+    Returns a note naming the hosts that could not be cleaned up (not answering), or ""."""
 
     def clean(target: phases.Target) -> None:
+        resume(target.c)  # after an interruption: cleaning up reconnects where it must
         if release is None:
             phases.abort(target, None, None)
         else:
             phases.abort(target, release.id, _failed_deploy(release, target, reason))
 
     on_each(targets, clean, lambda t: t.name)
+    stuck = [target for target in targets if target.locked]
+    if not stuck:
+        return ""
+    names = ",".join(target.name for target in stuck)
+    return (
+        f"\nStill locked by this run (could not be reached to clean up): {names.replace(',', ', ')}; once they "
+        f"answer: fab unlock --stage {stuck[0].host.stage} --hosts {names}"
+    )
+
+
+def _stop(target: phases.Target) -> None:
+    interrupt(target.c)
 
 
 def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
@@ -137,26 +156,52 @@ def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = 
     """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
     that host's ``current`` untouched and its half-built release removed."""
     release = plan.release
-    with connected(plan.hosts, password) as targets:
+    with terminate_as_interrupt(), connected(plan.hosts, password) as targets:
         say(f"Preparing {release.id} on {len(targets)} host(s)")
         try:
-            prepared = on_each(targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name)
-        except KeyboardInterrupt:
-            _abort_all(targets, release, "interrupted on the laptop")
-            raise DeployError("interrupted: no host was switched; the half-built releases were removed") from None
+            prepared = on_each(
+                targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name, cancel=_stop
+            )
+        except KeyboardInterrupt as stop:
+            stuck = _abort_all(targets, release, f"{interruption(stop)} on the laptop")
+            raise DeployError(
+                f"{interruption(stop)}: no host was switched; the half-built releases were removed{stuck}"
+            ) from None
         if prepared.failed:
-            # The failed hosts cleaned up after themselves; the prepared ones are still locked.
-            _abort_all(targets, release, ", ".join(target.name for target, _ in prepared.failed) + " failed")
+            # The failed hosts cleaned up after themselves where they could; the prepared ones are still locked.
+            stuck = _abort_all(targets, release, ", ".join(target.name for target, _ in prepared.failed) + " failed")
             raise DeployError(
                 describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
-                + "\nNo host was switched; current is unchanged everywhere."
+                + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
             )
         say(f"Switching {len(targets)} host(s) to {release.id}")
-        switched = on_each(targets, lambda target: _switch_new(target, release), lambda t: t.name)
+        try:
+            switched = on_each(targets, lambda target: _switch_new(target, release), lambda t: t.name)
+        except KeyboardInterrupt as stop:
+            # A switch under way is not cut short (that could leave config and current apart): it is waited for.
+            raise DeployError(_interrupted_switch(stop, targets, release.id, release)) from None
         for target, _ in switched.done:
             say(f"  {target.name}: current -> {release.id}")
         if switched.failed:
             raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
+
+
+def _interrupted_switch(
+    stop: KeyboardInterrupt, targets: Sequence[phases.Target], live_on: str, release: Release | None
+) -> str:
+    """Clean up the hosts an interruption kept from switching, and say where every host stands."""
+    results: Results[phases.Target, object] = (
+        stop.results if isinstance(stop, Interrupted) else Results([], [], list(targets))
+    )
+    reason = f"{interruption(stop)} on the laptop before this host switched"
+    stuck = _abort_all(results.not_started, release, reason)
+    where = {target.name: f"{target.name}: live on {live_on}" for target, _ in results.done}
+    where |= {target.name: str(error) for target, error in results.failed}
+    where |= {
+        t.name: f"{t.name}: still on {t.state.current or 'no release'} (not switched)" for t in results.not_started
+    }
+    lines = [where[target.name] for target in targets if target.name in where]
+    return f"{interruption(stop)} during the switch; where each host stands:\n  " + "\n  ".join(lines) + stuck
 
 
 def _switch_new(target: phases.Target, release: Release) -> None:
@@ -165,6 +210,8 @@ def _switch_new(target: phases.Target, release: Release) -> None:
     config = config_switch(target, release.id, previous)
     try:
         phases.switch(target, release.id, entry, config, _prune_list(target, entry))
+    except ConnectionLost as error:
+        raise DeployError(_lost_in_switch(target, error)) from None
     except phases.SwitchFailed as error:
         if error.hooks_done:
             # Live and reloaded; only recording, pruning or unlocking failed. Switching back would be worse.
@@ -186,6 +233,17 @@ def _switch_new(target: phases.Target, release: Release) -> None:
             raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}{again}") from None
         phases.abort(target, release.id, _failed_deploy(release, target, error))
         raise DeployError(f"{error}; {target.name} is still on {previous or 'no release'}") from None
+
+
+def _lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
+    """The host's connection dropped (or it stopped answering) during its switch: say where ``current`` points
+    now if the host can be reached again, and release this run's lock there."""
+    phases.abort(target, None, None)
+    try:
+        now = phases.read_state(target).current or "no release"
+    except DeployError:
+        return f"{error}; where {target.name} stands is unknown: check it (fab releases), then deploy or roll back"
+    return f"{error}; {target.name} is on {now} now (the switch was cut short: check it, then deploy or roll back)"
 
 
 def _switch_back(target: phases.Target, failed_id: str, previous: str | None) -> tuple[bool, str]:
@@ -230,11 +288,16 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
 
 def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password: str | None = None) -> str:
     """Switch every host back to the previous good release (or ``to``); installs nothing."""
-    with connected(hosts, password) as targets:
-        locked = on_each(targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name)
+    with terminate_as_interrupt(), connected(hosts, password) as targets:
+        try:
+            locked = on_each(
+                targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name, cancel=_stop
+            )
+        except KeyboardInterrupt as stop:
+            raise DeployError(f"{interruption(stop)}: no host was switched{_abort_all(targets)}") from None
         if locked.failed:
-            _abort_all(targets)
-            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]))
+            stuck = _abort_all(targets)
+            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]) + stuck)
         try:
             chosen = choose_rollback_target(targets, to)
         except DeployError:
@@ -251,6 +314,8 @@ def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password
             entry = _entry(target, "rollback", chosen, commit)
             try:
                 phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current))
+            except ConnectionLost as error:
+                raise DeployError(_lost_in_switch(target, error)) from None
             except phases.SwitchFailed as error:
                 # The journal records where current points: a rollback whose after-switch command failed did
                 # move it (status ok, with the failure as the reason); one whose config was rejected did not.
@@ -260,7 +325,11 @@ def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password
                 raise DeployError(f"{error}; {where}") from None
             say(f"  {target.name}: current -> {chosen}")
 
-        on_each(targets, switch_one, lambda t: t.name).raise_if_failed("rollback", lambda t: t.name)
+        try:
+            switched = on_each(targets, switch_one, lambda t: t.name)
+        except KeyboardInterrupt as stop:
+            raise DeployError(_interrupted_switch(stop, targets, chosen, None)) from None
+        switched.raise_if_failed("rollback", lambda t: t.name)
         return chosen
 
 

@@ -100,6 +100,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "known_hosts": ("a path", _is_str, "~/.ssh/known_hosts"),
     "identity_file": ("a path", _is_str, None),
     "connect_timeout": ("a number of seconds", _is_positive_int, 10),
+    "timeout": ("a number of seconds", _is_positive_int, 600),
     "allow_root": ("true or false", _is_bool, False),
     "requirements": ("a path", _is_str, "requirements/prod.txt"),
     "mirror": ("a URL or path", _is_str, None),
@@ -159,6 +160,7 @@ class HostConfig:
     sudo: bool
     validate: tuple[str, ...]
     after_switch: tuple[str, ...]
+    timeout: int = 600  # seconds a build may take; the other phases get at most SHORT_PHASE_TIMEOUT of it
 
     @property
     def is_local(self) -> bool:
@@ -339,6 +341,7 @@ def _host_config(
         sudo=merged["sudo"],
         validate=tuple(merged["validate"]),
         after_switch=tuple(merged["after_switch"]),
+        timeout=merged["timeout"],
     )
 
 

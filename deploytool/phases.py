@@ -29,7 +29,7 @@ from .inventory import HostConfig
 from .layout import Layout
 from .release import Release
 from .remote import Script, run_checked, run_script
-from .transport import Runner, git_ssh_command, git_url
+from .transport import Runner, git_ssh_command, git_url, phase_timeout, ssh_failure
 
 EXIT_LOCKED = 75
 EXIT_CONFIG_REJECTED = 10
@@ -110,7 +110,7 @@ def _parse_state(stdout: str, layout: Layout) -> HostState:
 
 def read_state(target: Target) -> HostState:
     """Read current, releases and journal without taking the lock (for listings and dry runs)."""
-    outcome = run_checked(target.c, target.name, _state_script(target.layout))
+    outcome = run_checked(target.c, target.name, _state_script(target.layout), phase="reading the state")
     target.state = _parse_state(outcome.stdout, target.layout)
     return target.state
 
@@ -145,7 +145,7 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
     script.extend(_state_script(layout))
     script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
-    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_lines))
+    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_lines), phase="check")
     if outcome.exit_code == EXIT_LOCKED:
         raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout, host))
     if not outcome.ok:
@@ -176,14 +176,24 @@ def push(target: Target, project_root: str, commit: str) -> None:
     """Push ``commit`` from the laptop into the host's bare repo (the host never fetches from elsewhere)."""
     env = dict(os.environ, GIT_SSH_COMMAND=git_ssh_command(target.host))
     url = git_url(target.host, target.layout.repo)
-    result = subprocess.run(
-        ["git", "-C", project_root, "push", "--quiet", "--force", url, f"{commit}:refs/heads/deploy"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    limit = phase_timeout(target.host, "push")
+    try:
+        result = subprocess.run(
+            ["git", "-C", project_root, "push", "--quiet", "--force", url, f"{commit}:refs/heads/deploy"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=limit,
+        )
+    except subprocess.TimeoutExpired:
+        raise RemoteError(
+            target.name, f"git push did not finish within {limit} s; raise timeout in hosts.yml"
+        ) from None
     if result.returncode != 0:
+        lost = ssh_failure(target.host, "push", result.stderr) if result.returncode == 255 else None
+        if lost is not None:
+            raise lost
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise RemoteError(target.name, f"git push failed: {' | '.join(lines[-3:]) or 'no output'}")
 
@@ -225,7 +235,7 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
         script.cmd("mkdir", "-p", layout.shared_dir(name))
         script.cmd("rm", "-rf", posixpath.join(path, name))
         script.cmd("ln", "-s", layout.shared_dir(name), posixpath.join(path, name))
-    run_checked(target.c, target.name, script, stdin=etc_tar_b64)
+    run_checked(target.c, target.name, script, stdin=etc_tar_b64, phase="build")
 
 
 @dataclass(frozen=True)
@@ -308,7 +318,7 @@ def switch(
         sudo_calls += 1
     script.cmd("echo", HOOKS_DONE)
     script.extend(_finish_script(target, entry, prune, unlock))
-    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls))
+    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls), phase="switch")
     if outcome.ok:
         target.locked = target.locked and not unlock
     else:
@@ -382,7 +392,7 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
         _append_journal(script, layout, entry)
     _release_lock(script, target)
     with suppress(Exception):  # cleanup must not hide the original failure
-        run_script(target.c, script)
+        run_script(target.c, script, phase="clean-up")
         target.locked = False
 
 
@@ -392,7 +402,7 @@ def remove_current(target: Target, config: ConfigSwitch) -> None:
     script = Script()
     script.raw(f"{Script().raw(config.restore).command(target.host.sudo)} >/dev/null")
     script.cmd("rm", "-f", target.layout.current)
-    run_checked(target.c, target.name, script, stdin=target.sudo_stdin(1))
+    run_checked(target.c, target.name, script, stdin=target.sudo_stdin(1), phase="switch back")
 
 
 def unlock(target: Target) -> str | None:
@@ -405,7 +415,7 @@ def unlock(target: Target) -> str | None:
             shlex.join(["rm", "-rf", layout.lock]),
         ]
     )
-    outcome = run_checked(target.c, target.name, script)
+    outcome = run_checked(target.c, target.name, script, phase="unlock")
     if not outcome.stdout.startswith("locked "):
         return None
     owner = outcome.stdout.partition("locked ")[2].strip()

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import transport
 from .errors import RemoteError
 from .transport import Runner
 
@@ -97,20 +98,29 @@ class Outcome:
         return f"{where}: {detail or 'no output'}"
 
 
-def run_script(c: Runner, script: Script, *, stdin: str | None = None) -> Outcome:
-    """Run ``script`` on ``c`` in one call, feeding ``stdin`` if given; never raises on a non-zero exit."""
+def _step_label(stderr: str) -> str:
+    step, _ = _failed_step(stderr)
+    return f" ({step})" if step else ""
+
+
+def run_script(c: Runner, script: Script, *, stdin: str | None = None, phase: str = "") -> Outcome:
+    """Run ``script`` on ``c`` in one call, feeding ``stdin`` if given; never raises on a non-zero exit.
+
+    It may take the host's time for ``phase`` (`transport.phase_timeout`); a host that stops answering, a
+    connection that drops and an interrupted run raise (`transport.NotAnswering`, `ConnectionLost`,
+    `Interrupted`), naming the step that was running, instead of passing for that step's failure."""
     kwargs: dict[str, Any] = {
         "hide": True,
         "warn": True,
         "in_stream": ChunkedStream(stdin) if stdin else False,
     }
-    result = c.run(script.command(), **kwargs)
+    result = transport.run(c, script.command(), phase=phase, label=_step_label, **kwargs)
     return Outcome(result.stdout, result.stderr, result.return_code)
 
 
-def run_checked(c: Runner, host: str, script: Script, *, stdin: str | None = None) -> Outcome:
+def run_checked(c: Runner, host: str, script: Script, *, stdin: str | None = None, phase: str = "") -> Outcome:
     """Run ``script`` and raise `RemoteError` naming the failed step and its output when it fails."""
-    outcome = run_script(c, script, stdin=stdin)
+    outcome = run_script(c, script, stdin=stdin, phase=phase)
     if not outcome.ok:
         raise RemoteError(host, outcome.failure())
     return outcome

@@ -276,12 +276,12 @@ def test_an_interrupted_deploy_cleans_up_every_host_it_locked(
         raise KeyboardInterrupt  # ...and then the user presses Ctrl-C
 
     monkeypatch.setattr(phases, "build", build_then_interrupt)
-    with pytest.raises(DeployError, match="interrupted: no host was switched"):
+    with pytest.raises(DeployError, match=r"interrupted \(Ctrl-C\): no host was switched"):
         run_deploy(plan_deploy(inventory, hosts, "HEAD"), ssh_project.path, lambda _line: None)
     for host in ("web1", "web2"):
         assert (current(ssh_project, host), release_ids(ssh_project, host)) == before[host]
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
-        assert journal(ssh_project, host)[-1]["reason"] == "interrupted on the laptop"
+        assert journal(ssh_project, host)[-1]["reason"] == "interrupted (Ctrl-C) on the laptop"
 
 
 def test_a_second_run_of_the_same_release_never_deletes_the_first(ssh_project: Project) -> None:
