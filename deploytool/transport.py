@@ -251,7 +251,7 @@ def run(c: Runner, command: str, *, phase: str = "", label: Callable[[str], str]
         if isinstance(c, Connection) and not _answers(c, min(10, limit)):
             link.given_up = True
             c.close()
-            raise NotAnswering(host.name, f"not answering (no reply for {clock.silent()} s{during}){where}") from None
+            raise NotAnswering(host.name, f"not answering (no reply for {clock.silent()} s{during}{where})") from None
         raise RemoteError(
             host.name,
             f"{phase or 'a remote command'} did not finish within {limit} s{where}; the host still answers: "

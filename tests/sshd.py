@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -39,7 +40,36 @@ class SshServer:
                 os.chown(directory, account.pw_uid, account.pw_gid)
         return path
 
+    def children(self) -> list[int]:
+        """Every process below the listening sshd: the per-connection sshd processes and what they run."""
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+        found, frontier = [], [self.process.pid]
+        while frontier:
+            below = [pid for pid, parent in parents.items() if parent in frontier]
+            found += below
+            frontier = below
+        return found
+
+    def signal_all(self, signum: int, *, only_sshd: bool = False) -> None:
+        """Send ``signum`` to the listening sshd and everything below it (or only to the sshd processes below)."""
+        pids = self.children() if only_sshd else [self.process.pid, *self.children()]
+        for pid in pids:
+            try:
+                if only_sshd and not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sshd"):
+                    continue
+                os.kill(pid, signum)
+            except (OSError, ProcessLookupError):
+                pass
+
     def stop(self) -> None:
+        self.signal_all(signal.SIGCONT)
         self.process.terminate()
         try:
             self.process.wait(timeout=5)
@@ -79,8 +109,9 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start(base: Path) -> SshServer:
-    """Start sshd under ``base`` (which must be traversable by the login user) and wait until it listens."""
+def start(base: Path, addresses: tuple[str, ...] = ADDRESSES) -> SshServer:
+    """Start sshd on ``addresses`` under ``base`` (which must be traversable by the login user) and wait until it
+    listens."""
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     user = _ensure_deploy_user()
@@ -93,9 +124,9 @@ def start(base: Path) -> SshServer:
     port = _free_port()
     host_public_key = " ".join((base / "host_key.pub").read_text().split()[:2])
     known_hosts = base / "known_hosts"
-    known_hosts.write_text("".join(f"[{address}]:{port} {host_public_key}\n" for address in ADDRESSES))
+    known_hosts.write_text("".join(f"[{address}]:{port} {host_public_key}\n" for address in addresses))
     config = base / "sshd_config"
-    listen = "".join(f"ListenAddress {address}:{port}\n" for address in ADDRESSES)
+    listen = "".join(f"ListenAddress {address}:{port}\n" for address in addresses)
     config.write_text(
         f"{listen}HostKey {host_key}\nPidFile {base / 'sshd.pid'}\nAuthorizedKeysFile {authorized}\n"
         f"AllowUsers {user}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
@@ -110,11 +141,11 @@ def start(base: Path) -> SshServer:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited: {(base / 'sshd.log').read_text()}")
         try:
-            with socket.create_connection((ADDRESSES[-1], port), timeout=0.2):
+            with socket.create_connection((addresses[-1], port), timeout=0.2):
                 break
         except OSError:
             time.sleep(0.05)
     else:
         process.kill()
         raise RuntimeError("sshd did not start listening within 10 s")
-    return SshServer(process, base, port, user, ADDRESSES, client_key, known_hosts, host_public_key)
+    return SshServer(process, base, port, user, addresses, client_key, known_hosts, host_public_key)

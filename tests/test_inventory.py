@@ -25,6 +25,7 @@ python: python3.11
 keep_releases: 3
 shared_dirs: [logs, media]
 connect_timeout: 7
+timeout: 700
 known_hosts: /etc/ssh/known_hosts
 identity_file: /keys/top
 requirements: req/top.txt
@@ -46,6 +47,7 @@ stages:
     python: python3.12
     shared_dirs: [logs]
     connect_timeout: 8
+    timeout: 800
     identity_file: /keys/stage
     requirements: req/stage.txt
     etc_root: /opt/etc
@@ -66,6 +68,7 @@ stages:
         python: /usr/bin/python3
         shared_dirs: [cache]
         connect_timeout: 9
+        timeout: 900
         known_hosts: /host/known_hosts
         identity_file: /keys/host
         requirements: req/host.txt
@@ -159,6 +162,7 @@ def test_host_settings_override_stage_and_top(full: Inventory, tmp_path: Path) -
     assert web1.keep_releases == 6
     assert web1.shared_dirs == ("cache",)
     assert web1.connect_timeout == 9
+    assert web1.timeout == 900
     assert web1.known_hosts == "/host/known_hosts"
     assert web1.identity_file == "/keys/host"
     assert web1.requirements == root / "req/host.txt"
@@ -182,6 +186,7 @@ def test_stage_settings_override_top(full: Inventory, tmp_path: Path) -> None:
     assert web2.keep_releases == 4
     assert web2.shared_dirs == ("logs",)
     assert web2.connect_timeout == 8
+    assert web2.timeout == 800
     assert web2.known_hosts == "/etc/ssh/known_hosts"
     assert web2.identity_file == "/keys/stage"
     assert web2.requirements == tmp_path.resolve() / "req/stage.txt"
@@ -203,6 +208,7 @@ def test_top_level_settings_apply_when_stage_and_host_are_silent(full: Inventory
     assert app1.keep_releases == 3
     assert app1.shared_dirs == ("logs", "media")
     assert app1.connect_timeout == 7
+    assert app1.timeout == 700
     assert app1.identity_file == "/keys/top"
     assert app1.requirements == tmp_path.resolve() / "req/top.txt"
     assert app1.etc_root == "/"
@@ -223,6 +229,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert web1.known_hosts == str(Path("~/.ssh/known_hosts").expanduser())
     assert web1.identity_file is None
     assert web1.connect_timeout == 10
+    assert web1.timeout == 600
     assert web1.allow_root is False
     assert web1.requirements == tmp_path.resolve() / "requirements/prod.txt"
     assert web1.installer == "pip"
@@ -414,6 +421,7 @@ def test_unknown_key_names_place_and_suggests(tmp_path: Path, text: str, place: 
         ("port: 70000", "port", "expected a port number, got 70000"),
         ("keep_releases: 0", "keep_releases", "expected a whole number >= 1, got 0"),
         ("keep_releases: true", "keep_releases", "expected a whole number >= 1, got True"),
+        ("timeout: 0", "timeout", "expected a number of seconds, got 0"),
         ('allow_root: "yes"', "allow_root", "expected true or false, got 'yes'"),
         ('shared_dirs: ["../x"]', "shared_dirs", "expected a list of directory names, got ['../x']"),
         ('shared_dirs: "logs"', "shared_dirs", "expected a list of directory names, got 'logs'"),
