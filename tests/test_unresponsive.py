@@ -57,9 +57,7 @@ def stall_builds(project: Project, host: str) -> Path:
     root = root_of(project, host).parent
     marker, wrapper = root / "building", root / "python"
     wrapper.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *"-m venv"*) touch {marker}; sleep 20; exit 1;; esac\n'
-        f'exec {HOST_PYTHON} "$@"\n'
+        f'#!/bin/sh\ncase "$*" in *"-m venv"*) touch {marker}; sleep 20; exit 1;; esac\nexec {HOST_PYTHON} "$@"\n'
     )
     wrapper.chmod(0o755)
     project.inventory["stages"]["test"]["hosts"][host]["python"] = str(wrapper)
