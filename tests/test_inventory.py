@@ -322,8 +322,8 @@ def test_hosts_as_list_and_as_mapping(tmp_path: Path) -> None:
     mapped = inventory.hosts("mapped")
     assert [h.name for h in listed] == ["a", "b", "c"]
     assert [h.name for h in mapped] == ["a", "b", "c"]
-    assert [h.port for h in listed] == [22, 22, 22]
-    assert [h.port for h in mapped] == [22, 2222, 22]
+    assert [h.port for h in listed] == [None, None, None]  # unset: ssh_config decides
+    assert [h.port for h in mapped] == [None, 2222, None]
     assert all(h.stage == "mapped" for h in mapped)
 
 
