@@ -46,7 +46,9 @@ def round_trip_micro(project: benchlib.Project, server: Any, runs: int) -> list[
     """One paramiko connect, one exec on an open connection, one OpenSSH connect, one no-op git push."""
     from deploytool import phases
     from deploytool.inventory import load_inventory
-    from deploytool.transport import close, connect, git_ssh_command
+    import shlex
+
+    from deploytool.transport import close, connect, git_remote
 
     host = load_inventory(project.path / "hosts.yml").hosts("one")[0]
     connect_s = Samples("paramiko connect + auth (Fabric)", 1)
@@ -54,7 +56,8 @@ def round_trip_micro(project: benchlib.Project, server: Any, runs: int) -> list[
     ssh_s = Samples("OpenSSH `ssh host true` (git push's transport)", 1)
     push_s = Samples("git push, nothing new (phases.push)", 1)
     commit = benchlib.git(project.path, "rev-parse", "HEAD")
-    ssh_argv = [*git_ssh_command(host).split(), "-p", str(host.port), f"{host.user}@{host.address}", "true"]
+    _, ssh_command = git_remote(host, "/")
+    ssh_argv = [*shlex.split(ssh_command or "ssh"), "-p", str(host.port), f"{host.user}@{host.address}", "true"]
     for _ in range(max(runs, 5)):
         started = time.perf_counter()
         c = connect(host)

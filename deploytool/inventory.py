@@ -38,6 +38,15 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _is_gateway(value: Any) -> bool:
+    """ProxyJump's form: ``[user@]host[:port]``, comma-separated hops; nothing ssh could take for an option."""
+    return (
+        _is_str(value)
+        and not any(char.isspace() for char in value)
+        and all(hop and not hop.startswith("-") for hop in value.split(","))
+    )
+
+
 def _is_mapping(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) for key in value)
 
@@ -95,9 +104,11 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "transport": ("'ssh' or 'local'", _one_of("ssh", "local"), "ssh"),
     "address": ("a host name or IP address", _is_str, None),
     "user": ("a user name", _is_str, None),
-    "port": ("a port number", _is_port, 22),
+    "port": ("a port number", _is_port, None),
     "root": ("an absolute path", _is_str, None),
     "known_hosts": ("a path", _is_str, "~/.ssh/known_hosts"),
+    "ssh_config": ("a path", _is_str, None),
+    "gateway": ("a jump host like 'deploy@bastion:2222' (ProxyJump's form)", _is_gateway, None),
     "identity_file": ("a path", _is_str, None),
     "connect_timeout": ("a number of seconds", _is_positive_int, 10),
     "timeout": ("a number of seconds", _is_positive_int, 600),
@@ -139,9 +150,11 @@ class HostConfig:
     transport: str
     address: str
     user: str | None
-    port: int
+    port: int | None  # None: ssh_config's, else 22
     root: str
     known_hosts: str
+    ssh_config: str | None  # None: ~/.ssh/config if it exists
+    gateway: str | None
     identity_file: str | None
     connect_timeout: int
     allow_root: bool
@@ -323,6 +336,8 @@ def _host_config(
         port=merged["port"],
         root=root,
         known_hosts=str(_resolve_path(merged["known_hosts"], inventory_root)),
+        ssh_config=str(_resolve_path(merged["ssh_config"], inventory_root)) if merged["ssh_config"] else None,
+        gateway=merged["gateway"],
         identity_file=str(_resolve_path(identity, inventory_root)) if identity else None,
         connect_timeout=merged["connect_timeout"],
         allow_root=merged["allow_root"],

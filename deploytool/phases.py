@@ -29,7 +29,7 @@ from .inventory import HostConfig
 from .layout import Layout
 from .release import Release
 from .remote import Script, run_checked, run_script
-from .transport import Runner, git_ssh_command, git_url, phase_timeout, ssh_failure
+from .transport import Runner, git_remote, phase_timeout, ssh_failure
 
 EXIT_LOCKED = 75
 EXIT_CONFIG_REJECTED = 10
@@ -174,8 +174,8 @@ def _describe_lock(owner_json: str, layout: Layout, host: HostConfig) -> str:
 
 def push(target: Target, project_root: str, commit: str) -> None:
     """Push ``commit`` from the laptop into the host's bare repo (the host never fetches from elsewhere)."""
-    env = dict(os.environ, GIT_SSH_COMMAND=git_ssh_command(target.host))
-    url = git_url(target.host, target.layout.repo)
+    url, ssh_command = git_remote(target.host, target.layout.repo)
+    env = dict(os.environ, GIT_SSH_COMMAND=ssh_command) if ssh_command else None
     limit = phase_timeout(target.host, "push")
     try:
         result = subprocess.run(

@@ -180,3 +180,20 @@ def local_project(tmp_path: Path, mirror: Mirror) -> Project:
     (project.path / ".gitignore").write_text(".deploy/\n")
     project.commit("ignore deploy dir")
     return project
+
+
+@pytest.fixture(scope="session")
+def bastion() -> Iterator[sshd.Bastion]:
+    """Two deploy hosts in a network namespace, reachable only through a bastion sshd; in CI a missing
+    prerequisite (root, iproute2, sshd) is a failure, not a skip."""
+    missing = sshd.available() or sshd.netns_available()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {missing}")
+        pytest.skip(missing)
+    base = Path(tempfile.mkdtemp(prefix="deploytool-bastion-"))
+    base.chmod(0o755)
+    servers = sshd.start_bastion(base)
+    yield servers
+    servers.stop()
+    shutil.rmtree(base, ignore_errors=True)

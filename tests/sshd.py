@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -109,9 +112,15 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start(base: Path, addresses: tuple[str, ...] = ADDRESSES) -> SshServer:
-    """Start sshd on ``addresses`` under ``base`` (which must be traversable by the login user) and wait until it
-    listens."""
+def start(
+    base: Path,
+    addresses: tuple[str, ...] = ADDRESSES,
+    port: int | None = None,
+    netns: str | None = None,
+    log_level: str = "ERROR",
+) -> SshServer:
+    """Start sshd under ``base`` (which must be traversable by the login user) and wait until it listens: on
+    ``addresses`` at ``port`` (a free one by default), inside the network namespace ``netns`` if given."""
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     user = _ensure_deploy_user()
@@ -121,7 +130,7 @@ def start(base: Path, addresses: tuple[str, ...] = ADDRESSES) -> SshServer:
     authorized = base / "authorized_keys"
     authorized.write_text((base / "client_key.pub").read_text())
     authorized.chmod(0o644)
-    port = _free_port()
+    port = port or _free_port()
     host_public_key = " ".join((base / "host_key.pub").read_text().split()[:2])
     known_hosts = base / "known_hosts"
     known_hosts.write_text("".join(f"[{address}]:{port} {host_public_key}\n" for address in addresses))
@@ -130,22 +139,103 @@ def start(base: Path, addresses: tuple[str, ...] = ADDRESSES) -> SshServer:
     config.write_text(
         f"{listen}HostKey {host_key}\nPidFile {base / 'sshd.pid'}\nAuthorizedKeysFile {authorized}\n"
         f"AllowUsers {user}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\nPermitRootLogin no\nMaxSessions 50\nMaxStartups 100\nLogLevel ERROR\n"
+        f"StrictModes no\nPermitRootLogin no\nMaxSessions 50\nMaxStartups 100\nLogLevel {log_level}\n"
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = open(base / "sshd.log", "wb")  # noqa: SIM115 - owned by the server's lifetime
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    in_netns = ["ip", "netns", "exec", netns] if netns else []
+    process = subprocess.Popen([*in_netns, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited: {(base / 'sshd.log').read_text()}")
-        try:
-            with socket.create_connection((addresses[-1], port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
+        if _listening(addresses[-1], port, netns):
+            break
+        time.sleep(0.05)
     else:
         process.kill()
         raise RuntimeError("sshd did not start listening within 10 s")
     return SshServer(process, base, port, user, addresses, client_key, known_hosts, host_public_key)
+
+
+def _listening(address: str, port: int, netns: str | None) -> bool:
+    if netns is None:
+        try:
+            with socket.create_connection((address, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+    listeners = subprocess.run(
+        ["ip", "netns", "exec", netns, "ss", "-Hltn", f"src {address}:{port}"], capture_output=True, text=True
+    )
+    return listeners.returncode == 0 and bool(listeners.stdout.strip())
+
+
+@dataclass
+class Bastion:
+    """Deploy hosts inside a network namespace, reachable from here only through a bastion sshd.
+
+    The namespace holds both servers: the hosts' sshd on its own loopback (127.0.0.2-3, port 2222), which
+    nothing outside the namespace can reach, and the bastion's sshd (port 2200) on the namespace's end of a
+    veth pair, which this machine can reach. Each has its own host key and client key.
+    """
+
+    netns: str
+    hosts: SshServer
+    bastion: SshServer
+
+    @property
+    def bastion_address(self) -> str:
+        return self.bastion.addresses[0]
+
+    def stop(self) -> None:
+        self.hosts.stop()
+        self.bastion.stop()
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+
+def netns_available() -> str | None:
+    """None if network namespaces can be made here, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not shutil.which("ip") or not shutil.which("ss"):
+        return "iproute2 is not installed (apt-get install iproute2)"
+    probe = f"dtprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def start_bastion(base: Path) -> Bastion:
+    """Make a fresh network namespace with a veth pair to it, and start the hosts' and the bastion's sshd."""
+    tag = secrets.token_hex(3)
+    netns, outside, inside = f"dt{tag}", f"dt{tag}o", f"dt{tag}i"
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True).stdout
+    subnet = next(
+        f"10.213.{third}.{fourth}"
+        for third, fourth in ((random.randrange(256), 4 * random.randrange(64)) for _ in range(100))
+        if f"10.213.{third}.{fourth + 1}/" not in used
+    )
+    prefix, last = subnet.rsplit(".", 1)
+    ours, theirs = f"{prefix}.{int(last) + 1}", f"{prefix}.{int(last) + 2}"
+    for command in (
+        ["ip", "netns", "add", netns],
+        ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+        ["ip", "link", "set", inside, "netns", netns],
+        ["ip", "addr", "add", f"{ours}/30", "dev", outside],
+        ["ip", "link", "set", outside, "up"],
+        ["ip", "-n", netns, "addr", "add", f"{theirs}/30", "dev", inside],
+        ["ip", "-n", netns, "link", "set", inside, "up"],
+        ["ip", "-n", netns, "link", "set", "lo", "up"],
+    ):
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode != 0:
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+            subprocess.run(["ip", "link", "del", outside], capture_output=True)
+            raise RuntimeError(f"{shlex.join(command)} failed: {made.stderr.strip()}")
+    hosts = start(base / "hosts", ADDRESSES[:2], port=2222, netns=netns)
+    bastion = start(base / "bastion", (theirs,), port=2200, netns=netns, log_level="DEBUG1")
+    return Bastion(netns, hosts, bastion)

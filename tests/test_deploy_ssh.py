@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -214,6 +215,11 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
     assert result.returncode == 1 and "host key of 127.0.0.2" in result.stderr and "is unknown" in result.stderr
     assert not (root_of(ssh_project) / "releases").exists(), "nothing may happen on an unverified host"
+    # The offered key's fingerprint as OpenSSH prints it (ssh-keygen -l), never MD5 hex.
+    listing = subprocess.run(["ssh-keygen", "-lf", "/dev/stdin"], input=real[0], capture_output=True, text=True)
+    fingerprint = listing.stdout.split()[1]
+    assert fingerprint.startswith("SHA256:") and f"ssh-ed25519 {fingerprint})" in result.stderr
+    assert not re.search(r"\b[0-9a-f]{32}\b", result.stderr)
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other_key = " ".join((tmp_path / "other.pub").read_text().split()[:2])
@@ -225,6 +231,7 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
     assert result.returncode == 1 and "does not match" in result.stderr and "Traceback" not in result.stderr
+    assert f"(got ssh-ed25519 {fingerprint})" in result.stderr
     assert not (root_of(ssh_project) / "releases").exists()
 
 

@@ -225,7 +225,9 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert web1.transport == "ssh"
     assert web1.address == "web1"
     assert web1.user is None
-    assert web1.port == 22
+    assert web1.port is None  # ssh_config's Port, else 22
+    assert web1.ssh_config is None  # ~/.ssh/config if it exists
+    assert web1.gateway is None
     assert web1.known_hosts == str(Path("~/.ssh/known_hosts").expanduser())
     assert web1.identity_file is None
     assert web1.connect_timeout == 10
@@ -327,8 +329,8 @@ def test_hosts_as_list_and_as_mapping(tmp_path: Path) -> None:
     mapped = inventory.hosts("mapped")
     assert [h.name for h in listed] == ["a", "b", "c"]
     assert [h.name for h in mapped] == ["a", "b", "c"]
-    assert [h.port for h in listed] == [22, 22, 22]
-    assert [h.port for h in mapped] == [22, 2222, 22]
+    assert [h.port for h in listed] == [None, None, None]  # unset: ssh_config decides
+    assert [h.port for h in mapped] == [None, 2222, None]
     assert all(h.stage == "mapped" for h in mapped)
 
 
@@ -414,6 +416,9 @@ def test_unknown_key_names_place_and_suggests(tmp_path: Path, text: str, place: 
     assert "did you mean 'keep_releases'" in message
 
 
+GATEWAY = "expected a jump host like 'deploy@bastion:2222' (ProxyJump's form), got "
+
+
 @pytest.mark.parametrize(
     ("setting", "place", "expected"),
     [
@@ -428,6 +433,10 @@ def test_unknown_key_names_place_and_suggests(tmp_path: Path, text: str, place: 
         ("vars: [1]", "vars", "expected a mapping, got [1]"),
         ("transport: rsync", "transport", "expected 'ssh' or 'local', got 'rsync'"),
         ("installer: conda", "installer", "expected 'pip' or 'uv', got 'conda'"),
+        ('gateway: "-oProxyCommand=sh"', "gateway", GATEWAY + "'-oProxyCommand=sh'"),
+        ('gateway: "bastion, other"', "gateway", GATEWAY + "'bastion, other'"),
+        ("gateway: 22", "gateway", GATEWAY + "22"),
+        ("ssh_config: []", "ssh_config", "expected a path, got []"),
         ('user: ""', "user", "expected a user name, got ''"),
         ("validate: [1]", "validate", "expected a list of commands, got [1]"),
     ],
@@ -759,3 +768,13 @@ def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     text = MINIMAL + "vars:\n  base: &base {a: 1, b: 2}\n  merged:\n    <<: *base\n    a: 5\n"
     inventory = load_inventory(write(tmp_path, text))
     assert host(inventory, "staging", "stage1").vars["merged"] == {"a": 5, "b": 2}
+
+
+def test_ssh_settings_gateway_and_ssh_config(tmp_path: Path) -> None:
+    settings = "    gateway: deploy@bastion:2222,jump2\n    ssh_config: ssh/config\n"
+    text = MINIMAL.replace("  staging:\n", "  staging:\n" + settings)
+    inventory = load_inventory(write(tmp_path, text))
+    stage1 = host(inventory, "staging", "stage1")
+    assert stage1.gateway == "deploy@bastion:2222,jump2"
+    assert stage1.ssh_config == str(tmp_path.resolve() / "ssh/config")  # relative to hosts.yml
+    assert host(inventory, "production", "web1").gateway is None
