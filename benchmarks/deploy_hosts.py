@@ -44,10 +44,10 @@ APP_SOURCE = "import demo_lib\nVERSION = demo_lib.VERSION\n"
 
 def round_trip_micro(project: benchlib.Project, server: Any, runs: int) -> list[Samples]:
     """One paramiko connect, one exec on an open connection, one OpenSSH connect, one no-op git push."""
-    from deploytool import phases
-    from deploytool.inventory import load_inventory
     import shlex
 
+    from deploytool import phases
+    from deploytool.inventory import load_inventory
     from deploytool.transport import close, connect, git_remote
 
     host = load_inventory(project.path / "hosts.yml").hosts("one")[0]
