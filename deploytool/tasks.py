@@ -23,6 +23,7 @@ from .etc import diff_against, format_diffs, write_tree
 from .fleet import on_each
 from .release import Release, git, resolve_commit
 from .tasks_mirror import mirror_tasks, requirements_tasks
+from .tasks_status import audit, status
 
 
 @task(
@@ -174,7 +175,7 @@ def render_etc(
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock, render_etc)
+    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})

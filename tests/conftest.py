@@ -134,11 +134,16 @@ def make_project(path: Path, inventory: dict[str, Any]) -> Project:
 @pytest.fixture
 def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> Project:
     """A project whose ``test`` stage has four hosts on the test sshd, each with a fresh root."""
+    return make_project(tmp_path / "project", ssh_inventory(ssh_server, mirror, tmp_path.name))
+
+
+def ssh_inventory(ssh_server: sshd.SshServer, mirror: Mirror, label: str) -> dict[str, Any]:
+    """hosts.yml of a ``test`` stage with four hosts on the test sshd, each with a fresh root named by ``label``."""
     hosts = {
-        name: {"address": address, "root": str(ssh_server.host_root(f"{tmp_path.name}-{name}") / "app")}
+        name: {"address": address, "root": str(ssh_server.host_root(f"{label}-{name}") / "app")}
         for name, address in zip(HOST_NAMES, ssh_server.addresses, strict=True)
     }
-    inventory = {
+    return {
         "app": "demo",
         "default_stage": "test",
         "mirror": mirror.url,
@@ -155,7 +160,6 @@ def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> P
             }
         },
     }
-    return make_project(tmp_path / "project", inventory)
 
 
 @pytest.fixture
