@@ -176,9 +176,12 @@ class Project:
         return run_timed([sys.executable, "-m", "fabric", *args], cwd=self.path)
 
 
-def ssh_stage(server: sshd.SshServer, roots: dict[str, str], **settings: Any) -> dict[str, Any]:
-    """A stage of ``hosts.yml`` with the given host names -> deploy roots on the test sshd."""
-    addresses = dict(zip(HOST_NAMES, server.addresses, strict=True))
+def ssh_stage(
+    server: sshd.SshServer, roots: dict[str, str], addresses: dict[str, str] | None = None, **settings: Any
+) -> dict[str, Any]:
+    """A stage of ``hosts.yml`` with the given host names -> deploy roots on the test sshd (``addresses``: host
+    name -> address; default web1-web4 -> 127.0.0.2-5)."""
+    addresses = addresses or dict(zip(HOST_NAMES, server.addresses, strict=True))
     return {
         "user": server.user,
         "port": server.port,

@@ -31,16 +31,6 @@ HOSTS, RELEASES = 16, 5
 APP_SOURCE = "import demo_lib\nVERSION = demo_lib.VERSION\n"
 
 
-def stage(server: Any, roots: dict[str, str], addresses: dict[str, str]) -> dict[str, Any]:
-    return {
-        "user": server.user,
-        "port": server.port,
-        "known_hosts": str(server.known_hosts),
-        "identity_file": str(server.client_key),
-        "hosts": {name: {"address": addresses[name], "root": root} for name, root in roots.items()},
-    }
-
-
 def multiply(server: Any, source: str, target: str) -> None:
     """Copy the deployed root ``source`` to ``target`` and give it RELEASES releases, journaled oldest first."""
     releases = sorted(path.name for path in (Path(source) / "releases").iterdir())  # this machine's files
@@ -89,7 +79,10 @@ def main() -> int:
             "mirror": mirror_url,
             "python": HOST_PYTHON,
             "python_version": HOST_PYTHON_VERSION,
-            "stages": {"seed": stage(server, seeds, seed_addresses), "sixteen": stage(server, hosts, addresses)},
+            "stages": {
+                "seed": benchlib.ssh_stage(server, seeds, seed_addresses),
+                "sixteen": benchlib.ssh_stage(server, hosts, addresses),
+            },
         }
         requirements = "".join(f"{name}==1.0\n" for name in names)
         project = benchlib.make_project(base / "project", inventory, requirements, APP_SOURCE)
