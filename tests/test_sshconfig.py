@@ -62,7 +62,7 @@ def test_proxy_jump_chain_and_its_ssh_command(tmp_path: Path) -> None:
     assert command is not None
     argv = shlex.split(command)
     assert argv[:3] == ["ssh", "-F", "/dev/null"] and "StrictHostKeyChecking=yes" in argv
-    outer = shlex.split(argv[argv.index("-o", argv.index("ConnectTimeout=10")) + 1].removeprefix("ProxyCommand="))
+    outer = shlex.split(next(arg for arg in argv if arg.startswith("ProxyCommand=")).removeprefix("ProxyCommand="))
     # Through b (reached through a), to the host; every literal % doubled once per ProxyCommand level.
     assert outer[-4:] == ["-p", "2002", "--", "b%%x"] and "[10.0.0.5]:22" in outer
     inner = next(arg for arg in outer if arg.startswith("ProxyCommand="))
