@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
+from fabric.connection import Connection
 from invoke.exceptions import Exit
 
 P = ParamSpec("P")
@@ -81,12 +82,22 @@ def _quiet_when_reader_gone() -> Iterator[None]:
         sys.stdout = original
 
 
+FABRIC_HOSTS_REFUSED = (
+    "Error: fab -H/--hosts (Fabric's own option) is not used: deploytool takes the hosts from hosts.yml; "
+    "to act on some of a stage's hosts give the task's option after it, e.g. fab deploy --hosts web1,web2"
+)
+
+
 def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a DeployError raised by a task body into a one-line ``Error: ...`` and exit status 1; output to a
-    closed pipe ends quietly."""
+    closed pipe ends quietly; Fabric's ``-H`` is refused before the task does anything."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if args and isinstance(args[0], Connection):
+            # Fabric's own -H: it would call the task once per host, each with a Connection, which would break
+            # "prepare every host, then switch them all"; the hosts come from hosts.yml.
+            raise Exit(FABRIC_HOSTS_REFUSED, code=1)
         try:
             with _quiet_when_reader_gone():
                 return func(*args, **kwargs)

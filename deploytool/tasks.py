@@ -15,7 +15,7 @@ from invoke.tasks import task
 
 from . import deploy as flow
 from . import journal, phases
-from .cli import HOSTS_HELP, STAGE_HELP, selected_hosts
+from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
@@ -27,6 +27,7 @@ from .tasks_status import audit, status
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
@@ -52,6 +53,7 @@ def deploy(
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
@@ -111,7 +113,7 @@ def _on_each_selected(
     results.raise_if_failed(what, lambda t: t.name)
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
@@ -120,7 +122,7 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> 
     )
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
@@ -132,6 +134,7 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
