@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -337,7 +338,8 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     """Decide the release on the laptop: resolve the commit and mint one id for every host."""
     commit = resolve_commit(inventory.project_root, ref)
     pins = check_pins(inventory, tuple(hosts), commit)
-    plan = Plan(release=Release.mint(commit), hosts=tuple(hosts))
+    inventory_digest = hashlib.sha256(inventory.path.read_bytes()).hexdigest()  # recorded in the manifest
+    plan = Plan(release=replace(Release.mint(commit), hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
     plan.rendered = render_commit(inventory, hosts, plan.release.id, commit)
     return plan

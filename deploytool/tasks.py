@@ -21,7 +21,7 @@ from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .fleet import on_each
-from .release import Release, git, resolve_commit
+from .release import Release, resolve_commit, working_tree_notes
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
 
@@ -42,8 +42,8 @@ def deploy(
     """Deploy a commit: new release on every host, then switch them all to it."""
     inventory, selected = selected_hosts(c, stage, hosts)
     plan = flow.plan_deploy(inventory, selected, ref)
-    if git(inventory.project_root, "status", "--porcelain", "--untracked-files=no"):
-        print(f"Note: uncommitted changes are not deployed; deploying commit {plan.release.commit[:12]} ({ref})")
+    for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
+        print(note)
     if dry_run:
         print_plan(inventory, plan, print)
         return
