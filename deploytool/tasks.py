@@ -47,8 +47,8 @@ def deploy(
     if dry_run:
         print_plan(inventory, plan, print)
         return
-    password = flow.prompt_sudo_password(selected)
-    flow.run_deploy(plan, inventory.project_root, print, password=password)
+    password = flow.configured_sudo_password(selected, c.config)
+    flow.run_deploy(plan, inventory.project_root, print, password=password, ask_password=flow.ask_sudo_password)
     print(f"Deployed {plan.release.id} ({plan.release.commit[:12]}) to {len(selected)} host(s)")
 
 
@@ -64,8 +64,8 @@ def deploy(
 def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     _, selected = selected_hosts(c, stage, hosts)
-    password = flow.prompt_sudo_password(selected)
-    chosen = flow.run_rollback(selected, to, print, password=password)
+    password = flow.configured_sudo_password(selected, c.config)
+    chosen = flow.run_rollback(selected, to, print, password=password, ask_password=flow.ask_sudo_password)
     print(f"Rolled back {len(selected)} host(s) to {chosen}")
 
 

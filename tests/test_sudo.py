@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -286,3 +287,63 @@ def test_the_drop_in_and_password_are_real(sudo_user: str) -> None:
         )
     assert ok.returncode == 0 and ok.stdout == "0\n", ok.stderr
     assert SUDOERS.stat().st_mode & 0o777 == 0o440
+
+
+def fab(project: Project, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``fab`` as a CI job runs it: no terminal (stdin is /dev/null), the password set first."""
+    give_password(str(project.inventory["stages"]["test"]["user"]))
+    return subprocess.run(
+        [sys.executable, "-m", "fabric", *args],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_without_a_terminal_or_a_given_password_the_error_says_how_and_nothing_is_touched(
+    sudo_project: Project,
+) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1")
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr and "EOFError" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: sudo: true, and the deploy user needs a password for sudo on web1: ")
+    assert "--prompt-for-sudo-password" in line and "FABRIC_SUDO_PASSWORD" in line
+    root = root_of(sudo_project)
+    assert not (root / "releases").exists() and not (root / "deploy.lock").exists()
+
+    result = fab(sudo_project, "rollback", "--hosts", "web1")
+    assert result.returncode == 1 and "FABRIC_SUDO_PASSWORD" in result.stderr
+
+
+def test_password_from_fabrics_environment_variable(sudo_project: Project) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1", env={"FABRIC_SUDO_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    conf = etc_root(sudo_project) / "demo/app.conf"
+    assert conf.read_text().startswith("workers=2\n") and conf.stat().st_uid == 0
+
+
+@pytest.fixture
+def passwordless(sudo_user: str) -> Iterator[str]:
+    """The login user may sudo without a password (a later drop-in wins over the password one)."""
+    drop_in = SUDOERS.with_name(SUDOERS.name + "-nopasswd")
+    staged = drop_in.with_name("staged.tmp")
+    try:
+        staged.write_text(f"{sudo_user} ALL=(root) NOPASSWD: ALL\n")
+        staged.chmod(0o440)
+        subprocess.run(["visudo", "-cf", str(staged)], check=True, capture_output=True)
+        staged.replace(drop_in)
+        yield sudo_user
+    finally:
+        staged.unlink(missing_ok=True)
+        drop_in.unlink(missing_ok=True)
+
+
+def test_passwordless_sudo_asks_nothing(sudo_project: Project, passwordless: str) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1")
+    assert result.returncode == 0, result.stderr
+    assert (etc_root(sudo_project) / "demo/app.conf").stat().st_uid == 0
+    assert (etc_root(sudo_project) / "validated-by").read_text() == "0\n"
