@@ -340,3 +340,18 @@ def test_an_absolute_current_link_is_understood_and_a_foreign_one_refused(config
 
 def json_lines(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_hook_commands_find_sbin_tools(config_project: Project) -> None:
+    """validate/after-switch run in a non-login ssh shell whose PATH lacks /usr/sbin (nginx, sshd live there):
+    the sbin directories are appended, after what the host's PATH already has."""
+    host = config_project.inventory["stages"]["test"]["hosts"]["web1"]
+    etc = etc_root(config_project, "web1")
+    host["validate"] = ["command -v sshd"]
+    host["after_switch"] = [f'printf "%s\\n" "$PATH" > {etc}/path']
+    config_project.write_inventory()
+    config_project.commit("sbin hooks")
+    config_project.fab("deploy", "--hosts", "web1")
+    path = (etc / "path").read_text().strip().split(":")
+    assert {"/usr/local/sbin", "/usr/sbin", "/sbin"} <= set(path)
+    assert path.index("/usr/bin") < path.index("/usr/sbin")
