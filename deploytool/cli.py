@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from invoke.context import Context
+from invoke.tasks import Task
 
 from .errors import InventoryError
 from .inventory import HostConfig, Inventory, load_inventory
@@ -28,3 +30,14 @@ def selected_hosts(c: Context, stage: str | None, hosts: str | None) -> tuple[In
     """The inventory and the hosts of ``stage`` limited to ``hosts``."""
     inventory = find_inventory(c)
     return inventory, inventory.hosts(stage, hosts)
+
+
+class HostsTask(Task[Any]):
+    """A task with a ``--hosts`` option: it gets no short flag, so ``fab deploy -h`` is help (Invoke would make
+    ``-h`` mean ``--hosts``), and no other option may take ``-h`` either."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, {*taken_names, "h"})
+        if name == "hosts":
+            opts["names"] = ["hosts"]
+        return opts

@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import journal, phases
 from .config import config_switch, payload, render_commit
@@ -47,11 +50,44 @@ def _now() -> str:
     return utc_now().isoformat(timespec="seconds")
 
 
-def prompt_sudo_password(hosts: Sequence[HostConfig]) -> str | None:
-    """Ask once for the sudo password when any host installs config through sudo; never stored."""
+AskPassword = Callable[[list[str]], str]
+
+
+def configured_sudo_password(hosts: Sequence[HostConfig], config: Any) -> str | None:
+    """The sudo password as Fabric users give it (config ``sudo.password``: ``fab --prompt-for-sudo-password``,
+    the environment variable FABRIC_SUDO_PASSWORD, a fabric.yml), when any host uses sudo; never stored."""
     if not any(host.sudo for host in hosts):
         return None
-    return getpass.getpass("sudo password for the deploy user (used for /etc and service commands): ")
+    return (config.get("sudo") or {}).get("password") or None
+
+
+def ask_sudo_password(hosts: list[str]) -> str:
+    """Ask once on the terminal for the password ``hosts`` need for sudo; without a terminal, say how to give it."""
+    how = (
+        f"sudo: true, and the deploy user needs a password for sudo on {', '.join(hosts)}: give it with "
+        "fab --prompt-for-sudo-password or in the environment variable FABRIC_SUDO_PASSWORD "
+        "(or allow the deploy user passwordless sudo there)"
+    )
+    if not sys.stdin.isatty():
+        raise DeployError(f"{how}; there is no terminal to ask on. Nothing was changed")
+    try:
+        return getpass.getpass("sudo password for the deploy user (used for /etc and service commands): ")
+    except EOFError:
+        raise DeployError(f"{how}. Nothing was changed") from None
+
+
+def _sudo_passwords(targets: Sequence[phases.Target], ask: AskPassword) -> None:
+    """Before anything is locked or built: hosts where ``sudo -n true`` works need no password; for the others
+    ``ask`` once."""
+    sudo = [target for target in targets if target.host.sudo]
+    if not sudo:
+        return
+    probed = on_each(sudo, phases.sudo_without_password, lambda t: t.name)
+    needing = [t for t, free in probed.done if not free] + [t for t, _ in probed.failed]
+    if needing:
+        password = ask(sorted((t.name for t in needing), key=[t.name for t in targets].index))
+        for target in needing:
+            target.password = password
 
 
 @contextmanager
@@ -152,11 +188,16 @@ def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
     return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
 
 
-def run_deploy(plan: Plan, project_root: Path, say: Say, password: str | None = None) -> None:
+def run_deploy(
+    plan: Plan, project_root: Path, say: Say, password: str | None = None, ask_password: AskPassword | None = None
+) -> None:
     """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
-    that host's ``current`` untouched and its half-built release removed."""
+    that host's ``current`` untouched and its half-built release removed. Without ``password``, sudo hosts that
+    need one get it from ``ask_password``."""
     release = plan.release
     with terminate_as_interrupt(), connected(plan.hosts, password) as targets:
+        if password is None and ask_password is not None:
+            _sudo_passwords(targets, ask_password)
         say(f"Preparing {release.id} on {len(targets)} host(s)")
         try:
             prepared = on_each(
@@ -286,9 +327,17 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
     return distinct.pop()  # type: ignore[return-value]
 
 
-def run_rollback(hosts: Sequence[HostConfig], to: str | None, say: Say, password: str | None = None) -> str:
+def run_rollback(
+    hosts: Sequence[HostConfig],
+    to: str | None,
+    say: Say,
+    password: str | None = None,
+    ask_password: AskPassword | None = None,
+) -> str:
     """Switch every host back to the previous good release (or ``to``); installs nothing."""
     with terminate_as_interrupt(), connected(hosts, password) as targets:
+        if password is None and ask_password is not None:
+            _sudo_passwords(targets, ask_password)
         try:
             locked = on_each(
                 targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name, cancel=_stop
@@ -337,7 +386,8 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     """Decide the release on the laptop: resolve the commit and mint one id for every host."""
     commit = resolve_commit(inventory.project_root, ref)
     pins = check_pins(inventory, tuple(hosts), commit)
-    plan = Plan(release=Release.mint(commit), hosts=tuple(hosts))
+    inventory_digest = hashlib.sha256(inventory.path.read_bytes()).hexdigest()  # recorded in the manifest
+    plan = Plan(release=replace(Release.mint(commit), hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
     plan.rendered = render_commit(inventory, hosts, plan.release.id, commit)
     return plan

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
+from fabric.connection import Connection
 from invoke.exceptions import Exit
 
 P = ParamSpec("P")
@@ -32,13 +36,71 @@ class LockedError(RemoteError):
     """Another deploy or rollback holds the host's lock."""
 
 
+class _ReaderGone:
+    """``sys.stdout`` that, once its reader has gone (``fab releases | head -1``), sends the rest of the output
+    to /dev/null instead of raising BrokenPipeError: the task carries on (a deploy is never cut short by its
+    output) and ends with its own status, quietly."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError):  # not a real file: nothing will be flushed at exit either
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)  # what is still buffered, and Python's flush at exit, go there
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _quiet_when_reader_gone() -> Iterator[None]:
+    original = sys.stdout
+    wrapped = _ReaderGone(original)
+    sys.stdout = wrapped
+    try:
+        yield
+    finally:
+        wrapped.flush()
+        sys.stdout = original
+
+
+FABRIC_HOSTS_REFUSED = (
+    "Error: fab -H/--hosts (Fabric's own option) is not used: deploytool takes the hosts from hosts.yml; "
+    "to act on some of a stage's hosts give the task's option after it, e.g. fab deploy --hosts web1,web2"
+)
+
+
 def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a DeployError raised by a task body into a one-line ``Error: ...`` and exit status 1."""
+    """Turn a DeployError raised by a task body into a one-line ``Error: ...`` and exit status 1; output to a
+    closed pipe ends quietly; Fabric's ``-H`` is refused before the task does anything."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if args and isinstance(args[0], Connection):
+            # Fabric's own -H: it would call the task once per host, each with a Connection, which would break
+            # "prepare every host, then switch them all"; the hosts come from hosts.yml.
+            raise Exit(FABRIC_HOSTS_REFUSED, code=1)
         try:
-            return func(*args, **kwargs)
+            with _quiet_when_reader_gone():
+                return func(*args, **kwargs)
         except DeployError as error:
             raise Exit(f"Error: {error}", code=1) from None
 

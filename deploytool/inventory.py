@@ -124,7 +124,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "keep_releases": ("a whole number >= 1", _is_positive_int, 5),
     "shared_dirs": ("a list of directory names", _is_shared_dir_list, ["logs"]),
     "vars": ("a mapping", _is_mapping, {}),
-    "etc_root": ("an absolute path", _is_str, "/"),
+    "etc_root": ("an absolute path", _is_str, None),  # None: /etc, or <root>/etc for transport local
     "sudo": ("true or false", _is_bool, False),
     "validate": ("a list of commands", _is_str_list, []),
     "after_switch": ("a list of commands", _is_str_list, []),
@@ -320,9 +320,12 @@ def _host_config(
         raise validator.fail(
             f"{where}.requirements", f"expected a file (the role file hosts install), got the directory {requirements}"
         )
-    if not merged["etc_root"].startswith("/") and not local:
-        raise validator.fail(f"{where}.etc_root", f"expected an absolute path on the host, got {merged['etc_root']!r}")
     etc_root = merged["etc_root"]
+    if etc_root is None:
+        # etc-mock/ mirrors /etc; a local stage is a playground, so by default its config stays under its root
+        etc_root = str(Path(root) / "etc") if local else "/etc"
+    elif not etc_root.startswith("/") and not local:
+        raise validator.fail(f"{where}.etc_root", f"expected an absolute path on the host, got {etc_root!r}")
     if local:
         etc_root = str(_resolve_path(etc_root, inventory_root).resolve())
     identity = merged["identity_file"]

@@ -128,7 +128,7 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
         script.step("checking the deploy user")
         refusal = "logged in as root; deploy as an unprivileged user, or set allow_root: true for this stage"
         script.raw(f'[ "$(id -u)" != 0 ] || {{ echo {q(refusal)} >&2; exit 3; }}')
-    sudo_lines = _check_sudo(script) if host.sudo else 0
+    sudo_lines = _check_sudo(script, target.password) if host.sudo else 0
     script.step(f"making the deploy root {host.root}")
     script.cmd("mkdir", "-p", layout.releases, layout.shared)
     script.raw(f"mkdir -p {q(host.etc_root)} 2>/dev/null || true")
@@ -258,14 +258,34 @@ class ConfigSwitch:
     after_switch: tuple[str, ...] = ()
 
 
-def _check_sudo(script: Script) -> int:
-    """Add a check of the sudo password; return how many password lines it may read (three when wrong)."""
+def _check_sudo(script: Script, password: str | None) -> int:
+    """Add a check of the sudo password (of passwordless sudo when there is none); return how many password
+    lines it may read (three when wrong)."""
+    if password is None:
+        script.step("checking passwordless sudo").cmd("sudo", "-n", "true")
+        return 0
     script.step("checking the sudo password").cmd("sudo", "-S", "-p", "", "-v")
     return 3
 
 
+def sudo_without_password(target: Target) -> bool:
+    """Whether the deploy user may use sudo on this host without a password (``sudo -n true``): one call."""
+    result = target.c.run(shlex.join(["sudo", "-n", "true"]), hide=True, warn=True, in_stream=False)
+    return bool(result.ok)
+
+
+# A non-login shell's PATH (Debian's default for ssh) lacks the sbin directories where nginx, supervisorctl and
+# systemctl live; validate and after-switch commands get them appended when missing.
+SBIN_PATH = (
+    'for d in /usr/local/sbin /usr/sbin /sbin; do case ":$PATH:" in *":$d:"*) ;; *) PATH="$PATH:$d" ;; esac; done; '
+    "export PATH"
+)
+
+
 def _hook_script(commands: Sequence[str], title: str) -> Script:
     script = Script()
+    if commands:
+        script.raw(SBIN_PATH)
     for command in commands:
         script.step(f"{title}: {command}")
         script.raw(f"( {command} ) </dev/null >&2")
@@ -290,7 +310,7 @@ def switch(
     if sudo:
         # Check the password again (sudo may have forgotten it since the check phase): a wrong one must not be
         # mistaken for rejected config.
-        sudo_calls += _check_sudo(script)
+        sudo_calls += _check_sudo(script, target.password)
     script.cmd("mkdir", "-p", config.empty_dir)
     restore = (
         f"{{ {Script().raw(config.restore).command(sudo)} >/dev/null 2>&1 || "

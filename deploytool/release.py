@@ -65,6 +65,7 @@ class Release:
     user: str
     time: str
     requirements_digest: str = ""
+    hosts_yml_digest: str = ""  # sha256 of the hosts.yml (working tree) the deploy read: hosts, settings, vars
 
     @classmethod
     def mint(cls, commit: str, now: datetime | None = None) -> Release:
@@ -88,6 +89,7 @@ class Release:
                 "user": self.user,
                 "time": self.time,
                 "requirements_sha256": self.requirements_digest,
+                "hosts_yml_sha256": self.hosts_yml_digest,
             },
             indent=2,
             sort_keys=True,
@@ -99,3 +101,28 @@ def check_release_id(release_id: str) -> str:
     if not RELEASE_ID.fullmatch(release_id):
         raise DeployError(f"{release_id!r} is not a release id (like 20261121T093000Z-1a2b3c4); see fab releases")
     return release_id
+
+
+def working_tree_notes(project_root: Path, inventory_file: Path, commit: str, ref: str) -> list[str]:
+    """What a deploy of ``commit`` should say about the working tree: the uncommitted files it does not ship,
+    and whether the hosts.yml it reads (always the working tree's) differs from the one in ``commit``."""
+    notes = []
+    changed = git(project_root, "diff", "--name-only", "HEAD").splitlines()
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        notes.append(f"Note: deploying commit {commit[:12]} ({ref}); uncommitted changes are not deployed: {shown}")
+    try:
+        committed: bytes | None = subprocess.run(
+            ["git", "-C", str(inventory_file.parent), "show", f"{commit}:./{inventory_file.name}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError:
+        committed = None
+    if committed != inventory_file.read_bytes():
+        how = "differs from" if committed is not None else "is not in"
+        notes.append(
+            f"Note: {inventory_file.name} {how} commit {commit[:12]}: deploys read it from the working tree, so its "
+            "hosts, settings and vars as they are now are used (and render the config); commit it to keep them"
+        )
+    return notes

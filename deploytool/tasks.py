@@ -15,18 +15,19 @@ from invoke.tasks import task
 
 from . import deploy as flow
 from . import journal, phases
-from .cli import HOSTS_HELP, STAGE_HELP, selected_hosts
+from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .fleet import on_each
-from .release import Release, git, resolve_commit
+from .release import Release, resolve_commit, working_tree_notes
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
@@ -41,17 +42,18 @@ def deploy(
     """Deploy a commit: new release on every host, then switch them all to it."""
     inventory, selected = selected_hosts(c, stage, hosts)
     plan = flow.plan_deploy(inventory, selected, ref)
-    if git(inventory.project_root, "status", "--porcelain", "--untracked-files=no"):
-        print(f"Note: uncommitted changes are not deployed; deploying commit {plan.release.commit[:12]} ({ref})")
+    for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
+        print(note)
     if dry_run:
         print_plan(inventory, plan, print)
         return
-    password = flow.prompt_sudo_password(selected)
-    flow.run_deploy(plan, inventory.project_root, print, password=password)
+    password = flow.configured_sudo_password(selected, c.config)
+    flow.run_deploy(plan, inventory.project_root, print, password=password, ask_password=flow.ask_sudo_password)
     print(f"Deployed {plan.release.id} ({plan.release.commit[:12]}) to {len(selected)} host(s)")
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
@@ -62,8 +64,8 @@ def deploy(
 def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     _, selected = selected_hosts(c, stage, hosts)
-    password = flow.prompt_sudo_password(selected)
-    chosen = flow.run_rollback(selected, to, print, password=password)
+    password = flow.configured_sudo_password(selected, c.config)
+    chosen = flow.run_rollback(selected, to, print, password=password, ask_password=flow.ask_sudo_password)
     print(f"Rolled back {len(selected)} host(s) to {chosen}")
 
 
@@ -111,7 +113,7 @@ def _on_each_selected(
     results.raise_if_failed(what, lambda t: t.name)
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
@@ -120,7 +122,7 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> 
     )
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
 @task_boundary
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
@@ -132,6 +134,7 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,

@@ -10,7 +10,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from .audit import audit_document, audit_lines, check_package, mirror_wheels
-from .cli import HOSTS_HELP, STAGE_HELP, find_inventory, selected_hosts
+from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
 from .fleet import describe_failures
 from .inventory import HostConfig, Inventory
@@ -39,7 +39,7 @@ def _finish(
         raise DeployError(describe_failures(what, failures))
 
 
-@task(help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json_": JSON_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json_": JSON_HELP})
 @task_boundary
 def status(c: Context, stage: str | None = None, hosts: str | None = None, json_: bool = False) -> None:
     """Show per host: current release, commit, who and when, previous good release, lock, drift warnings."""
@@ -51,6 +51,7 @@ def status(c: Context, stage: str | None = None, hosts: str | None = None, json_
 
 
 @task(
+    klass=HostsTask,
     help={
         "stage": STAGE_HELP + "; 'all' for every stage",
         "hosts": HOSTS_HELP + " (not with --stage all)",

@@ -97,8 +97,10 @@ class Project:
         git(self.path, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.path, "rev-parse", "HEAD")
 
-    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the real ``fab`` command line in the project."""
+    def fab(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ``fab`` command line in the project (no terminal; ``env`` added to the environment)."""
         result = subprocess.run(
             [sys.executable, "-m", "fabric", *args],
             cwd=self.path,
@@ -106,6 +108,7 @@ class Project:
             text=True,
             stdin=subprocess.DEVNULL,
             timeout=300,
+            env={**os.environ, **(env or {})},
         )
         if check and result.returncode != 0:
             raise AssertionError(f"fab {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -185,10 +186,30 @@ def test_config_is_taken_from_the_commit_not_the_working_tree(config_project: Pr
     (config_project.path / "etc-mock/demo/app.conf.j2").write_text("uncommitted\n")
     (config_project.path / "etc-mock/stray.conf").write_text("untracked\n")
     result = config_project.fab("deploy", "--hosts", "web1")
-    assert "uncommitted changes are not deployed" in result.stdout
+    assert "uncommitted changes are not deployed: etc-mock/demo/app.conf.j2\n" in result.stdout
+    assert "hosts.yml" not in result.stdout  # it is as committed: nothing to say about it
     installed = etc_root(config_project, "web1")
     assert (installed / "demo/app.conf").read_text().startswith("workers=2\n")
     assert not (installed / "stray.conf").exists()
+
+
+def test_uncommitted_hosts_yml_is_used_and_the_deploy_says_so(config_project: Project) -> None:
+    """hosts.yml is the laptop's inventory, read from the working tree: its uncommitted vars render the config,
+    the note says so (instead of claiming nothing uncommitted is deployed), and the manifest records its hash."""
+    config_project.inventory["stages"]["test"]["vars"] = {"workers": 5}
+    config_project.write_inventory()
+    (config_project.path / "app.py").write_text("VERSION = 'not committed'\n")
+    result = config_project.fab("deploy", "--hosts", "web1")
+    notes = [line for line in result.stdout.splitlines() if line.startswith("Note: ")]
+    assert len(notes) == 2, result.stdout
+    assert notes[0].endswith("uncommitted changes are not deployed: app.py, hosts.yml")
+    assert notes[1].startswith("Note: hosts.yml differs from commit ") and "read it from the working tree" in notes[1]
+    assert (etc_root(config_project, "web1") / "demo/app.conf").read_text().startswith("workers=5\n")
+    release = current(config_project)
+    manifest = json.loads((root_of(config_project) / release / ".deploytool.json").read_text())
+    expected = hashlib.sha256((config_project.path / "hosts.yml").read_bytes()).hexdigest()
+    assert manifest["hosts_yml_sha256"] == expected
+    assert "not committed" not in (root_of(config_project) / release / "app.py").read_text()
 
 
 def test_a_failing_switch_back_leaves_current_on_an_existing_release_and_says_so(config_project: Project) -> None:
@@ -319,3 +340,18 @@ def test_an_absolute_current_link_is_understood_and_a_foreign_one_refused(config
 
 def json_lines(path: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_hook_commands_find_sbin_tools(config_project: Project) -> None:
+    """validate/after-switch run in a non-login ssh shell whose PATH lacks /usr/sbin (nginx, sshd live there):
+    the sbin directories are appended, after what the host's PATH already has."""
+    host = config_project.inventory["stages"]["test"]["hosts"]["web1"]
+    etc = etc_root(config_project, "web1")
+    host["validate"] = ["command -v sshd"]
+    host["after_switch"] = [f'printf "%s\\n" "$PATH" > {etc}/path']
+    config_project.write_inventory()
+    config_project.commit("sbin hooks")
+    config_project.fab("deploy", "--hosts", "web1")
+    path = (etc / "path").read_text().strip().split(":")
+    assert {"/usr/local/sbin", "/usr/sbin", "/sbin"} <= set(path)
+    assert path.index("/usr/bin") < path.index("/usr/sbin")

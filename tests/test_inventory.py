@@ -239,7 +239,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert web1.keep_releases == 5
     assert web1.shared_dirs == ("logs",)
     assert dict(web1.vars) == {}
-    assert web1.etc_root == "/"
+    assert web1.etc_root == "/etc"  # etc-mock/ mirrors /etc
     assert web1.sudo is False
     assert web1.validate == ()
     assert web1.after_switch == ()
@@ -272,6 +272,15 @@ def test_local_stage_resolves_relative_paths_against_the_file(tmp_path: Path) ->
     assert here.root == str(base / "deploy/root")
     assert here.mirror == str(base / "wheels")
     assert here.etc_root == str(base / "etc-out")
+
+
+def test_local_stage_puts_config_under_its_root_by_default(tmp_path: Path) -> None:
+    """A local stage is a playground: without etc_root its config goes to <root>/etc, never the laptop's /etc."""
+    project = tmp_path / "project"
+    project.mkdir()
+    text = "app: a\nmirror: wheels\nstages:\n  local: {transport: local, root: deploy/root, hosts: [here]}\n"
+    here = host(load_inventory(write(project, text)), "local", "here")
+    assert here.etc_root == str(project.resolve() / "deploy/root/etc")
 
 
 def test_local_stage_resolves_relative_to_file_not_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

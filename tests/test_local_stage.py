@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, make_project
+from tests.wheelfactory import make_wheel
 
 
 def deployed_version(project: Project) -> str:
@@ -73,3 +75,29 @@ def test_render_etc_and_config_install_work_for_the_local_stage(local_project: P
     local_project.fab("deploy")
     assert (local_project.path / ".deploy/etc/app/demo.conf").read_text() == out.read_text()
     assert "1 unchanged" in local_project.fab("render-etc", "--diff").stdout
+
+
+def readme_hosts_yml() -> str:
+    """The hosts.yml example of README.md, exactly as written there."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("\n## hosts.yml\n") :]
+    return section[section.index("```yaml\n") + len("```yaml\n") : section.index("\n```\n")] + "\n"
+
+
+def test_readme_local_stage_works_as_written(tmp_path: Path) -> None:
+    """README's hosts.yml, unchanged, deploys its local stage; config lands under the deploy root's etc/."""
+    project = make_project(tmp_path / "project", {"app": "placeholder"})
+    (project.path / "hosts.yml").write_text(readme_hosts_yml())
+    (project.path / ".gitignore").write_text(".deploy/\nwheels/\n")
+    make_wheel(project.path / "wheels", "demo-lib", "1.0")
+    project.commit(
+        "the README's hosts.yml",
+        {"etc-mock/nginx/sites-available/{{ app }}.conf.j2": "# {{ stage }} workers={{ workers }}\n"},
+    )
+
+    result = project.fab("deploy")
+    assert "Deployed " in result.stdout
+    installed = project.path / ".deploy/local/etc/nginx/sites-available/demo.conf"
+    assert installed.read_text() == "# local workers=2\n"
+    current = project.path / ".deploy/local/current"
+    assert (current / "etc/nginx/sites-available/demo.conf").read_text() == "# local workers=2\n"

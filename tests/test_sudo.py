@@ -47,6 +47,18 @@ def _missing() -> str | None:
     return None
 
 
+def install_drop_in(drop_in: Path, rule: str) -> None:
+    """Write a sudoers drop-in checked by visudo, under a dotted name first (sudo skips those), then renamed."""
+    staged = drop_in.with_name(drop_in.name + ".tmp")
+    try:
+        staged.write_text(rule + "\n")
+        staged.chmod(0o440)
+        subprocess.run(["visudo", "-cf", str(staged)], check=True, capture_output=True)
+        staged.replace(drop_in)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def give_password(user: str) -> None:
     """Set the user's password (on stdin: it never shows in the process list). Called before every deploy too:
     any other test run on this machine starts an sshd, which resets the shared account's password to ``*``."""
@@ -62,19 +74,14 @@ def sudo_user(ssh_server: SshServer) -> Iterator[str]:
             pytest.fail(f"CI=true as root but {missing}")
         pytest.skip(missing)
     user = ssh_server.user
-    staged = SUDOERS.with_name(SUDOERS.name + ".tmp")  # sudo skips names with a dot in an @includedir
     leftovers = [
         path for path in (Path("/run/sudo/ts", user), Path("/var/lib/sudo/lectured", user)) if not path.exists()
     ]
     try:
         give_password(user)
-        staged.write_text(f"{user} ALL=(root) ALL\n")
-        staged.chmod(0o440)
-        subprocess.run(["visudo", "-cf", str(staged)], check=True, capture_output=True)
-        staged.replace(SUDOERS)
+        install_drop_in(SUDOERS, f"{user} ALL=(root) ALL")
         yield user
     finally:
-        staged.unlink(missing_ok=True)
         SUDOERS.unlink(missing_ok=True)
         # "*", not a locked "!": sshd runs without PAM and refuses locked accounts even for keys.
         subprocess.run(["usermod", "--password", "*", user], check=True)
@@ -286,3 +293,50 @@ def test_the_drop_in_and_password_are_real(sudo_user: str) -> None:
         )
     assert ok.returncode == 0 and ok.stdout == "0\n", ok.stderr
     assert SUDOERS.stat().st_mode & 0o777 == 0o440
+
+
+def fab(project: Project, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``fab`` as a CI job runs it: no terminal (stdin is /dev/null), the password set first."""
+    give_password(str(project.inventory["stages"]["test"]["user"]))
+    return project.fab(*args, check=False, env=env)
+
+
+def test_without_a_terminal_or_a_given_password_the_error_says_how_and_nothing_is_touched(
+    sudo_project: Project,
+) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1")
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr and "EOFError" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: sudo: true, and the deploy user needs a password for sudo on web1: ")
+    assert "--prompt-for-sudo-password" in line and "FABRIC_SUDO_PASSWORD" in line
+    root = root_of(sudo_project)
+    assert not (root / "releases").exists() and not (root / "deploy.lock").exists()
+
+    result = fab(sudo_project, "rollback", "--hosts", "web1")
+    assert result.returncode == 1 and "FABRIC_SUDO_PASSWORD" in result.stderr
+
+
+def test_password_from_fabrics_environment_variable(sudo_project: Project) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1", env={"FABRIC_SUDO_PASSWORD": PASSWORD})
+    assert result.returncode == 0, result.stderr
+    conf = etc_root(sudo_project) / "demo/app.conf"
+    assert conf.read_text().startswith("workers=2\n") and conf.stat().st_uid == 0
+
+
+@pytest.fixture
+def passwordless(sudo_user: str) -> Iterator[str]:
+    """The login user may sudo without a password (a later drop-in wins over the password one)."""
+    drop_in = SUDOERS.with_name(SUDOERS.name + "-nopasswd")
+    try:
+        install_drop_in(drop_in, f"{sudo_user} ALL=(root) NOPASSWD: ALL")
+        yield sudo_user
+    finally:
+        drop_in.unlink(missing_ok=True)
+
+
+def test_passwordless_sudo_asks_nothing(sudo_project: Project, passwordless: str) -> None:
+    result = fab(sudo_project, "deploy", "--hosts", "web1")
+    assert result.returncode == 0, result.stderr
+    assert (etc_root(sudo_project) / "demo/app.conf").stat().st_uid == 0
+    assert (etc_root(sudo_project) / "validated-by").read_text() == "0\n"
