@@ -33,7 +33,7 @@ from .tasks_status import audit, status
         "hosts": HOSTS_HELP,
         "ref": "branch, tag or commit to deploy (default: HEAD)",
         "dry_run": "print the plan and change nothing",
-    }
+    },
 )
 @task_boundary
 def deploy(
@@ -58,7 +58,7 @@ def deploy(
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
         "to": "release id to return to (default: the previous good one)",
-    }
+    },
 )
 @task_boundary
 def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
@@ -140,7 +140,7 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
         "hosts": HOSTS_HELP,
         "out": "directory to write into (default: build/etc/<stage>/ in the project)",
         "diff": "also print a unified diff of each file against what the host has under its etc_root now",
-    }
+    },
 )
 @task_boundary
 def render_etc(

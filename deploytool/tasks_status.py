@@ -57,7 +57,7 @@ def status(c: Context, stage: str | None = None, hosts: str | None = None, json_
         "hosts": HOSTS_HELP + " (not with --stage all)",
         "package": "one distribution to answer for (default: every package)",
         "json_": JSON_HELP,
-    }
+    },
 )
 @task_boundary
 def audit(

@@ -41,9 +41,7 @@ def test_releases_into_a_closed_pipe_ends_quietly(ssh_project: Project) -> None:
 def test_releases_piped_into_head(ssh_project: Project) -> None:
     """The real thing: a shell pipeline into ``head -1``, with pipefail, prints one line and no traceback."""
     command = f"set -o pipefail; {sys.executable} -m fabric releases 2>&1 | head -1"
-    result = subprocess.run(
-        ["bash", "-c", command], cwd=ssh_project.path, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(["bash", "-c", command], cwd=ssh_project.path, capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("web1 (") and result.stdout.count("\n") == 1
     assert result.returncode == 0, result.stderr
 
