@@ -372,7 +372,7 @@ def instrumented_deploys(project: Project, stage: str, runs: int, names: dict[st
             hosts = inventory.hosts(stage)
             plan = flow.plan_deploy(inventory, hosts, "HEAD")
             planned = time.perf_counter()
-            flow.run_deploy(plan, inventory.project_root, lambda _: None)
+            flow.run_deploy(plan, inventory.project_root)
             done = time.perf_counter()
             instruments.times[PLAN].append(planned - started)
             instruments.times[TOTAL].append(done - started)

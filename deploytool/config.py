@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .etc import RenderedEtc, install_command, render_all, tar_bytes
+from .etc import RenderedEtc, install_args, render_all, tar_bytes
 from .inventory import HostConfig, Inventory
 from .layout import Layout
-from .phases import ConfigSwitch, Target
+from .phases import Target
 from .snapshot import extract, relative_to_project
+from .switch import ConfigSwitch
 
 
 def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
@@ -63,24 +64,20 @@ def payload(rendered: RenderedEtc) -> str:
 
 
 def _empty_etc(layout: Layout) -> str:
+    """A directory that never exists: the "config" of no release (installing it removes the other's files)."""
     return posixpath.join(layout.root, "tools", "empty-etc")
 
 
-def config_switch(target: Target, release_id: str, previous: str | None) -> ConfigSwitch:
-    """The commands that put ``release_id``'s config in place of ``previous``'s, and that put it back.
+def config_switch(target: Target, release_id: str | None, previous: str | None) -> ConfigSwitch:
+    """The installer arguments that put ``release_id``'s config in place of ``previous``'s, and that put it back.
 
-    A release without ``etc/`` has no config: switching to it removes the files the other one installed."""
+    A release without ``etc/`` has no config: switching to it removes the files the other one installed; so does
+    switching to no release at all (``release_id`` None)."""
     host, layout = target.host, target.layout
+    etc_root = host.etc_root
+    new_etc = layout.etc(release_id) if release_id else _empty_etc(layout)
     previous_etc = layout.etc(previous) if previous else None
-    install = install_command(layout.etc(release_id), host.etc_root, previous_etc, False, python=host.python)
+    install = install_args(new_etc, etc_root, previous_etc)
     # With no previous release, restoring means removing what the new one installed.
-    restore = install_command(
-        previous_etc or _empty_etc(layout), host.etc_root, layout.etc(release_id), False, python=host.python
-    )
-    return ConfigSwitch(
-        install=install,
-        restore=restore,
-        empty_dir=_empty_etc(layout),
-        validate=host.validate,
-        after_switch=host.after_switch,
-    )
+    restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
+    return ConfigSwitch(install=install, restore=restore, validate=host.validate, after_switch=host.after_switch)

@@ -14,7 +14,7 @@ import getpass
 import hashlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,14 @@ from . import journal, phases
 from .config import config_switch, payload, render_commit
 from .errors import DeployError
 from .etc import RenderedEtc
+from .events import FAILED, INTERRUPTED, EventLog, reason_of
 from .fleet import Interrupted, Results, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
 from .release import Release, check_release_id, deployer, resolve_commit, utc_now
+from .report import HostOutcome, RunReport
+from .switch import PublishFailed, publish
 from .transport import ConnectionLost, close, connect, interrupt, resume
-
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -91,10 +92,18 @@ def _sudo_passwords(targets: Sequence[phases.Target], ask: AskPassword) -> None:
 
 
 @contextmanager
-def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Iterator[list[phases.Target]]:
+def connected(
+    hosts: Sequence[HostConfig], password: str | None = None, log: EventLog | None = None
+) -> Iterator[list[phases.Target]]:
     """Open connections to every host in parallel, or fail naming each host that could not be reached."""
+    log = log or EventLog()
+
+    def open_one(host: HostConfig) -> phases.Target:
+        with log.phase(host.name, "connect"):
+            return phases.Target(host, connect(host), password)
+
     try:
-        results = on_each(hosts, lambda host: phases.Target(host, connect(host), password), lambda h: h.name)
+        results = on_each(hosts, open_one, lambda host: host.name)
     except Interrupted as stop:
         for _, target in stop.results.done:
             close(target.c)
@@ -109,14 +118,17 @@ def connected(hosts: Sequence[HostConfig], password: str | None = None) -> Itera
             close(target.c)
 
 
-def _prepare(plan: Plan, project_root: Path, target: phases.Target) -> None:
-    release = plan.release
-    state = phases.check(target, _owner("deploy", release.id))
+def _prepare(plan: Plan, project_root: Path, target: phases.Target, log: EventLog) -> None:
+    release, name = plan.release, target.name
     try:
-        _check_python(target, state.python_version)
-        phases.push(target, str(project_root), release.commit)
-        rendered = plan.rendered.get(target.name)
-        phases.build(target, release, plan.install[target.name], payload(rendered) if rendered is not None else None)
+        with log.phase(name, "check"):
+            state = phases.check(target, _owner("deploy", release.id))
+            _check_python(target, state.python_version)
+        with log.phase(name, "push"):
+            phases.push(target, str(project_root), release.commit)
+        rendered = plan.rendered.get(name)
+        with log.phase(name, "build"):
+            phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
     except Exception as error:
         phases.abort(target, release.id, _failed_deploy(release, target, error))
         raise
@@ -136,17 +148,12 @@ def _check_python(target: phases.Target, actual: str | None) -> None:
     )
 
 
-def _reason(target: phases.Target, error: object) -> str:
-    """An error's text for this host's journal, without the host name it starts with."""
-    return str(error).removeprefix(f"{target.name}: ")
-
-
 def _entry(
     target: phases.Target, event: str, release_id: str, commit: str | None, failure: object = None, **fields: str
 ) -> journal.Entry:
     """A journal line for ``target``: ok, or failed with the reason ``failure`` (``fields`` override)."""
     status = "failed" if failure is not None else "ok"
-    reason = _reason(target, failure) if failure is not None else None
+    reason = reason_of(target.name, failure) if failure is not None else None
     entry = journal.Entry(event, release_id, status, target.state.current, commit, deployer(), _now(), reason)
     return replace(entry, **fields)
 
@@ -188,43 +195,74 @@ def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
     return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
 
 
+def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[phases.Target], ok: set[str]) -> None:
+    """Each host's outcome from its events: failed with its first failure's reason, interrupted, ok (``ok``
+    names the hosts the flow finished), or not switched; and the release its ``current`` names now."""
+    current = {target.name: target.state.current for target in targets}
+    report.outcomes = []
+    for host in hosts:
+        events = report.log.of(host.name)
+        failed = next((event for event in events if event.result == FAILED), None)
+        interrupted = next((event for event in events if event.result == INTERRUPTED), None)
+        if failed is not None:
+            result, reason = "failed", failed.reason
+        elif interrupted is not None:
+            result, reason = "interrupted", f"interrupted during {interrupted.phase}"
+        elif host.name in ok:
+            result, reason = "ok", None
+        else:
+            result, reason = "unchanged", "not switched: " + (report.error or "the run stopped").split("\n")[0]
+        report.outcomes.append(HostOutcome(host.name, result, current.get(host.name), reason))
+
+
 def run_deploy(
-    plan: Plan, project_root: Path, say: Say, password: str | None = None, ask_password: AskPassword | None = None
-) -> None:
+    plan: Plan,
+    project_root: Path,
+    report: RunReport | None = None,
+    password: str | None = None,
+    ask_password: AskPassword | None = None,
+) -> RunReport:
     """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
     that host's ``current`` untouched and its half-built release removed. Without ``password``, sudo hosts that
-    need one get it from ``ask_password``."""
+    need one get it from ``ask_password``. Fills ``report`` as it goes."""
     release = plan.release
-    with terminate_as_interrupt(), connected(plan.hosts, password) as targets:
-        if password is None and ask_password is not None:
-            _sudo_passwords(targets, ask_password)
-        say(f"Preparing {release.id} on {len(targets)} host(s)")
-        try:
-            prepared = on_each(
-                targets, lambda target: _prepare(plan, project_root, target), lambda t: t.name, cancel=_stop
-            )
-        except KeyboardInterrupt as stop:
-            stuck = _abort_all(targets, release, f"{interruption(stop)} on the laptop")
-            raise DeployError(
-                f"{interruption(stop)}: no host was switched; the half-built releases were removed{stuck}"
-            ) from None
-        if prepared.failed:
-            # The failed hosts cleaned up after themselves where they could; the prepared ones are still locked.
-            stuck = _abort_all(targets, release, ", ".join(target.name for target, _ in prepared.failed) + " failed")
-            raise DeployError(
-                describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
-                + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
-            )
-        say(f"Switching {len(targets)} host(s) to {release.id}")
-        try:
-            switched = on_each(targets, lambda target: _switch_new(target, release), lambda t: t.name)
-        except KeyboardInterrupt as stop:
-            # A switch under way is not cut short (that could leave config and current apart): it is waited for.
-            raise DeployError(_interrupted_switch(stop, targets, release.id, release)) from None
-        for target, _ in switched.done:
-            say(f"  {target.name}: current -> {release.id}")
-        if switched.failed:
-            raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
+    report = report or RunReport("deploy", plan.hosts[0].stage, release.id, release.commit, EventLog())
+    log, live = report.log, set[str]()
+    targets: list[phases.Target] = []
+    try:
+        with terminate_as_interrupt(), connected(plan.hosts, password, log) as targets:
+            if password is None and ask_password is not None:
+                _sudo_passwords(targets, ask_password)
+            try:
+                prepared = on_each(
+                    targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, cancel=_stop
+                )
+            except KeyboardInterrupt as stop:
+                stuck = _abort_all(targets, release, f"{interruption(stop)} on the laptop")
+                raise DeployError(
+                    f"{interruption(stop)}: no host was switched; the half-built releases were removed{stuck}"
+                ) from None
+            if prepared.failed:
+                # The failed hosts cleaned up after themselves where they could; the prepared ones are still locked.
+                stuck = _abort_all(targets, release, ", ".join(t.name for t, _ in prepared.failed) + " failed")
+                raise DeployError(
+                    describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
+                    + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
+                )
+            try:
+                switched = on_each(targets, lambda target: _go_live(target, release, log), lambda t: t.name)
+            except KeyboardInterrupt as stop:
+                # A host-side step under way runs to its end whatever happens here: it is waited for.
+                raise DeployError(_interrupted_switch(stop, targets, release.id, release)) from None
+            live.update(target.name for target, _ in switched.done)
+            if switched.failed:
+                raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
+            return report
+    except DeployError as error:
+        report.error = str(error)
+        raise
+    finally:
+        _outcomes(report, plan.hosts, targets, live)
 
 
 def _interrupted_switch(
@@ -245,37 +283,6 @@ def _interrupted_switch(
     return f"{interruption(stop)} during the switch; where each host stands:\n  " + "\n  ".join(lines) + stuck
 
 
-def _switch_new(target: phases.Target, release: Release) -> None:
-    entry = _entry(target, "deploy", release.id, release.commit)
-    previous = target.state.current
-    config = config_switch(target, release.id, previous)
-    try:
-        phases.switch(target, release.id, entry, config, _prune_list(target, entry))
-    except ConnectionLost as error:
-        raise DeployError(_lost_in_switch(target, error)) from None
-    except phases.SwitchFailed as error:
-        if error.hooks_done:
-            # Live and reloaded; only recording, pruning or unlocking failed. Switching back would be worse.
-            phases.abort(target, None, None)
-            raise DeployError(
-                f"{error}; {target.name} is live on {release.id} all the same: check its journal"
-            ) from None
-        if error.switched:
-            back, problem = _switch_back(target, release.id, previous)
-            if not back:
-                # Neither forward nor back: say so, keep the release current points at, and free the host.
-                phases.abort(target, None, _failed_deploy(release, target, f"{error}; switching back failed"))
-                raise DeployError(
-                    f"{error}; switching back to {previous or 'no release'} failed too ({problem}): "
-                    f"{target.name} is on {release.id} (check the host, then fab rollback or fab deploy)"
-                ) from None
-            phases.abort(target, release.id, _failed_deploy(release, target, error))
-            again = f" (on the way back: {problem})" if problem else ""
-            raise DeployError(f"{error}; {target.name} is back on {previous or 'no release'}{again}") from None
-        phases.abort(target, release.id, _failed_deploy(release, target, error))
-        raise DeployError(f"{error}; {target.name} is still on {previous or 'no release'}") from None
-
-
 def _lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
     """The host's connection dropped (or it stopped answering) during its switch: say where ``current`` points
     now if the host can be reached again, and release this run's lock there."""
@@ -287,21 +294,62 @@ def _lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
     return f"{error}; {target.name} is on {now} now (the switch was cut short: check it, then deploy or roll back)"
 
 
-def _switch_back(target: phases.Target, failed_id: str, previous: str | None) -> tuple[bool, str]:
-    """Point ``current`` at ``previous`` again, with its config, after a failed after-switch command; the lock
-    stays held for the cleanup that follows. Returns whether the host is back, and what went wrong on the way."""
+def _go_live(target: phases.Target, release: Release, log: EventLog) -> None:
+    """Publish ``release`` on one host and finish; an after-switch failure switches the host back."""
+    name, previous = target.name, target.state.current
+    entry = _entry(target, "deploy", release.id, release.commit)
     try:
-        if previous is None:
-            phases.remove_current(target, config_switch(target, failed_id, None))
-            return True, ""
-        entry = _entry(target, "rollback", previous, None, previous=failed_id, reason="switch back")
-        phases.switch(target, previous, entry, config_switch(target, previous, failed_id), unlock=False)
-        return True, ""
-    except phases.SwitchFailed as error:
-        # current moved back even if a later step (the after-switch commands, again) failed
-        return error.switched, _reason(target, error)
+        with log.phase(name, "publish") as record:
+            published = publish(target, release.id, previous, config_switch(target, release.id, previous))
+            record.output = published.output
+    except ConnectionLost as error:
+        raise DeployError(_lost_in_switch(target, error)) from None
+    except PublishFailed as error:
+        if error.published.switched:
+            _switch_back(target, release, previous, error, log)
+        phases.abort(target, release.id, _failed_deploy(release, target, error))
+        raise DeployError(f"{error}; {name} is still on {previous or 'no release'}") from None
+    try:
+        with log.phase(name, "finish"):
+            phases.finish(target, entry, prune=_prune_list(target, entry))
     except DeployError as error:
-        return False, _reason(target, error)
+        raise DeployError(
+            f"{error}; {name} is live on {release.id} all the same, and its lock is kept: check its journal, "
+            f"then fab unlock --stage {target.host.stage} --hosts {name}"
+        ) from None
+
+
+def _switch_back(
+    target: phases.Target, release: Release, previous: str | None, error: PublishFailed, log: EventLog
+) -> None:
+    """Point ``current`` at ``previous`` again, with its config, after a failed after-switch command, then clean
+    up; always raises the `DeployError` that says where the host ended."""
+    name, problem, back = target.name, "", False
+    try:
+        with log.phase(name, "revert"):
+            publish(target, previous, release.id, config_switch(target, previous, release.id))
+        back = True
+    except PublishFailed as again:
+        back, problem = again.published.switched, reason_of(name, again)  # current moved back even if a hook failed
+    except DeployError as again:
+        problem = reason_of(name, again)
+    if not back:
+        # Neither forward nor back: say so, keep the release current points at, and free the host.
+        phases.abort(target, None, _failed_deploy(release, target, f"{error}; switching back failed"))
+        raise DeployError(
+            f"{error}; switching back to {previous or 'no release'} failed too ({problem}): "
+            f"{name} is on {release.id} (check the host, then fab rollback or fab deploy)"
+        ) from None
+    back_entry = (
+        []
+        if previous is None
+        else [_entry(target, "rollback", previous, None, previous=release.id, reason="switch back")]
+    )
+    failed = _failed_deploy(release, target, error)
+    with suppress(Exception):
+        phases.finish(target, *back_entry, failed, remove=[release.id], unlock="always")
+    on_the_way = f" (on the way back: {problem})" if problem else ""
+    raise DeployError(f"{error}; {name} is back on {previous or 'no release'}{on_the_way}") from None
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
@@ -330,56 +378,71 @@ def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> 
 def run_rollback(
     hosts: Sequence[HostConfig],
     to: str | None,
-    say: Say,
+    report: RunReport | None = None,
     password: str | None = None,
     ask_password: AskPassword | None = None,
 ) -> str:
     """Switch every host back to the previous good release (or ``to``); installs nothing."""
-    with terminate_as_interrupt(), connected(hosts, password) as targets:
-        if password is None and ask_password is not None:
-            _sudo_passwords(targets, ask_password)
-        try:
-            locked = on_each(
-                targets, lambda t: phases.check(t, _owner("rollback", to or "")), lambda t: t.name, cancel=_stop
-            )
-        except KeyboardInterrupt as stop:
-            raise DeployError(f"{interruption(stop)}: no host was switched{_abort_all(targets)}") from None
-        if locked.failed:
-            stuck = _abort_all(targets)
-            raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]) + stuck)
-        try:
-            chosen = choose_rollback_target(targets, to)
-        except DeployError:
-            _abort_all(targets)
-            raise
-        say(f"Rolling back {len(targets)} host(s) to {chosen}")
+    report = report or RunReport("rollback", hosts[0].stage, to, None, EventLog())
+    log, done = report.log, set[str]()
+    targets: list[phases.Target] = []
 
-        def switch_one(target: phases.Target) -> None:
-            if target.state.current == chosen:
-                phases.abort(target, None, None)
-                say(f"  {target.name}: already on {chosen}")
-                return
-            commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
-            entry = _entry(target, "rollback", chosen, commit)
+    def lock(target: phases.Target) -> None:
+        with log.phase(target.name, "check"):
+            phases.check(target, _owner("rollback", to or ""))
+
+    def switch_one(target: phases.Target, chosen: str) -> None:
+        current = target.state.current
+        if current == chosen:
+            with log.phase(target.name, "finish"):
+                phases.finish(target)
+            return
+        commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
+        entry = _entry(target, "rollback", chosen, commit)
+        try:
+            with log.phase(target.name, "publish") as record:
+                record.output = publish(target, chosen, current, config_switch(target, chosen, current)).output
+        except ConnectionLost as error:
+            raise DeployError(_lost_in_switch(target, error)) from None
+        except PublishFailed as error:
+            # The journal records where current points: a rollback whose after-switch command failed did
+            # move it (status ok, with the failure as the reason); one whose config was rejected did not.
+            status = "ok" if error.published.switched else "failed"
+            phases.abort(target, None, replace(entry, status=status, reason=reason_of(target.name, error)))
+            where = f"current is now {chosen}" if error.published.switched else f"current is still {current}"
+            raise DeployError(f"{error}; {where}") from None
+        with log.phase(target.name, "finish"):
+            phases.finish(target, entry)
+
+    try:
+        with terminate_as_interrupt(), connected(hosts, password, log) as targets:
+            if password is None and ask_password is not None:
+                _sudo_passwords(targets, ask_password)
             try:
-                phases.switch(target, chosen, entry, config_switch(target, chosen, target.state.current))
-            except ConnectionLost as error:
-                raise DeployError(_lost_in_switch(target, error)) from None
-            except phases.SwitchFailed as error:
-                # The journal records where current points: a rollback whose after-switch command failed did
-                # move it (status ok, with the failure as the reason); one whose config was rejected did not.
-                status = "ok" if error.switched else "failed"
-                phases.abort(target, None, replace(entry, status=status, reason=_reason(target, error)))
-                where = f"current is now {chosen}" if error.switched else f"current is still {target.state.current}"
-                raise DeployError(f"{error}; {where}") from None
-            say(f"  {target.name}: current -> {chosen}")
-
-        try:
-            switched = on_each(targets, switch_one, lambda t: t.name)
-        except KeyboardInterrupt as stop:
-            raise DeployError(_interrupted_switch(stop, targets, chosen, None)) from None
-        switched.raise_if_failed("rollback", lambda t: t.name)
-        return chosen
+                locked = on_each(targets, lock, lambda t: t.name, cancel=_stop)
+            except KeyboardInterrupt as stop:
+                raise DeployError(f"{interruption(stop)}: no host was switched{_abort_all(targets)}") from None
+            if locked.failed:
+                stuck = _abort_all(targets)
+                raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]) + stuck)
+            try:
+                chosen = choose_rollback_target(targets, to)
+            except DeployError:
+                _abort_all(targets)
+                raise
+            report.release = chosen
+            try:
+                results = on_each(targets, lambda target: switch_one(target, chosen), lambda t: t.name)
+            except KeyboardInterrupt as stop:
+                raise DeployError(_interrupted_switch(stop, targets, chosen, None)) from None
+            done.update(target.name for target, _ in results.done)
+            results.raise_if_failed("rollback", lambda t: t.name)
+            return chosen
+    except DeployError as error:
+        report.error = str(error)
+        raise
+    finally:
+        _outcomes(report, hosts, targets, done)
 
 
 def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> Plan:

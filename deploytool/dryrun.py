@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import phases
-from .deploy import Plan, Say, connected
+from .deploy import Plan, connected
 from .errors import DeployError
 from .etc import diff_against, format_diffs
 from .fleet import on_each
@@ -14,6 +15,8 @@ from .inventory import Inventory
 from .pins import extract_requirement_files
 from .release import git
 from .requirements import read_requirements
+
+Say = Callable[[str], None]
 
 
 def _pins_at(inventory: Inventory, commit: str, relative: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ The work is split in two modules, one concept each:
   rollback, and the diff of a render against the host's current files.
 """
 
-from deploytool.etc_install import SUDO_PROMPT, FileDiff, diff_against, format_diffs, install_command
+from deploytool.etc_install import SUDO_PROMPT, FileDiff, diff_against, format_diffs, install_args, install_command
 from deploytool.etc_render import (
     EtcPathError,
     RenderedEtc,
@@ -29,6 +29,7 @@ __all__ = [
     "TemplateError",
     "diff_against",
     "format_diffs",
+    "install_args",
     "install_command",
     "render_all",
     "render_host",

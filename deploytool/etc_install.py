@@ -73,6 +73,15 @@ def _absolute(path: str, what: str) -> str:
     return posixpath.normpath(path)
 
 
+def install_args(release_etc: str, etc_root: str, previous_release_etc: str | None) -> tuple[str, str, str]:
+    """The installer's three arguments, checked: release etc, etc root, previous release etc ("" for none)."""
+    return (
+        _absolute(release_etc, "release etc directory"),
+        _absolute(etc_root, "etc_root"),
+        _absolute(previous_release_etc, "previous release etc directory") if previous_release_etc else "",
+    )
+
+
 def install_command(
     release_etc: str,
     etc_root: str,
@@ -87,14 +96,7 @@ def install_command(
     For rollback pass the target release's etc as `release_etc` and the release being left as
     `previous_release_etc`.  Exit status 0 on success, 1 with a message on stderr otherwise.
     """
-    argv = [
-        python,
-        "-c",
-        source("etc_install"),
-        _absolute(release_etc, "release etc directory"),
-        _absolute(etc_root, "etc_root"),
-        _absolute(previous_release_etc, "previous release etc directory") if previous_release_etc else "",
-    ]
+    argv = [python, "-c", source("etc_install"), *install_args(release_etc, etc_root, previous_release_etc)]
     return _privileged(argv, sudo, sudo_prompt)
 
 

@@ -57,6 +57,11 @@ class Layout:
         return join(self.lock, "owner.json")
 
     @property
+    def switch_record(self) -> str:
+        """Inside the lock: where the host-side publish step says how far it got (for a run that lost the host)."""
+        return join(self.lock, "switch.json")
+
+    @property
     def journal(self) -> str:
         return join(self.root, "journal.jsonl")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from . import installer, journal
 from .errors import LockedError, RemoteError
+from .hostside import ModuleFailed, run_module
 from .inventory import HostConfig
 from .layout import Layout
 from .release import Release
@@ -32,7 +33,6 @@ from .remote import Script, run_checked, run_script
 from .transport import Runner, git_remote, phase_timeout, ssh_failure
 
 EXIT_LOCKED = 75
-EXIT_CONFIG_REJECTED = 10
 
 
 @dataclass
@@ -247,17 +247,6 @@ class InstallPlan:
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
 
 
-@dataclass(frozen=True)
-class ConfigSwitch:
-    """Shell commands that install a release's config and the stage's validate/after-switch commands."""
-
-    install: str  # installs the new release's etc/ under etc_root
-    restore: str  # puts the previous release's etc/ back
-    empty_dir: str  # an empty directory: the "previous config" of a first deploy
-    validate: tuple[str, ...] = ()
-    after_switch: tuple[str, ...] = ()
-
-
 def _check_sudo(script: Script, password: str | None) -> int:
     """Add a check of the sudo password (of passwordless sudo when there is none); return how many password
     lines it may read (three when wrong)."""
@@ -274,129 +263,35 @@ def sudo_without_password(target: Target) -> bool:
     return bool(result.ok)
 
 
-# A non-login shell's PATH (Debian's default for ssh) lacks the sbin directories where nginx, supervisorctl and
-# systemctl live; validate and after-switch commands get them appended when missing.
-SBIN_PATH = (
-    'for d in /usr/local/sbin /usr/sbin /sbin; do case ":$PATH:" in *":$d:"*) ;; *) PATH="$PATH:$d" ;; esac; done; '
-    "export PATH"
-)
-
-
-def _hook_script(commands: Sequence[str], title: str) -> Script:
-    script = Script()
-    if commands:
-        script.raw(SBIN_PATH)
-    for command in commands:
-        script.step(f"{title}: {command}")
-        script.raw(f"( {command} ) </dev/null >&2")
-    return script
-
-
-def switch(
+def finish(
     target: Target,
-    release_id: str,
-    entry: journal.Entry,
-    config: ConfigSwitch,
+    *entries: journal.Entry,
     prune: Sequence[str] = (),
-    unlock: bool = True,
+    remove: Sequence[str] = (),
+    unlock: bool | str = True,
 ) -> None:
-    """Install config and validate it, swap ``current`` to ``release_id`` atomically, run the after-switch
-    commands, record ``entry``, prune, and release the lock.
-
-    Raises `SwitchFailed`: its ``switched`` says whether ``current`` had already moved. Rejected config is put
-    back before the switch, so the old release and its config stay live."""
-    layout, sudo = target.layout, target.host.sudo
-    script, sudo_calls = Script(), 0
-    if sudo:
-        # Check the password again (sudo may have forgotten it since the check phase): a wrong one must not be
-        # mistaken for rejected config.
-        sudo_calls += _check_sudo(script, target.password)
-    script.cmd("mkdir", "-p", config.empty_dir)
-    restore = (
-        f"{{ {Script().raw(config.restore).command(sudo)} >/dev/null 2>&1 || "
-        "echo 'restoring the previous config failed too' >&2; }"
-    )
-    script.step("installing config")
-    script.raw(f"set +e; {Script().raw(config.install).command(sudo)} >&2; status=$?; set -e")
-    # Refused before changing anything: there is nothing to restore (a restore would remove files).
-    script.raw(f'[ "$status" != {INSTALL_REFUSED} ] || exit {EXIT_CONFIG_REJECTED}')
-    script.raw(f'[ "$status" = 0 ] || {{ {restore}; exit {EXIT_CONFIG_REJECTED}; }}')
-    if config.validate:
-        validate = _hook_script(config.validate, "validating config").command(sudo)
-        script.raw(f"if ! {validate}; then {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
-    sudo_calls += 3  # install, restore, validate
-    script.step(f"switching current to {release_id}")
-    temporary = f"{layout.current}.{release_id}.tmp"
-    swap = f"{shlex.join(['ln', '-sfn', layout.release_link(release_id), temporary])} && " + shlex.join(
-        ["mv", "-T", temporary, layout.current]
-    )
-    cleanup = f"rm -f {shlex.quote(temporary)} 2>/dev/null || true"
-    script.raw(f"if ! {{ {swap}; }}; then {cleanup}; {restore}; exit {EXIT_CONFIG_REJECTED}; fi")
-    script.cmd("echo", SWITCHED)
-    if config.after_switch:
-        script.raw(_hook_script(config.after_switch, "after-switch command").command(sudo))
-        sudo_calls += 1
-    script.cmd("echo", HOOKS_DONE)
-    script.extend(_finish_script(target, entry, prune, unlock))
-    outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_calls), phase="switch")
-    if outcome.ok:
-        target.locked = target.locked and not unlock
-    else:
-        printed = outcome.stdout.split()
-        raise SwitchFailed(target.name, outcome.failure(), SWITCHED in printed, HOOKS_DONE in printed)
-
-
-SWITCHED = "deploytool-switched"
-HOOKS_DONE = "deploytool-hooks-done"
-INSTALL_REFUSED = 3  # the config installer's "refused, nothing changed"
-
-
-class SwitchFailed(RemoteError):
-    """The switch did not complete. ``switched``: ``current`` had moved; ``hooks_done``: the after-switch
-    commands had succeeded too (only recording, pruning or unlocking failed: the release is live)."""
-
-    def __init__(self, host: str, message: str, switched: bool, hooks_done: bool = False) -> None:
-        super().__init__(host, message)
-        self.switched = switched
-        self.hooks_done = hooks_done
-
-
-def _append_journal(script: Script, layout: Layout, entry: journal.Entry) -> None:
-    """Append ``entry`` as one line; a line left unfinished by a crash is ended first so it damages only itself."""
-    path = shlex.quote(layout.journal)
-    script.raw(f'[ ! -s {path} ] || [ -z "$(tail -c 1 {path})" ] || echo >> {path}')
-    script.raw(f"printf '%s\\n' {shlex.quote(entry.to_json())} >> {path}")
-
-
-def _release_lock(script: Script, target: Target) -> None:
-    """Remove the lock only if it is still this run's (``fab unlock`` may have handed it to another run)."""
+    """End this run on the host (host-side module ``finish``): journal ``entries``, prune releases into trash,
+    remove ``remove`` (release ids), release the lock if it is still this run's. Raises `RemoteError` when the
+    journal could not be written (the lock is then kept unless ``unlock="always"``)."""
     layout = target.layout
-    owner = shlex.quote(layout.lock_owner)
-    script.raw(f"if grep -qF {shlex.quote(target.run)} {owner} 2>/dev/null; then rm -rf {shlex.quote(layout.lock)}; fi")
-
-
-def _finish_script(target: Target, entry: journal.Entry, prune: Sequence[str], unlock: bool) -> Script:
-    layout = target.layout
-    script = Script().step("recording in the journal")
-    _append_journal(script, layout, entry)
-    trash = posixpath.join(layout.trash, entry.release)
-    if prune:
-        # Renaming is instant; deleting thousands of venv files is not, so that happens after the lock is
-        # released, in the background, with every descriptor detached so the session can end at once. Pruning
-        # is best effort: a release that stays behind is pruned next time, and never fails a good switch.
-        script.step("pruning old releases")
-        script.raw(f"mkdir -p {shlex.quote(trash)} 2>/dev/null || true")
-        for rid in prune:
-            script.raw(
-                f"{shlex.join(['mv', '-T', layout.release(rid), posixpath.join(trash, rid)])} 2>/dev/null || true"
-            )
-    if unlock:
-        script.step("releasing the lock")
-        _release_lock(script, target)
-    if prune:
-        # Everything in trash/ is garbage, including what an earlier, interrupted deletion left.
-        script.raw(f"(rm -rf {shlex.quote(layout.trash)}/* </dev/null >/dev/null 2>&1 &)")
-    return script
+    args = {
+        "journal": layout.journal,
+        "entries": [entry.to_json() for entry in entries],
+        "prune": [[layout.release(rid), posixpath.join(layout.trash, rid)] for rid in prune],
+        "remove": [layout.release(rid) for rid in remove],
+        "record": layout.switch_record,
+        "lock": layout.lock,
+        "lock_owner": layout.lock_owner,
+        "run": target.run,
+        "unlock": unlock,
+        "trash": layout.trash,
+    }
+    try:
+        answer = run_module(target.c, target.name, target.host.python, "finish", args, phase="finish")
+    except ModuleFailed as failed:
+        target.locked = failed.result.get("unlocked") is not True
+        raise
+    target.locked = answer.get("unlocked") is not True
 
 
 def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -> None:
@@ -404,25 +299,10 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
     Does nothing on a host whose lock this run does not hold (someone else's deploy may be running there)."""
     if not target.locked:
         return
-    layout = target.layout
-    script = Script(["true"])
-    if release_id and release_id not in target.state.releases and release_id != target.state.current:
-        script.cmd("rm", "-rf", layout.release(release_id))  # only what this run created
-    if entry is not None:
-        _append_journal(script, layout, entry)
-    _release_lock(script, target)
+    created = release_id and release_id not in target.state.releases and release_id != target.state.current
     with suppress(Exception):  # cleanup must not hide the original failure
-        run_script(target.c, script, phase="clean-up")
-        target.locked = False
-
-
-def remove_current(target: Target, config: ConfigSwitch) -> None:
-    """Remove ``current`` and the config it installed (a first deploy failed after switching: there is no
-    release to go back to)."""
-    script = Script()
-    script.raw(f"{Script().raw(config.restore).command(target.host.sudo)} >/dev/null")
-    script.cmd("rm", "-f", target.layout.current)
-    run_checked(target.c, target.name, script, stdin=target.sudo_stdin(1), phase="switch back")
+        removed = [release_id] if created and release_id else []
+        finish(target, *([entry] if entry else []), remove=removed, unlock="always")
 
 
 def unlock(target: Target) -> str | None:

@@ -5,7 +5,7 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,10 +20,28 @@ from .config import render_hosts
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
+from .events import EventLog
 from .fleet import on_each
 from .release import Release, resolve_commit, working_tree_notes
+from .report import Progress, RunReport, dumps
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
+
+JSON_HELP = "print one JSON document (documented in the README) instead of progress lines and a table"
+VERBOSE_HELP = "show what each host printed in every phase, not only in a failed one"
+
+
+def _run_and_report(
+    report: RunReport, hosts: Sequence[str], as_json: bool, verbose: bool, run: Callable[[], object]
+) -> None:
+    """Run a flow with progress lines (or silently, for --json), then print the summary (or the document); a
+    failure still prints them, then ends in the one-line ``Error:``."""
+    if not as_json:
+        report.log.listeners = [Progress(hosts, verbose=verbose)]
+    try:
+        run()
+    finally:
+        print(dumps(report.to_json()) if as_json else "\n" + report.summary())
 
 
 @task(
@@ -33,23 +51,42 @@ from .tasks_status import audit, status
         "hosts": HOSTS_HELP,
         "ref": "branch, tag or commit to deploy (default: HEAD)",
         "dry_run": "print the plan and change nothing",
-    },
+        "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
+    }
 )
 @task_boundary
 def deploy(
-    c: Context, stage: str | None = None, hosts: str | None = None, ref: str = "HEAD", dry_run: bool = False
+    c: Context,
+    stage: str | None = None,
+    hosts: str | None = None,
+    ref: str = "HEAD",
+    dry_run: bool = False,
+    json: bool = False,
+    verbose: bool = False,
 ) -> None:
     """Deploy a commit: new release on every host, then switch them all to it."""
     inventory, selected = selected_hosts(c, stage, hosts)
     plan = flow.plan_deploy(inventory, selected, ref)
-    for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
-        print(note)
+    if not json:
+        for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
+            print(note)
     if dry_run:
         print_plan(inventory, plan, print)
         return
     password = flow.configured_sudo_password(selected, c.config)
-    flow.run_deploy(plan, inventory.project_root, print, password=password, ask_password=flow.ask_sudo_password)
-    print(f"Deployed {plan.release.id} ({plan.release.commit[:12]}) to {len(selected)} host(s)")
+    release = plan.release
+    report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
+    if not json:
+        print(f"Deploying {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
+    names = [host.name for host in selected]
+
+    def run() -> None:
+        flow.run_deploy(plan, inventory.project_root, report, password=password, ask_password=flow.ask_sudo_password)
+
+    _run_and_report(report, names, json, verbose, run)
+    if not json:
+        print(f"Deployed {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
 
 
 @task(
@@ -58,15 +95,31 @@ def deploy(
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
         "to": "release id to return to (default: the previous good one)",
-    },
+        "json": JSON_HELP,
+        "verbose": VERBOSE_HELP,
+    }
 )
 @task_boundary
-def rollback(c: Context, stage: str | None = None, hosts: str | None = None, to: str | None = None) -> None:
+def rollback(
+    c: Context,
+    stage: str | None = None,
+    hosts: str | None = None,
+    to: str | None = None,
+    json: bool = False,
+    verbose: bool = False,
+) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     _, selected = selected_hosts(c, stage, hosts)
     password = flow.configured_sudo_password(selected, c.config)
-    chosen = flow.run_rollback(selected, to, print, password=password, ask_password=flow.ask_sudo_password)
-    print(f"Rolled back {len(selected)} host(s) to {chosen}")
+    report = RunReport("rollback", selected[0].stage, to, None, EventLog())
+    names = [host.name for host in selected]
+
+    def run() -> None:
+        flow.run_rollback(selected, to, report, password=password, ask_password=flow.ask_sudo_password)
+
+    _run_and_report(report, names, json, verbose, run)
+    if not json:
+        print(f"Rolled back {len(selected)} host(s) to {report.release}")
 
 
 R = TypeVar("R")

@@ -301,7 +301,7 @@ def test_a_failed_swap_of_current_puts_the_previous_config_back(config_project: 
     # A directory the deploy user cannot write where the temporary link must go: `ln` fails.
     (root_of(config_project) / f"current.{plan.release.id}.tmp").mkdir()
     with pytest.raises(DeployError, match="switching current") as failure:
-        run_deploy(plan, config_project.path, lambda _line: None)
+        run_deploy(plan, config_project.path)
     assert "web1 is still on" in str(failure.value)
     assert_kept(config_project, live, config_before)
 

@@ -284,7 +284,7 @@ def test_an_interrupted_deploy_cleans_up_every_host_it_locked(
 
     monkeypatch.setattr(phases, "build", build_then_interrupt)
     with pytest.raises(DeployError, match=r"interrupted \(Ctrl-C\): no host was switched"):
-        run_deploy(plan_deploy(inventory, hosts, "HEAD"), ssh_project.path, lambda _line: None)
+        run_deploy(plan_deploy(inventory, hosts, "HEAD"), ssh_project.path)
     for host in ("web1", "web2"):
         assert (current(ssh_project, host), release_ids(ssh_project, host)) == before[host]
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
@@ -295,9 +295,9 @@ def test_a_second_run_of_the_same_release_never_deletes_the_first(ssh_project: P
     """Same commit, same second: the second run fails on "already exists" and must not remove that release."""
     inventory = load_inventory(ssh_project.path / "hosts.yml")
     plan = plan_deploy(inventory, inventory.hosts("test", "web1"), "HEAD")
-    run_deploy(plan, ssh_project.path, lambda _line: None)
+    run_deploy(plan, ssh_project.path)
     with pytest.raises(DeployError, match="already exists"):
-        run_deploy(plan, ssh_project.path, lambda _line: None)
+        run_deploy(plan, ssh_project.path)
     assert current(ssh_project) == f"releases/{plan.release.id}"
     assert release_ids(ssh_project) == [plan.release.id]
     assert app_version(ssh_project) == "1.0"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
+import shlex
 from pathlib import Path
 
 import pytest
 from invoke.context import Context
 
 from deploytool.errors import RemoteError
-from deploytool.hostside import ModuleFailed, command, echo, parse_answer, run_module, source
+from deploytool.hostside import ModuleFailed, command, echo, parse_answer, run_module, source, stdin_line
 from deploytool.inventory import HostConfig, load_inventory
 from deploytool.transport import close, connect
 from tests.conftest import HOST_PYTHON, HOST_PYTHON_VERSION, Project
@@ -20,11 +21,11 @@ def test_echo_module_runs_locally_as_a_function() -> None:
     assert echo.main({"fail": "nope"}) == {"ok": False, "error": "nope"}
 
 
-def test_command_quotes_arguments_and_never_embeds_the_program() -> None:
-    line = command("/usr/bin/python3", "echo", {"path": "/a b/$(rm -rf /)'"})
-    assert line.startswith("/usr/bin/python3 - ")
-    assert "import" not in line and "$(rm" in line  # the datum is there, quoted, not executed
-    assert command("python3", "echo", {}, sudo=True).startswith("sudo -n python3 - ")
+def test_command_carries_the_module_file_and_no_arguments() -> None:
+    argv = shlex.split(command("/usr/bin/python3", "echo"))
+    assert argv == ["/usr/bin/python3", "-c", source("echo"), "echo"]
+    assert shlex.split(command("python3", "echo", sudo=True))[:3] == ["sudo", "-n", "python3"]
+    assert stdin_line({"password": "s3cret"}) == '{"password":"s3cret"}\n'  # secrets travel on stdin only
 
 
 def test_unknown_module_is_refused() -> None:

@@ -122,7 +122,7 @@ def deploy(project: Project, password: str | None) -> str:
     hosts = inventory.hosts("test", "web1")
     give_password(str(hosts[0].user))
     plan = plan_deploy(inventory, hosts, "HEAD")
-    run_deploy(plan, inventory.project_root, lambda _line: None, password=password)
+    run_deploy(plan, inventory.project_root, password=password)
     return plan.release.id
 
 
@@ -130,7 +130,7 @@ def rollback(project: Project, password: str | None) -> str:
     inventory = load_inventory(project.path / "hosts.yml")
     hosts = inventory.hosts("test", "web1")
     give_password(str(hosts[0].user))
-    return run_rollback(hosts, None, lambda _line: None, password=password)
+    return run_rollback(hosts, None, password=password)
 
 
 def files_containing(top: Path, needle: str) -> list[Path]:

@@ -178,7 +178,7 @@ def test_sigterm_during_the_switch_says_where_each_host_stands(
 
     threading.Thread(target=terminate_when_switching, daemon=True).start()
     with pytest.raises(DeployError) as raised:
-        run_deploy(plan, ssh_project.path, lambda _line: None)
+        run_deploy(plan, ssh_project.path)
     message = str(raised.value)
     assert message.startswith("terminated (SIGTERM) during the switch; where each host stands:")
     assert f"web1: live on {plan.release.id}" in message and "web2: still on no release (not switched)" in message

@@ -2,8 +2,9 @@
 
 A module is a standard-library-only file in this package (``deploytool/hostside/<name>.py``) with a ``main(args)``
 returning a JSON-able dict. The laptop runs it in one round trip, the way Ansible runs its modules: the module's
-source goes on the command's stdin to ``<python> - <json args>``, and its one line of JSON comes back on stdout.
-Nothing is installed on the host and no program text is built in a string.
+source is the program of ``<python> -c <source> <name>``, its arguments are one line of JSON on stdin (so a
+password or a large payload never shows in ``ps``), and its one line of JSON comes back on stdout. Nothing is
+installed on the host and no program text is built in a string.
 
 Modules run with the host's ``python3`` (hosts.yml ``python``), so they keep to Python 3.8 syntax and the standard
 library, and are unit-tested locally by importing them (``from deploytool.hostside import state``).
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import transport
 from ..errors import RemoteError
 from ..remote import ChunkedStream
 from ..transport import Runner
@@ -46,10 +48,15 @@ def source(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def command(python: str, name: str, args: Mapping[str, Any], *, sudo: bool = False) -> str:
-    """The command line that runs module ``name`` with ``args`` (its source is fed on stdin)."""
-    argv = [python, "-", json.dumps(args, sort_keys=True, separators=(",", ":"))]
+def command(python: str, name: str, *, sudo: bool = False) -> str:
+    """The command line that runs module ``name`` (its arguments are fed on stdin)."""
+    argv = [python, "-c", source(name), name]
     return shlex.join(["sudo", "-n", *argv] if sudo else argv)
+
+
+def stdin_line(args: Mapping[str, Any]) -> str:
+    """A module's arguments as it reads them: one line of JSON."""
+    return json.dumps(args, sort_keys=True, separators=(",", ":")) + "\n"
 
 
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
@@ -77,11 +84,14 @@ def run_module(
     args: Mapping[str, Any],
     *,
     sudo: bool = False,
-    timeout: float | None = None,
+    phase: str = "",
 ) -> dict[str, Any]:
-    """Run host-side module ``name`` on ``c`` with ``args``; return its JSON answer (unvalidated data)."""
-    kwargs: dict[str, Any] = {"hide": True, "warn": True, "in_stream": ChunkedStream(source(name))}
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    result = c.run(command(python, name, args, sudo=sudo), **kwargs)
+    """Run host-side module ``name`` on ``c`` with ``args``; return its JSON answer (unvalidated data).
+
+    It may take the host's time for ``phase`` (`transport.phase_timeout`); a host that stops answering or a
+    dropped connection raise as `transport.run` says, not as the module's failure."""
+    stdin = ChunkedStream(stdin_line(args))
+    result = transport.run(
+        c, command(python, name, sudo=sudo), phase=phase or name, hide=True, warn=True, in_stream=stdin
+    )
     return parse_answer(host, name, result.stdout, result.stderr, result.return_code)

@@ -1,7 +1,7 @@
 """Host-side module ``echo``: answers what it was given and what runs it (used to test the module runner).
 
 Every host-side module has this shape: stdlib only, Python 3.8 syntax, ``main(args) -> dict``, and the two
-lines at the bottom that read the JSON arguments from argv and print one line of JSON.
+lines at the bottom that read the JSON arguments from stdin (one line) and print one line of JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +19,6 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    answer = main(json.loads(sys.argv[1]))
+    answer = main(json.loads(sys.stdin.readline()))
     print(json.dumps(answer, sort_keys=True))
     sys.exit(0 if answer.get("ok", True) else 2)

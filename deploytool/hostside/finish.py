@@ -1,0 +1,105 @@
+"""Host-side module ``finish``: record a run's outcome in the journal, prune, remove, and release the lock.
+
+Used at the end of every deploy and rollback on a host (and by ``abort``, to drop a half-built release): append
+the journal line (a line left unfinished by a crash is ended first, so it damages only itself), rename pruned
+releases into ``trash/`` (instant), remove what ``remove`` names (a half-built release), drop the step record,
+release the lock only if it is still this run's, and delete ``trash/`` in the background, detached, so the SSH
+session ends at once. Pruning and the background deletion are best effort; a journal that cannot be written is
+an error, and the lock is then kept (``unlock: true``) so nobody builds on a journal that lies, unless the caller
+says ``unlock: "always"`` (an abort: nothing went live, a missing failure line misleads nobody).
+
+Arguments (one JSON line on stdin): ``journal``, ``entries`` (journal lines, as text), ``prune`` (pairs of
+release path and its trash path), ``remove`` (paths), ``record``, ``lock``, ``lock_owner``, ``run``, ``unlock``,
+``trash``. Answer: ``ok``, ``error``, ``journaled``, ``pruned``, ``unlocked``, ``notes``.
+Standard library only, Python 3.8 syntax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from typing import Any
+
+
+def append_line(path: str, line: str) -> None:
+    """Append ``line`` to ``path`` and fsync; end an unfinished last line first."""
+    with open(path, "ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write(line.rstrip("\n").encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def lock_is_ours(owner_path: str, run: str) -> bool:
+    try:
+        with open(owner_path) as handle:
+            owner = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(owner, dict) and owner.get("run") == run
+
+
+def empty_trash_in_background(trash: str) -> None:
+    """Delete everything in ``trash`` (including what an earlier, interrupted deletion left), detached."""
+    try:
+        entries = [os.path.join(trash, name) for name in os.listdir(trash)]
+    except OSError:
+        return
+    if entries:
+        with open(os.devnull, "r+b") as null:
+            subprocess.Popen(
+                ["rm", "-rf", "--", *entries], stdin=null, stdout=null, stderr=null, start_new_session=True
+            )
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    notes: list[str] = []
+    answer: dict[str, Any] = {"ok": True, "error": None, "journaled": False, "pruned": [], "unlocked": False}
+    ours = lock_is_ours(args["lock_owner"], args["run"])
+    if not ours:
+        answer.update(ok=False, error="the lock is not this run's any more (cleared with fab unlock?)")
+        answer["notes"] = notes
+        return answer
+    try:
+        for entry in args.get("entries", []):
+            append_line(args["journal"], entry)
+        answer["journaled"] = bool(args.get("entries"))
+    except OSError as error:
+        answer.update(ok=False, error="cannot write {}: {}".format(args["journal"], error.strerror or error))
+    for path in args.get("remove", []):
+        shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):
+            notes.append(f"could not remove {path}")
+    for source, target in args.get("prune", []):
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.rename(source, target)
+            answer["pruned"].append(os.path.basename(source))
+        except OSError as error:
+            notes.append(f"could not prune {source}: {error.strerror or error}")
+    with contextlib.suppress(OSError):
+        os.unlink(args["record"])
+    if args.get("unlock") == "always" or (args.get("unlock") and answer["ok"]):
+        shutil.rmtree(args["lock"], ignore_errors=True)
+        answer["unlocked"] = not os.path.lexists(args["lock"])
+    if answer["pruned"] or args.get("prune"):
+        empty_trash_in_background(args["trash"])
+    answer["notes"] = notes
+    return answer
+
+
+if __name__ == "__main__":
+    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    result = main(json.loads(sys.stdin.readline()))
+    with contextlib.suppress(OSError):
+        print(json.dumps(result, sort_keys=True))

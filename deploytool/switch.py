@@ -1,0 +1,170 @@
+"""The laptop's side of the host-side ``publish`` step: make a release live on one host, wholly or not at all.
+
+`publish` sends the release's config switch (the ``etc_install`` program and its arguments, both ways), the
+``validate`` and ``after_switch`` commands and the environment naming the release, and gets back what happened,
+which it validates like anything else a host says. The lock stays held; `phases.finish` journals and unlocks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import RemoteError
+from .hostside import ModuleFailed, run_module, source
+from .phases import Target
+from .release import RELEASE_ID
+
+STEP_TEXT_LIMIT = 20000
+
+
+@dataclass(frozen=True)
+class ConfigSwitch:
+    """The ``etc_install`` arguments that put a release's config in place of another's, and back, plus the
+    stage's validate and after-switch commands."""
+
+    install: tuple[str, str, str]  # release etc, etc root, previous release etc ("" for none)
+    restore: tuple[str, str, str]
+    validate: tuple[str, ...] = ()
+    after_switch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a host-side module, as it reported it."""
+
+    step: str
+    ok: bool
+    seconds: float
+    output: str
+
+
+@dataclass(frozen=True)
+class Published:
+    """What ``publish`` did on one host: ``switched`` says whether ``current`` moved; ``current`` what it names."""
+
+    ok: bool
+    switched: bool
+    current: str | None
+    failed_step: str | None
+    error: str | None
+    steps: tuple[Step, ...]
+
+    @property
+    def output(self) -> str:
+        """Every step's output, each under its title, for --verbose and failures."""
+        return "\n".join(f"[{step.step}]\n{step.output}".rstrip() for step in self.steps if step.output.strip())
+
+    def failure(self) -> str:
+        """``<step> failed: <its last lines>``, as the Script steps say it."""
+        failed = next((step for step in self.steps if not step.ok), None)
+        if failed is None:
+            return self.error or "publish failed"
+        lines = [line.strip() for line in failed.output.splitlines() if line.strip()]
+        return f"{failed.step} failed: {' | '.join(lines[-6:]) or 'no output'}"
+
+
+class PublishFailed(RemoteError):
+    """``publish`` did not complete; ``published`` says how far it got (``switched``: current moved)."""
+
+    def __init__(self, host: str, published: Published) -> None:
+        super().__init__(host, published.failure())
+        self.published = published
+        self.output = published.output
+
+
+def _text(value: Any, what: str, host: str) -> str:
+    if not isinstance(value, str):
+        raise RemoteError(host, f"publish answered a bad {what}: {value!r:.80}")
+    return value[-STEP_TEXT_LIMIT:]
+
+
+def parse_published(host: str, answer: dict[str, Any], asked: tuple[str | None, str | None]) -> Published:
+    """Validate a host's answer: types, and a ``current`` that is one of the two releases it was asked about."""
+    steps = answer.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise RemoteError(host, "publish answered without its steps")
+    parsed = tuple(
+        Step(
+            _text(step.get("step"), "step name", host),
+            step.get("ok") is True,
+            float(step["seconds"]) if isinstance(step.get("seconds"), (int, float)) else 0.0,
+            _text(step.get("output", ""), "step output", host),
+        )
+        for step in steps
+    )
+    current = answer.get("current")
+    if current not in asked or (current is not None and not RELEASE_ID.fullmatch(str(current))):
+        raise RemoteError(host, f"publish answered that current is {current!r:.80}, which it was not asked about")
+    error, failed = answer.get("error"), answer.get("failed_step")
+    return Published(
+        ok=answer.get("ok") is True,
+        switched=answer.get("switched") is True,
+        current=current,
+        failed_step=_text(failed, "failed step", host) if failed is not None else None,
+        error=_text(error, "error", host) if error is not None else None,
+        steps=parsed,
+    )
+
+
+def command_env(target: Target, release_id: str | None, previous: str | None) -> dict[str, str]:
+    """The environment the validate, after-switch (and restart) commands run with."""
+    host, layout = target.host, target.layout
+    return {
+        "DEPLOYTOOL_APP": host.app,
+        "DEPLOYTOOL_STAGE": host.stage,
+        "DEPLOYTOOL_HOST": host.name,
+        "DEPLOYTOOL_ROOT": layout.root,
+        "DEPLOYTOOL_CURRENT": layout.current,
+        "DEPLOYTOOL_RELEASE": release_id or "",
+        "DEPLOYTOOL_RELEASE_PATH": layout.release(release_id) if release_id else "",
+        "DEPLOYTOOL_PREVIOUS": previous or "",
+        "DEPLOYTOOL_ETC_ROOT": host.etc_root,
+    }
+
+
+_SAFE_ENV_VALUE = re.compile(r"[^\n\x00]*")
+
+
+def publish(
+    target: Target,
+    release_id: str | None,
+    previous: str | None,
+    config: ConfigSwitch,
+    *,
+    phase: str = "switch",
+) -> Published:
+    """Install ``release_id``'s config (validated), point ``current`` at it and run the after-switch commands;
+    ``None`` means no release (config and ``current`` removed). Raises `PublishFailed` when a step failed."""
+    host, layout = target.host, target.layout
+    env = command_env(target, release_id, previous)
+    args = {
+        "run": target.run,
+        "lock_owner": layout.lock_owner,
+        "record": layout.switch_record,
+        "current": layout.current,
+        "release": release_id,
+        "link": layout.release_link(release_id) if release_id else None,
+        "previous": previous,
+        "etc": {
+            "program": source("etc_install"),
+            "python": host.python,
+            "install": list(config.install),
+            "restore": list(config.restore),
+        },
+        "sudo": host.sudo,
+        "password": target.password if host.sudo else None,
+        "validate": list(config.validate),
+        "after_switch": list(config.after_switch),
+        "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
+    }
+    try:
+        answer = run_module(target.c, target.name, host.python, "publish", args, phase=phase)
+    except ModuleFailed as failed:
+        answer = dict(failed.result)
+    published = parse_published(target.name, answer, (release_id, previous))
+    target.state.current = published.current
+    if not published.ok:
+        raise PublishFailed(target.name, published)
+    return published

@@ -1,0 +1,169 @@
+"""The host-side publish and finish modules, run locally as functions (no SSH): every failure path."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploytool.hostside import finish, publish, source
+
+A, B = "20260101T000000Z-aaaaaaa", "20260102T000000Z-bbbbbbb"
+RUN = "0123456789abcdef"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A deploy root with releases A (current) and B, each with config, A's config installed, and our lock."""
+    for rid, text in ((A, "a\n"), (B, "b\n")):
+        (tmp_path / "releases" / rid / "etc/demo").mkdir(parents=True)
+        (tmp_path / "releases" / rid / "etc/demo/app.conf").write_text(text)
+    (tmp_path / "etc-root/demo").mkdir(parents=True)
+    (tmp_path / "etc-root/demo/app.conf").write_text("a\n")
+    (tmp_path / "current").symlink_to(f"releases/{A}")
+    (tmp_path / "deploy.lock").mkdir()
+    (tmp_path / "deploy.lock/owner.json").write_text(json.dumps({"run": RUN}))
+    return tmp_path
+
+
+def publish_args(root: Path, release: str | None, previous: str | None, **extra: Any) -> dict[str, Any]:
+    def etc(rid: str | None) -> str:
+        return str(root / "releases" / rid / "etc") if rid else str(root / "tools/empty-etc")
+
+    args = {
+        "run": RUN,
+        "lock_owner": str(root / "deploy.lock/owner.json"),
+        "record": str(root / "deploy.lock/switch.json"),
+        "current": str(root / "current"),
+        "release": release,
+        "link": f"releases/{release}" if release else None,
+        "previous": previous,
+        "etc": {
+            "program": source("etc_install"),
+            "python": sys.executable,
+            "install": [etc(release), str(root / "etc-root"), etc(previous) if previous else ""],
+            "restore": [etc(previous), str(root / "etc-root"), etc(release) if release else ""],
+        },
+        "sudo": False,
+        "password": None,
+        "validate": [],
+        "after_switch": [],
+        "env": {"DEPLOYTOOL_RELEASE": release or ""},
+    }
+    args.update(extra)
+    return args
+
+
+def state(root: Path) -> tuple[str, str, str]:
+    record = json.loads((root / "deploy.lock/switch.json").read_text())["state"]
+    return os.readlink(root / "current"), (root / "etc-root/demo/app.conf").read_text(), record
+
+
+def test_publish_installs_config_validates_swaps_and_runs_after_switch(root: Path) -> None:
+    marker = root / "after"
+    answer = publish.main(
+        publish_args(
+            root,
+            B,
+            A,
+            validate=[f"grep -q b {root}/etc-root/demo/app.conf"],
+            after_switch=[f'echo "$DEPLOYTOOL_RELEASE" > {marker}'],
+        )
+    )
+    assert answer["ok"] and answer["switched"] and answer["current"] == B
+    assert [step["step"].split(":")[0] for step in answer["steps"]] == [
+        "installing config",
+        "validating config",
+        f"switching current to {B}",
+        "after-switch command",
+    ]
+    assert state(root) == (f"releases/{B}", "b\n", "published")
+    assert marker.read_text() == f"{B}\n", "commands get the release in their environment"
+
+
+def test_rejected_config_is_put_back_and_current_stays(root: Path) -> None:
+    answer = publish.main(publish_args(root, B, A, validate=["echo nope >&2; false"]))
+    assert not answer["ok"] and not answer["switched"] and answer["current"] == A
+    assert answer["failed_step"] == "validating config: echo nope >&2; false"
+    assert "nope" in answer["steps"][1]["output"]
+    assert state(root) == (f"releases/{A}", "a\n", "not switched")
+
+
+def test_a_failed_after_switch_command_leaves_the_host_wholly_on_the_new_release(root: Path) -> None:
+    answer = publish.main(publish_args(root, B, A, after_switch=["exit 7"]))
+    assert not answer["ok"] and answer["switched"] and answer["current"] == B
+    assert state(root) == (f"releases/{B}", "b\n", "switched")
+
+
+def test_switching_to_no_release_removes_current_and_its_config(root: Path) -> None:
+    answer = publish.main(publish_args(root, None, A))
+    assert answer["ok"] and answer["current"] is None
+    assert not os.path.lexists(root / "current") and not (root / "etc-root/demo/app.conf").exists()
+
+
+def test_a_refused_config_changes_nothing(root: Path) -> None:
+    (root / "etc-root/demo/app.conf").unlink()
+    (root / "etc-root/demo/app.conf").mkdir()  # a directory where a file must go: refused up front
+    answer = publish.main(publish_args(root, B, A))
+    assert not answer["ok"] and not answer["switched"]
+    assert [step["step"] for step in answer["steps"]] == ["installing config"], "nothing to restore after a refusal"
+    assert os.readlink(root / "current") == f"releases/{A}"
+
+
+def test_publish_refuses_a_lock_that_is_not_this_runs(root: Path) -> None:
+    (root / "deploy.lock/owner.json").write_text(json.dumps({"run": "someone-else"}))
+    answer = publish.main(publish_args(root, B, A))
+    assert not answer["ok"] and "not this run's" in answer["error"] and answer["steps"] == []
+    assert os.readlink(root / "current") == f"releases/{A}"
+
+
+def test_a_hung_command_is_cut_off(root: Path) -> None:
+    answer = publish.main(publish_args(root, B, A, validate=["sleep 30"], command_timeout=0.5))
+    assert not answer["ok"] and "timed out" in answer["steps"][1]["output"]
+    assert os.readlink(root / "current") == f"releases/{A}"
+
+
+def finish_args(root: Path, **extra: Any) -> dict[str, Any]:
+    args = {
+        "journal": str(root / "journal.jsonl"),
+        "entries": [],
+        "prune": [],
+        "remove": [],
+        "record": str(root / "deploy.lock/switch.json"),
+        "lock": str(root / "deploy.lock"),
+        "lock_owner": str(root / "deploy.lock/owner.json"),
+        "run": RUN,
+        "unlock": True,
+        "trash": str(root / "trash"),
+    }
+    args.update(extra)
+    return args
+
+
+def test_finish_journals_prunes_and_unlocks(root: Path) -> None:
+    (root / "journal.jsonl").write_text('{"torn": ')  # a crash mid-write
+    answer = finish.main(
+        finish_args(root, entries=['{"release": "x"}'], prune=[[str(root / "releases" / A), str(root / "trash" / A)]])
+    )
+    assert answer["ok"] and answer["journaled"] and answer["unlocked"] and answer["pruned"] == [A]
+    assert (root / "journal.jsonl").read_text() == '{"torn": \n{"release": "x"}\n', "a torn line damages only itself"
+    assert not (root / "deploy.lock").exists() and not (root / "releases" / A).exists()
+
+
+def test_finish_keeps_the_lock_when_the_journal_cannot_be_written(root: Path) -> None:
+    (root / "journal.jsonl").mkdir()  # cannot be appended to
+    answer = finish.main(finish_args(root, entries=['{"release": "x"}']))
+    assert not answer["ok"] and "journal.jsonl" in answer["error"]
+    assert (root / "deploy.lock").is_dir() and not answer["unlocked"]
+    assert finish.main(finish_args(root, entries=['{"release": "x"}'], unlock="always"))["unlocked"]
+
+
+def test_finish_never_releases_another_runs_lock(root: Path) -> None:
+    (root / "deploy.lock/owner.json").write_text(json.dumps({"run": "someone-else"}))
+    answer = finish.main(finish_args(root, entries=['{"release": "x"}'], unlock="always"))
+    assert not answer["ok"] and (root / "deploy.lock").is_dir()
+    assert not (root / "journal.jsonl").exists()
