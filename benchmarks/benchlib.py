@@ -35,7 +35,7 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
-PHASES = ("check", "push", "build", "switch")
+PHASES = ("check", "push", "build", "publish", "finish")
 PLAN = "plan (laptop: commit, pins, config)"
 TOTAL = "total in-process"
 FAB_TIMEOUT = 600  # seconds: one fab command never runs longer than this
@@ -290,7 +290,7 @@ def build_breakdown(server: sshd.SshServer, host: Any, requirements: Path, runs:
 
 
 class Instruments:
-    """Counting and timing wrappers, installed on deploytool and fabric in this process only."""
+    """Round-trip counters on fabric's Connection (this process only), and phase timings from the run's events."""
 
     def __init__(self, address_to_name: dict[str, str]) -> None:
         self.names = address_to_name
@@ -312,8 +312,6 @@ class Instruments:
     def install(self) -> None:
         import fabric
 
-        from deploytool import deploy, phases
-
         instruments = self
         original_run, original_open = fabric.Connection.run, fabric.Connection.open
 
@@ -331,25 +329,13 @@ class Instruments:
         self._patch(fabric.Connection, "run", run)
         self._patch(fabric.Connection, "open", open_)
 
-        def timing(phase: str, original: Any, host_of: Any) -> Any:
-            @functools.wraps(original)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    kind = "git push (OpenSSH connect + receive-pack)" if phase == "push" else None
-                    seconds = time.perf_counter() - started
-                    with self.lock:
-                        self.times[phase].append(seconds)
-                        if kind:
-                            self.counts[host_of(*args)][kind] += 1
-
-            return wrapper
-
-        for phase in PHASES:
-            self._patch(phases, phase, timing(phase, getattr(phases, phase), lambda target, *_: target.name))
-        self._patch(deploy, "connect", timing("connect", deploy.connect, lambda host, *_: host.name))
+    def record_events(self, events: Any) -> None:
+        """Phase timings (and git pushes) from a run's per-host events: what the user's --json shows."""
+        with self.lock:
+            for event in events:
+                self.times[event.phase].append(event.seconds)
+                if event.phase == "push":
+                    self.counts[event.host]["git push (OpenSSH connect + receive-pack)"] += 1
 
     def restore(self) -> None:
         while self._saved:
@@ -372,8 +358,9 @@ def instrumented_deploys(project: Project, stage: str, runs: int, names: dict[st
             hosts = inventory.hosts(stage)
             plan = flow.plan_deploy(inventory, hosts, "HEAD")
             planned = time.perf_counter()
-            flow.run_deploy(plan, inventory.project_root)
+            report = flow.run_deploy(plan, inventory.project_root)
             done = time.perf_counter()
+            instruments.record_events(report.log.events)
             instruments.times[PLAN].append(planned - started)
             instruments.times[TOTAL].append(done - started)
     finally:

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
+import os
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -21,9 +25,9 @@ from typing import Any
 
 from . import journal, phases
 from .config import config_switch, payload, render_commit
-from .errors import DeployError
+from .errors import DeployError, LockedError
 from .etc import RenderedEtc
-from .events import FAILED, INTERRUPTED, EventLog, reason_of
+from .events import FAILED, INTERRUPTED, OK, Event, EventLog, reason_of
 from .fleet import Interrupted, Results, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
@@ -43,8 +47,55 @@ class Plan:
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
 
 
-def _owner(action: str, release: str) -> dict[str, str]:
-    return {"action": action, "release": release, "user": deployer(), "since": _now()}
+def _owner(action: str, release: str) -> dict[str, str | int]:
+    """Who holds a lock: what for, who, since when, and which process on which machine (so that a later run on
+    the same machine can tell that the holder is gone)."""
+    return {
+        "action": action,
+        "release": release,
+        "user": deployer(),
+        "since": _now(),
+        "machine": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+
+
+def _holder_is_gone(owner_text: str) -> bool:
+    """The lock was taken by a process of this machine that no longer runs (a killed ``fab``)."""
+    try:
+        owner = json.loads(owner_text)
+    except ValueError:
+        return False
+    if not isinstance(owner, dict) or owner.get("machine") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _lock(target: phases.Target, owner: dict[str, str | int], log: EventLog) -> phases.HostState:
+    """Take the host's lock (`phases.check`); a lock left by a run of this machine that is gone is taken over,
+    after recording what that run's publish step completed, and the progress says so."""
+    try:
+        return phases.check(target, owner)
+    except LockedError as locked:
+        if not _holder_is_gone(locked.owner):
+            raise
+        lost = phases.unlock(target, only_if_owner=locked.owner)
+        if lost is None:  # someone else cleared or took it meanwhile
+            raise
+        state = phases.check(target, owner)
+        now = time.time()
+        note = f"took over the lock of {lost.holder} (that process is gone){lost.standing}"
+        log.add(Event(target.name, "takeover", OK, now, now, note))
+        return state
 
 
 def _now() -> str:
@@ -122,7 +173,7 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target, log: EventLo
     release, name = plan.release, target.name
     try:
         with log.phase(name, "check"):
-            state = phases.check(target, _owner("deploy", release.id))
+            state = _lock(target, _owner("deploy", release.id), log)
             _check_python(target, state.python_version)
         with log.phase(name, "push"):
             phases.push(target, str(project_root), release.commit)
@@ -300,7 +351,8 @@ def _go_live(target: phases.Target, release: Release, log: EventLog) -> None:
     entry = _entry(target, "deploy", release.id, release.commit)
     try:
         with log.phase(name, "publish") as record:
-            published = publish(target, release.id, previous, config_switch(target, release.id, previous))
+            config = config_switch(target, release.id, previous)
+            published = publish(target, release.id, previous, config, entry=entry)
             record.output = published.output
     except ConnectionLost as error:
         raise DeployError(_lost_in_switch(target, error)) from None
@@ -389,7 +441,7 @@ def run_rollback(
 
     def lock(target: phases.Target) -> None:
         with log.phase(target.name, "check"):
-            phases.check(target, _owner("rollback", to or ""))
+            _lock(target, _owner("rollback", to or ""), log)
 
     def switch_one(target: phases.Target, chosen: str) -> None:
         current = target.state.current
@@ -401,7 +453,8 @@ def run_rollback(
         entry = _entry(target, "rollback", chosen, commit)
         try:
             with log.phase(target.name, "publish") as record:
-                record.output = publish(target, chosen, current, config_switch(target, chosen, current)).output
+                config = config_switch(target, chosen, current)
+                record.output = publish(target, chosen, current, config, entry=entry).output
         except ConnectionLost as error:
             raise DeployError(_lost_in_switch(target, error)) from None
         except PublishFailed as error:

@@ -27,13 +27,18 @@ class InventoryError(DeployError):
 class RemoteError(DeployError):
     """A remote step failed on one host."""
 
-    def __init__(self, host: str, message: str) -> None:
+    def __init__(self, host: str, message: str, output: str = "") -> None:
         super().__init__(f"{host}: {message}")
         self.host = host
+        self.output = output  # what the failed step printed, for the progress lines and --verbose
 
 
 class LockedError(RemoteError):
-    """Another deploy or rollback holds the host's lock."""
+    """Another deploy or rollback holds the host's lock; ``owner`` is its ``owner.json`` as the host has it."""
+
+    def __init__(self, host: str, message: str, owner: str = "") -> None:
+        super().__init__(host, message)
+        self.owner = owner
 
 
 class _ReaderGone:

@@ -78,7 +78,8 @@ class EventLog:
         try:
             yield record
         except Exception as error:
-            self.add(Event(host, phase, FAILED, start, time.time(), reason_of(host, error), record.output))
+            output = getattr(error, "output", "") or record.output  # what the failed step printed, when it says
+            self.add(Event(host, phase, FAILED, start, time.time(), reason_of(host, error), str(output)))
             raise
         except BaseException:
             self.add(Event(host, phase, INTERRUPTED, start, time.time(), "interrupted", record.output))

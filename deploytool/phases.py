@@ -28,7 +28,7 @@ from .errors import LockedError, RemoteError
 from .hostside import ModuleFailed, run_module
 from .inventory import HostConfig
 from .layout import Layout
-from .release import Release
+from .release import RELEASE_ID, Release
 from .remote import Script, run_checked, run_script
 from .transport import Runner, git_remote, phase_timeout, ssh_failure
 
@@ -115,7 +115,7 @@ def read_state(target: Target) -> HostState:
     return target.state
 
 
-def check(target: Target, owner: dict[str, str]) -> HostState:
+def check(target: Target, owner: dict[str, str | int]) -> HostState:
     """Probe the host, make the layout, and take its lock; the lock's holder is named if it is taken."""
     host, layout, q = target.host, target.layout, shlex.quote
     script = Script().step("checking for git and python")
@@ -147,7 +147,8 @@ def check(target: Target, owner: dict[str, str]) -> HostState:
     script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
     outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_lines), phase="check")
     if outcome.exit_code == EXIT_LOCKED:
-        raise LockedError(target.name, _describe_lock(outcome.stdout.partition("locked ")[2].strip(), layout, host))
+        owner_text = outcome.stdout.partition("locked ")[2].strip()
+        raise LockedError(target.name, _describe_lock(owner_text, layout, host), owner_text)
     if not outcome.ok:
         raise RemoteError(target.name, outcome.failure())
     target.locked = True
@@ -305,18 +306,66 @@ def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -
         finish(target, *([entry] if entry else []), remove=removed, unlock="always")
 
 
-def unlock(target: Target) -> str | None:
-    """Remove the host's lock; return a description of whose it was, or None if it was not locked."""
+@dataclass(frozen=True)
+class LostRun:
+    """What a lock left behind says: its holder, and how far that run's publish step got on the host."""
+
+    holder: str  # "deploy X by user@laptop since T"
+    standing: str  # "; that run's switch had ended ... the host is on X", or ""
+    finished_entry: journal.Entry | None  # the journal line of a switch that completed but was never recorded
+
+
+def unlock(target: Target, only_if_owner: str | None = None) -> LostRun | None:
+    """Remove the host's lock and say whose it was and where its run left the host; a switch that completed
+    but was not recorded (the laptop was lost after ``publish``) is journaled. With ``only_if_owner``, only a
+    lock whose ``owner.json`` is exactly that is removed. None if there was no (such) lock."""
     layout, q = target.layout, shlex.quote
-    script = Script(
-        [
-            f"[ -d {q(layout.lock)} ] || exit 0",
-            f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"",
-            shlex.join(["rm", "-rf", layout.lock]),
-        ]
-    )
-    outcome = run_checked(target.c, target.name, script, phase="unlock")
-    if not outcome.stdout.startswith("locked "):
+    lines = [f"[ -d {q(layout.lock)} ] || exit 0"]
+    if only_if_owner is not None:
+        lines.append(f'[ "$(cat {q(layout.lock_owner)} 2>/dev/null)" = {q(only_if_owner)} ] || exit 0')
+    lines += [
+        f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"",
+        f"printf 'switch %s\\n' \"$(cat {q(layout.switch_record)} 2>/dev/null)\"",
+        f"printf 'current %s\\n' \"$(readlink {q(layout.current)} 2>/dev/null)\"",
+    ]
+    outcome = run_checked(target.c, target.name, Script(lines), phase="unlock")
+    fields = dict(line.partition(" ")[::2] for line in outcome.stdout.splitlines() if " " in line)
+    if "locked" not in fields:
         return None
-    owner = outcome.stdout.partition("locked ")[2].strip()
-    return _describe_lock(owner, layout, target.host).split(";")[0].removeprefix("locked: ")
+    owner_text = fields["locked"].strip()
+    holder = _describe_lock(owner_text, layout, target.host).split(";")[0].removeprefix("locked: ")
+    lost = _lost_run(holder, fields.get("switch", ""), _release_of_link(fields.get("current", ""), layout))
+    try:
+        run = json.loads(owner_text).get("run")
+    except (ValueError, AttributeError):
+        run = None
+    if isinstance(run, str) and run:
+        # The lost run's own token lets `finish` journal what it completed and release its lock.
+        lost_target = Target(target.host, target.c, target.password, target.state, True, run)
+        finish(lost_target, *([lost.finished_entry] if lost.finished_entry else []), unlock="always")
+    else:
+        run_checked(target.c, target.name, Script([shlex.join(["rm", "-rf", layout.lock])]), phase="unlock")
+    return lost
+
+
+def _lost_run(holder: str, record: str, current: str | None) -> LostRun:
+    """What a lost run's publish record says about the host (validated: it comes from the host)."""
+    try:
+        data = json.loads(record)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        return LostRun(holder, "", None)
+    release, previous = data.get("release"), data.get("previous")
+    names = [name for name in (release, previous) if name is not None]
+    if not all(isinstance(name, str) and RELEASE_ID.fullmatch(name) for name in names):
+        return LostRun(holder, "", None)
+    now = current or "no release"
+    if data["state"] == "publishing":
+        moving = f"from {previous or 'no release'} to {release or 'no release'}"
+        return LostRun(holder, f"; that run was switching it {moving}: it is on {now}", None)
+    entry = journal.Entry.from_json(data["entry"]) if isinstance(data.get("entry"), str) else None
+    if data["state"] != "published" or entry is None or entry.release != release or current != release:
+        entry = None
+    standing = f"; that run's switch had ended ({data['state']}) and not been recorded: the host is on {now}"
+    return LostRun(holder, standing + (" (recorded in the journal now)" if entry else ""), entry)

@@ -122,5 +122,5 @@ def run_checked(c: Runner, host: str, script: Script, *, stdin: str | None = Non
     """Run ``script`` and raise `RemoteError` naming the failed step and its output when it fails."""
     outcome = run_script(c, script, stdin=stdin, phase=phase)
     if not outcome.ok:
-        raise RemoteError(host, outcome.failure())
+        raise RemoteError(host, outcome.failure(), output=outcome.stderr)
     return outcome

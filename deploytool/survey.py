@@ -266,7 +266,7 @@ def survey_host(host: HostConfig, requirements: str, *, all_releases: bool, veri
             "verify": verify}  # fmt: skip
     c = connect(host)
     try:
-        answer = run_module(c, host.name, host.python, "survey", args)
+        answer = run_module(c, host.name, host.python, "survey", args, phase="status")
     finally:
         close(c)
     return parse_survey(host, answer)

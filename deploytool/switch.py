@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import journal
 from .errors import RemoteError
 from .hostside import ModuleFailed, run_module, source
 from .phases import Target
@@ -69,9 +70,8 @@ class PublishFailed(RemoteError):
     """``publish`` did not complete; ``published`` says how far it got (``switched``: current moved)."""
 
     def __init__(self, host: str, published: Published) -> None:
-        super().__init__(host, published.failure())
+        super().__init__(host, published.failure(), output=published.output)
         self.published = published
-        self.output = published.output
 
 
 def _text(value: Any, what: str, host: str) -> str:
@@ -133,6 +133,7 @@ def publish(
     previous: str | None,
     config: ConfigSwitch,
     *,
+    entry: journal.Entry | None = None,
     phase: str = "switch",
 ) -> Published:
     """Install ``release_id``'s config (validated), point ``current`` at it and run the after-switch commands;
@@ -147,6 +148,7 @@ def publish(
         "release": release_id,
         "link": layout.release_link(release_id) if release_id else None,
         "previous": previous,
+        "entry": entry.to_json() if entry is not None else None,
         "etc": {
             "program": source("etc_install"),
             "python": host.python,
@@ -158,6 +160,7 @@ def publish(
         "validate": list(config.validate),
         "after_switch": list(config.after_switch),
         "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
+        "command_timeout": host.timeout,
     }
     try:
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=phase)

@@ -125,26 +125,41 @@ def rollback(
 R = TypeVar("R")
 
 
-def format_releases(target: phases.Target) -> list[str]:
-    """Lines describing one host's releases, newest first: id, commit, when, who, and which is current."""
+def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
+    """One host's releases, newest first: id, commit, when, who, and a mark (current, previous, incomplete)."""
     state = target.state
     deployed = {e.release: e for e in state.entries if e.event == "deploy" and e.status == "ok"}
     back_to = journal.rollback_target(state.entries, state.current, state.releases)
-    lines = [f"{target.name} ({target.host.root}):"]
-    if not state.releases:
-        lines.append("  no releases")
+    rows: list[dict[str, str | None]] = []
     for release_id in reversed(state.releases):
         entry = deployed.get(release_id)
-        mark = "current" if release_id == state.current else ("previous" if release_id == back_to else "")
+        mark = "current" if release_id == state.current else ("previous" if release_id == back_to else None)
         if entry is None:
             mark = mark or "incomplete"
-        commit = (entry.commit or "")[:12] if entry else ""
-        when = entry.time if entry and entry.time else ""
-        who = entry.user if entry and entry.user else ""
-        lines.append(
-            f"  {'*' if mark == 'current' else ' '} {release_id}  {commit:12}  {when:25}  {who:20}  {mark}".rstrip()
-        )
+        commit = entry.commit if entry else None
+        rows.append({"id": release_id, "commit": commit, "time": entry.time if entry else None,
+                     "user": entry.user if entry else None, "mark": mark})  # fmt: skip
+    return rows
+
+
+def format_releases(target: phases.Target) -> list[str]:
+    """Lines describing one host's releases, newest first: id, commit, when, who, and which is current."""
+    lines = [f"{target.name} ({target.host.root}):"]
+    rows = release_rows(target)
+    if not rows:
+        lines.append("  no releases")
+    for row in rows:
+        commit, when, who, mark = (row["commit"] or "")[:12], row["time"] or "", row["user"] or "", row["mark"] or ""
+        star = "*" if mark == "current" else " "
+        lines.append(f"  {star} {row['id']}  {commit:12}  {when:25}  {who:20}  {mark}".rstrip())
     return lines
+
+
+def releases_document(target: phases.Target) -> dict[str, object]:
+    """One host's entry in ``fab releases --json``."""
+    back_to = journal.rollback_target(target.state.entries, target.state.current, target.state.releases)
+    return {"host": target.name, "root": target.host.root, "current": target.state.current, "previous": back_to,
+            "releases": release_rows(target)}  # fmt: skip
 
 
 def _on_each_selected(
@@ -166,13 +181,23 @@ def _on_each_selected(
     results.raise_if_failed(what, lambda t: t.name)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json": JSON_HELP})
 @task_boundary
-def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
+def releases(c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
-    _on_each_selected(
-        c, stage, hosts, phases.read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
-    )
+    if not json:
+        _on_each_selected(
+            c, stage, hosts, phases.read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+        )
+        return
+    _, selected = selected_hosts(c, stage, hosts)
+    with flow.connected(selected) as targets:
+        results = on_each(targets, phases.read_state, lambda t: t.name)
+    found = {target.name: releases_document(target) for target, _ in results.done}
+    failed = {target.name: {"host": target.name, "error": str(error)} for target, error in results.failed}
+    entries = [found.get(host.name) or failed[host.name] for host in selected]
+    print(dumps({"version": 1, "stage": selected[0].stage, "hosts": entries}))
+    results.raise_if_failed("reading releases", lambda t: t.name)
 
 
 @task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
@@ -180,8 +205,8 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None) -> 
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
 
-    def show(target: phases.Target, holder: str | None) -> str:
-        return f"{target.name}: " + (f"removed the lock of {holder}" if holder else "was not locked")
+    def show(target: phases.Target, lost: phases.LostRun | None) -> str:
+        return f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
 
     _on_each_selected(c, stage, hosts, phases.unlock, show, "unlock")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HOST_NAMES, Project
-from tests.test_deploy_ssh import current, root_of
+from tests.test_deploy_ssh import current, journal, root_of
 
 TEMPLATE = "release={{ release_id }}\n"
 HOST_KEYS = {"host", "result", "current", "seconds", "reason"}
@@ -38,7 +38,8 @@ def etc_project(ssh_project: Project) -> Project:
 def installed_release(project: Project, host: str) -> str:
     """The release named by the config installed under the host's etc_root."""
     etc_root = Path(project.inventory["stages"]["test"]["hosts"][host]["etc_root"])
-    return (etc_root / "demo/app.conf").read_text().strip().removeprefix("release=")
+    lines = (etc_root / "demo/app.conf").read_text().splitlines()
+    return next(line for line in lines if line.startswith("release=")).removeprefix("release=")
 
 
 def assert_wholly_on_one_release(project: Project) -> dict[str, str]:
@@ -65,6 +66,16 @@ def test_json_document_has_its_documented_keys_and_every_phase(etc_project: Proj
         assert set(event) == EVENT_KEYS and event["result"] == "ok" and event["end"] >= event["start"]
     phases = [event["phase"] for event in document["events"] if event["host"] == "web1"]
     assert phases == ["connect", "check", "push", "build", "publish", "finish"]
+
+    listing = json.loads(etc_project.fab("releases", "--json").stdout)
+    assert set(listing) == {"version", "stage", "hosts"} and [h["host"] for h in listing["hosts"]] == list(HOST_NAMES)
+    web1 = listing["hosts"][0]
+    assert set(web1) == {"host", "root", "current", "previous", "releases"}
+    assert web1["current"] == document["release"] and web1["previous"] is None
+    assert web1["releases"] == [
+        {"id": document["release"], "commit": document["commit"], "time": web1["releases"][0]["time"],
+         "user": web1["releases"][0]["user"], "mark": "current"}
+    ]  # fmt: skip
 
     rollback = json.loads(etc_project.fab("rollback", "--json", check=False).stdout)
     assert set(rollback) == DOCUMENT_KEYS and rollback["command"] == "rollback" and rollback["ok"] is False
@@ -125,8 +136,12 @@ def test_a_laptop_killed_mid_publish_leaves_every_host_wholly_on_one_release(etc
     after = assert_wholly_on_one_release(etc_project)
     assert after["web2"] != first["web2"], "web2 finished its switch although the laptop was gone"
 
-    unlocked = etc_project.fab("unlock")
-    assert "web2: removed the lock of deploy" in unlocked.stdout
     etc_project.commit("v3")
-    etc_project.fab("deploy")
-    assert_wholly_on_one_release(etc_project)
+    again = etc_project.fab("deploy")
+    takeover = next(line for line in again.stdout.splitlines() if line.split()[:2] == ["web2", "takeover"])
+    assert "took over the lock of deploy" in takeover and "(that process is gone)" in takeover
+    assert f"not been recorded: the host is on {after['web2']} (recorded in the journal now)" in takeover
+    recorded = [entry for entry in journal(etc_project, "web2") if entry["release"] == after["web2"]]
+    assert [entry["status"] for entry in recorded] == ["ok"], "the lost run's switch is journaled once"
+    last = assert_wholly_on_one_release(etc_project)
+    assert len(set(last.values())) == 1 and last["web2"] != after["web2"]

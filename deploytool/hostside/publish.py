@@ -12,7 +12,8 @@ SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``r
 ``fab unlock`` can tell where the host stands. It refuses to start unless the lock is this run's.
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
-``previous``, ``etc`` (``program``, ``python``, ``install`` and ``restore`` argument lists), ``sudo``,
+``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
+loses the host), ``etc`` (``program``, ``python``, ``install`` and ``restore`` argument lists), ``sudo``,
 ``password``, ``validate``, ``after_switch``, ``env``, ``command_timeout``.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``ok``, ``seconds``, ``output`` each). Standard library only, Python 3.8 syntax.
@@ -107,6 +108,7 @@ class Publish:
             "release": self.args.get("release"),
             "previous": self.args.get("previous"),
             "state": state,
+            "entry": self.args.get("entry"),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         }
         temporary = path + ".tmp"

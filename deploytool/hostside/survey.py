@@ -223,6 +223,6 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = main(json.loads(sys.argv[1]))
+    result = main(json.loads(sys.stdin.readline()))
     print(json.dumps(result, sort_keys=True))
     sys.exit(0 if result.get("ok", True) else 2)
