@@ -388,10 +388,10 @@ def requirements_digest(reqs: RequirementSet) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def _sources(mirror: str, kind: str) -> list[str]:
+def _sources(mirror: str, kind: str, index_option: str = "--index-url") -> list[str]:
     """The only place the installer may look: the index (``mirror_kind: index``) or the find-links location."""
     if kind == "index":
-        return ["--index-url", mirror]
+        return [index_option, mirror]
     return ["--no-index", "--find-links", mirror]
 
 
@@ -420,6 +420,6 @@ def uv_install_args(
     kind: str = "find-links",
 ) -> list[str]:
     """Return the arguments after ``uv`` for the same install with ``uv pip install``."""
-    args = ["pip", "install", "--no-deps", *_sources(mirror, kind), "--only-binary", ":all:"]
+    args = ["pip", "install", "--no-deps", *_sources(mirror, kind, "--default-index"), "--only-binary", ":all:"]
     args += ["--python", python] if python else []
     return [*args, *(["--require-hashes"] if require_hashes else []), "-r", requirements_file_on_host]
