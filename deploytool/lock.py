@@ -17,7 +17,7 @@ from pathlib import Path
 from deploytool.errors import DeployError
 from deploytool.mirror import PYPI
 from deploytool.requirements import UV_SOURCE_VARIABLES, read_requirements
-from deploytool.wheelmeta import TargetPython
+from deploytool.wheelmeta import ARCH_ALIASES, TargetPython
 
 COMPILE_COMMAND = "fab requirements.lock"
 
@@ -32,7 +32,7 @@ def find_uv() -> str:
 
 def uv_platform(target: TargetPython) -> str:
     """uv's ``--python-platform`` for the target, e.g. ``x86_64-manylinux_2_28``."""
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(target.platform_machine, target.platform_machine)
+    arch = ARCH_ALIASES.get(target.platform_machine, target.platform_machine)
     if target.sys_platform != "linux":
         raise DeployError(f"requirements.lock resolves for Linux hosts only, not {target.describe()}")
     if arch in ("x86_64", "aarch64"):

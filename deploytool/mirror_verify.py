@@ -7,17 +7,14 @@ upstream file to compare with; only their wheelhouse copy is checked.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from deploytool.simple_api import download_sha256, project_wheels
+from deploytool.simple_api import SHA256, download_sha256, project_wheels
 from deploytool.wheelmeta import MirrorError, sha256_file
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -40,7 +37,7 @@ def _records(manifest: list[dict[str, str]]) -> dict[str, dict[str, str]]:
     records: dict[str, dict[str, str]] = {}
     for record in manifest:
         name, sha = record.get("filename"), record.get("sha256")
-        if isinstance(name, str) and isinstance(sha, str) and _SHA256.fullmatch(sha) and "/" not in name:
+        if isinstance(name, str) and isinstance(sha, str) and SHA256.fullmatch(sha) and "/" not in name:
             records[name] = record
     return records
 

@@ -24,7 +24,7 @@ from deploytool.wheelmeta import MirrorError
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def project_url(index: str, name: str) -> str:
@@ -34,7 +34,7 @@ def project_url(index: str, name: str) -> str:
 
 def _sha256(hashes: Any) -> str | None:
     value = hashes.get("sha256") if isinstance(hashes, dict) else None
-    return value if isinstance(value, str) and _SHA256.fullmatch(value) else None
+    return value if isinstance(value, str) and SHA256.fullmatch(value) else None
 
 
 def parse_json_links(data: bytes, base: str) -> list[WheelLink]:

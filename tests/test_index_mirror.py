@@ -330,4 +330,3 @@ def test_lock_needs_uv_and_says_so(local_project: Project, monkeypatch: pytest.M
     with pytest.raises(DeployError, match="uv not found on PATH"):
         lock(local_project.path / "requirements" / "prod.in", TARGET, None)
     assert not (local_project.path / "requirements" / "prod.txt").read_text().startswith("#")
-
