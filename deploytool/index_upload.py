@@ -40,9 +40,13 @@ def credentials(upload_url: str) -> tuple[str, str] | None:
         return user or "__token__", password
     try:
         import keyring  # optional, as for twine
+        import keyring.errors
     except ImportError:
         return None
-    credential = keyring.get_credential(upload_url, user)
+    try:
+        credential = keyring.get_credential(upload_url, user)
+    except keyring.errors.KeyringError:  # no usable backend: as if nothing were stored
+        return None
     if credential is None or not credential.password:
         return None
     return str(credential.username or user or "__token__"), str(credential.password)
