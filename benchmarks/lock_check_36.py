@@ -1,6 +1,6 @@
 """Time `fab requirements.lock` and `fab requirements.check` against a real index server, 36-package set.
 
-The wheels of /work/shared/bench/requirements-36.txt (plus async-timeout, which redis needs on Python < 3.11.3)
+The wheels of /work/shared/bench/requirements-36.txt (plus async-timeout and packaging, which it lacks)
 are downloaded once with `pip download --no-deps --only-binary=:all:` into --wheels (outside the repository;
 later runs reuse it) and served by pypiserver on 127.0.0.1 (tests/indexserver.py, no fallback to PyPI). The
 project's requirements/prod.in names only the top-level packages; lock resolves it with uv for the hosts'
@@ -24,7 +24,9 @@ from tests.indexserver import index_server
 
 PINS = Path("/work/shared/bench/requirements-36.txt")
 WHEELS = Path.home() / ".cache" / "deploytool-bench" / "wheels36"
-EXTRA = ["async-timeout==5.0.1"]  # redis==8.1.0 needs it when python_full_version < "3.11.3"
+# The 36 pins are incomplete: redis==8.1.0 needs async-timeout when python_full_version < "3.11.3" (the hosts
+# run 3.11.2), and kombu==5.7.0 needs packaging. uv finds both; their wheels are fetched into the same cache.
+EXTRA = ["async-timeout==5.0.1", "packaging==26.3"]
 TOP_LEVEL = """Django
 djangorestframework
 celery[redis]
@@ -42,7 +44,7 @@ tzlocal
 
 def fetch_wheels(wheels: Path) -> None:
     """Download the pinned wheels once (PyPI), for the hosts' platform."""
-    if len(list(wheels.glob("*.whl"))) >= 37:
+    if len(list(wheels.glob("*.whl"))) >= 38:
         return
     log(f"downloading the wheels once into {wheels}")
     wheels.mkdir(parents=True, exist_ok=True)
