@@ -12,7 +12,7 @@ import posixpath
 
 from .inventory import HostConfig
 from .layout import Layout
-from .requirements import pip_install_args, uv_install_args
+from .requirements import UV_SOURCE_VARIABLES, pip_install_args, uv_install_args
 
 
 def venv_python(layout: Layout, release_id: str) -> str:
@@ -43,12 +43,25 @@ def make_tools(host: HostConfig, layout: Layout) -> list[str] | None:
     return [host.python, "-m", "venv", layout.tools_venv]
 
 
+def mirror_on_host(host: HostConfig, layout: Layout, release_id: str) -> tuple[str, str]:
+    """Where the host installs from and how: (location, ``find-links`` or ``index``).
+
+    Vendored wheels are the release's own copy (``<release>/<mirror>``), read as a find-links directory.
+    """
+    if host.mirror_kind == "vendored":
+        return posixpath.join(layout.release(release_id), host.mirror), "find-links"
+    return host.mirror, host.mirror_kind
+
+
 def install(host: HostConfig, layout: Layout, release_id: str, requirements: str, require_hashes: bool) -> list[str]:
     """The command installing the pinned ``requirements`` (a path on the host) into the release's venv."""
+    mirror, kind = mirror_on_host(host, layout, release_id)
     if host.installer == "uv":
-        args = uv_install_args(requirements, host.mirror, require_hashes, python=venv_python(layout, release_id))
-        return ["env", "UV_NO_CONFIG=1", "uv", *args]
-    return [*_pip(host, layout, release_id), *pip_install_args(requirements, host.mirror, require_hashes)]
+        python = venv_python(layout, release_id)
+        args = uv_install_args(requirements, mirror, require_hashes, python=python, kind=kind)
+        unset = [word for name in UV_SOURCE_VARIABLES for word in ("-u", name)]
+        return ["env", *unset, "UV_NO_CONFIG=1", "uv", *args]
+    return [*_pip(host, layout, release_id), *pip_install_args(requirements, mirror, require_hashes, kind)]
 
 
 def check(host: HostConfig, layout: Layout, release_id: str) -> list[str]:

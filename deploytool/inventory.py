@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -115,6 +115,8 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "allow_root": ("true or false", _is_bool, False),
     "requirements": ("a path", _is_str, "requirements/prod.txt"),
     "mirror": ("a URL or path", _is_str, None),
+    "mirror_kind": ("'find-links', 'index' or 'vendored'", _one_of("find-links", "index", "vendored"), "find-links"),
+    "upload_url": ("an http(s) URL", _is_str, None),
     "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), "pip"),
     "python": ("a command or path", _is_str, "python3"),
     "python_version": ('the hosts\' full Python version, like "3.11.2"', _is_version, None),
@@ -160,6 +162,8 @@ class HostConfig:
     allow_root: bool
     requirements: Path
     mirror: str
+    mirror_kind: str
+    upload_url: str | None
     installer: str
     python: str
     python_version: str | None
@@ -295,6 +299,25 @@ def _resolve_path(value: str, project_root: Path) -> Path:
     return path if path.is_absolute() else project_root / path
 
 
+def _check_mirror(validator: _Validator, where: str, merged: dict[str, Any]) -> str:
+    """``mirror`` must fit ``mirror_kind``: an http(s) index URL, or a relative directory inside the repo."""
+    mirror, kind = merged["mirror"], merged["mirror_kind"]
+    if merged["upload_url"] is not None and not merged["upload_url"].startswith(("http://", "https://")):
+        raise validator.fail(f"{where}.upload_url", f"expected an http(s) URL, got {merged['upload_url']!r}")
+    if kind == "index" and not mirror.startswith(("http://", "https://")):
+        raise validator.fail(f"{where}.mirror", f"mirror_kind: index needs an http(s) index URL, got {mirror!r}")
+    if kind == "vendored":
+        parts = PurePosixPath(mirror).parts
+        if "://" in mirror or mirror.startswith(("/", "~")) or ".." in parts or not parts or parts == (".",):
+            raise validator.fail(
+                f"{where}.mirror",
+                f"mirror_kind: vendored needs a directory inside the app's repository, like vendor/wheels, "
+                f"got {mirror!r}",
+            )
+        return PurePosixPath(mirror).as_posix()
+    return str(mirror)
+
+
 def _host_config(
     validator: _Validator, inventory_root: Path, app: str, stage: str, name: str, merged: dict[str, Any]
 ) -> HostConfig:
@@ -304,8 +327,8 @@ def _host_config(
             raise validator.fail(where, f"missing required key {key!r} (set it for the host, stage or file)")
     local = merged["transport"] == "local"
     root = merged["root"]
-    mirror = merged["mirror"]
-    if local:
+    mirror = _check_mirror(validator, where, merged)
+    if local and merged["mirror_kind"] != "vendored":
         root = str(_resolve_path(root, inventory_root).resolve())
         if "://" not in mirror:
             mirror = str(_resolve_path(mirror, inventory_root).resolve())
@@ -346,6 +369,8 @@ def _host_config(
         allow_root=merged["allow_root"],
         requirements=requirements,
         mirror=mirror,
+        mirror_kind=merged["mirror_kind"],
+        upload_url=merged["upload_url"],
         installer=merged["installer"],
         python=merged["python"],
         python_version=merged["python_version"],

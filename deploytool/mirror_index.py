@@ -81,13 +81,13 @@ def _get(url: str) -> tuple[bytes, str]:
         raise MirrorError(f"cannot read {url}: {reason}") from None
 
 
-def _hash_value(value: str | None) -> str | None:
+def hash_value(value: str | None) -> str | None:
     if value and value.startswith("sha256="):
         return value.removeprefix("sha256=")
     return None
 
 
-def _link(
+def make_link(
     filename: str,
     location: str,
     sha256: str | None = None,
@@ -109,9 +109,15 @@ def list_wheels(mirror: str) -> list[WheelLink]:
         if not directory.is_dir():
             raise MirrorError(f"mirror directory {directory} does not exist")
         for path in sorted(directory.glob("*.whl")):
-            links.append(_link(path.name, str(path)))
+            links.append(make_link(path.name, str(path)))
         return [link for link in links if link]
     page, base = _get(mirror)
+    return parse_html_links(page, base)
+
+
+def parse_html_links(page: bytes, base: str) -> list[WheelLink]:
+    """Return the wheels linked from a find-links or PEP 503 page, with their hashes and PEP 658/714 metadata."""
+    links: list[WheelLink | None] = []
     parser = _Anchors()
     parser.feed(page.decode("utf-8", "replace"))
     for anchor in parser.anchors:
@@ -119,12 +125,12 @@ def list_wheels(mirror: str) -> list[WheelLink]:
         filename = unquote(url.rsplit("/", 1)[-1])
         metadata = anchor.get("data-core-metadata") or anchor.get("data-dist-info-metadata")
         links.append(
-            _link(
+            make_link(
                 filename,
                 url,
-                sha256=_hash_value(fragment),
+                sha256=hash_value(fragment),
                 metadata_location=url + ".metadata" if metadata else None,
-                metadata_sha256=_hash_value(metadata),
+                metadata_sha256=hash_value(metadata),
             )
         )
     return [link for link in links if link]

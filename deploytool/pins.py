@@ -28,11 +28,19 @@ def target_python(host: HostConfig) -> TargetPython:
     )
 
 
-def laptop_mirror(inventory: Inventory, host: HostConfig) -> str:
-    """Where the laptop reads the mirror: the local wheelhouse when there is one, else the hosts' mirror."""
+def laptop_mirror(inventory: Inventory, host: HostConfig, tree: Path | None = None) -> tuple[str, str]:
+    """Where the laptop reads the mirror, and as what (``find-links`` or ``index``).
+
+    An index server is read as it is (the hosts install from it); vendored wheels from ``tree`` (a commit's
+    files) or the working tree; otherwise the local wheelhouse when there is one, else the hosts' mirror.
+    """
+    if host.mirror_kind == "index":
+        return host.mirror, "index"
+    if host.mirror_kind == "vendored":
+        return str((tree or inventory.project_root) / host.mirror), "find-links"
     if inventory.wheelhouse.is_dir() and any(inventory.wheelhouse.glob("*.whl")):
-        return str(inventory.wheelhouse)
-    return host.mirror
+        return str(inventory.wheelhouse), "find-links"
+    return host.mirror, "find-links"
 
 
 @dataclass(frozen=True)
@@ -52,23 +60,33 @@ def extract_requirement_files(project_root: Path, commit: str, into: Path) -> No
     extract(project_root, commit, [":(glob)**/*.txt"], into)
 
 
+def _extract_vendored(inventory: Inventory, host: HostConfig, commit: str, into: Path) -> None:
+    """Write the commit's vendored wheels under ``into`` (what the release will carry)."""
+    if not extract(inventory.project_root, commit, [host.mirror], into):
+        raise DeployError(
+            f"{inventory.path}: mirror: {host.mirror} (vendored) is not in commit {commit[:12]}; commit the wheels"
+        )
+
+
 def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str) -> dict[str, CheckedPins]:
     """Check every host's requirements as committed in ``commit``; raise one error listing every problem."""
     results: dict[str, CheckedPins] = {}
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
         extract_requirement_files(inventory.project_root, commit, Path(tmp))
-        done: dict[tuple[str, str, TargetPython], CheckedPins | None] = {}
+        done: dict[tuple[str, tuple[str, str], TargetPython], CheckedPins | None] = {}
         for host in hosts:
             relative = _relative(inventory, host)
-            key = (relative, laptop_mirror(inventory, host), target_python(host))
+            key = (relative, laptop_mirror(inventory, host, Path(tmp)), target_python(host))
             if key not in done:
                 done[key] = None
                 try:
                     if not (Path(tmp) / relative).is_file():
                         raise DeployError(f"{relative}: not in commit {commit[:12]}; commit it")
                     reqs = read_requirements(Path(tmp) / relative)
-                    check_nested(reqs, key[1], key[2])
+                    if host.mirror_kind == "vendored":
+                        _extract_vendored(inventory, host, commit, Path(tmp))
+                    check_nested(reqs, key[1][0], key[2], kind=key[1][1])
                     hashes = any(pin.hashes for pin in reqs.pins)
                     digest = requirements_digest(reqs)
                     done[key] = CheckedPins(InstallPlan(relative, hashes, digest), digest)

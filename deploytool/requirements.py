@@ -18,7 +18,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from deploytool.errors import DeployError
-from deploytool.mirror_index import WheelLink, choose_wheel, fetch_metadata, list_wheels
+from deploytool.mirror_index import WheelLink, choose_wheel, fetch_metadata
+from deploytool.simple_api import mirror_wheels
 from deploytool.wheelmeta import TargetPython
 
 __all__ = [
@@ -51,6 +52,8 @@ INDEX_OPTIONS = frozenset(
         "--use-feature",
     ]
 )
+#: uv reads these from the environment even with UV_NO_CONFIG=1; any of them could add a package source.
+UV_SOURCE_VARIABLES = ("UV_INDEX", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
 HASH_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -310,8 +313,13 @@ def _show(req: Requirement) -> str:
     return f"{req.name}{extras}{req.specifier}"
 
 
-def check_nested(reqs: RequirementSet, mirror: str, target: TargetPython, *, cache_dir: Path | None = None) -> None:
+def check_nested(
+    reqs: RequirementSet, mirror: str, target: TargetPython, *, cache_dir: Path | None = None, kind: str = "find-links"
+) -> None:
     """Check that every pin has a target wheel in the mirror and its dependencies are pinned compatibly.
+
+    ``kind`` ``index`` reads the pins' project pages of a PEP 503/691 index; otherwise ``mirror`` is a
+    directory or find-links page listing every wheel.
 
     Dependencies come from each wheel's METADATA ``Requires-Dist``, with markers evaluated for the
     target and extras requested by the pin line or by dependents. Editable git pins are trusted.
@@ -319,7 +327,7 @@ def check_nested(reqs: RequirementSet, mirror: str, target: TargetPython, *, cac
     """
     pins: dict[str, Pin] = {pin.key: pin for pin in reqs.active(target)}
     offered: dict[str, list[WheelLink]] = {}
-    for link in list_wheels(mirror):
+    for link in mirror_wheels(mirror, kind, [pin.key for pin in pins.values() if pin.version]):
         offered.setdefault(link.name, []).append(link)
     problems: dict[str, None] = {}
     chosen: dict[str, WheelLink] = {}
@@ -380,13 +388,24 @@ def requirements_digest(reqs: RequirementSet) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def pip_install_args(requirements_file_on_host: str, mirror: str, require_hashes: bool) -> list[str]:
+def _sources(mirror: str, kind: str, index_option: str = "--index-url") -> list[str]:
+    """The only place the installer may look: the index (``mirror_kind: index``) or the find-links location."""
+    if kind == "index":
+        return [index_option, mirror]
+    return ["--no-index", "--find-links", mirror]
+
+
+def pip_install_args(
+    requirements_file_on_host: str, mirror: str, require_hashes: bool, kind: str = "find-links"
+) -> list[str]:
     """Return the arguments after ``pip`` that install exactly the pinned wheels from the mirror only.
 
+    ``kind`` is ``find-links`` (a directory or flat page; vendored wheels are a directory too) or ``index``
+    (a PEP 503 index, then the only index: no ``--extra-index-url``, and pip's configuration is ignored).
     pip ignores plain-HTTP find-links on any host but loopback unless it is trusted; an internal mirror is
     commonly plain HTTP (its files are checked with ``--require-hashes`` when hashes are pinned), so its host
     is trusted explicitly, here, since pip's own configuration is ignored on the hosts."""
-    args = ["install", "--no-deps", "--exists-action=w", "--no-index", "--find-links", mirror]
+    args = ["install", "--no-deps", "--exists-action=w", *_sources(mirror, kind)]
     if mirror.startswith("http://") and urlsplit(mirror).hostname:
         args += ["--trusted-host", str(urlsplit(mirror).netloc)]
     args += ["--only-binary=:all:", "--no-input"]
@@ -394,9 +413,13 @@ def pip_install_args(requirements_file_on_host: str, mirror: str, require_hashes
 
 
 def uv_install_args(
-    requirements_file_on_host: str, mirror: str, require_hashes: bool, python: str | None = None
+    requirements_file_on_host: str,
+    mirror: str,
+    require_hashes: bool,
+    python: str | None = None,
+    kind: str = "find-links",
 ) -> list[str]:
     """Return the arguments after ``uv`` for the same install with ``uv pip install``."""
-    args = ["pip", "install", "--no-deps", "--no-index", "--find-links", mirror, "--only-binary", ":all:"]
+    args = ["pip", "install", "--no-deps", *_sources(mirror, kind, "--default-index"), "--only-binary", ":all:"]
     args += ["--python", python] if python else []
     return [*args, *(["--require-hashes"] if require_hashes else []), "-r", requirements_file_on_host]

@@ -12,8 +12,11 @@ from invoke.tasks import task
 
 from .cli import STAGE_HELP, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
+from .index_upload import publish_to_index
 from .inventory import HostConfig, Inventory
-from .mirror import hash_requirements, publish, serve, sync, upload, write_indexes
+from .lock import lock
+from .mirror import PYPI, hash_requirements, publish, read_manifest, serve, sync, upload, write_indexes
+from .mirror_verify import verify
 from .pins import laptop_mirror, target_python
 from .release import deployer
 from .requirements import check_nested, read_requirements
@@ -49,13 +52,13 @@ def _first_host(c: Context, stage: str | None) -> tuple[Inventory, HostConfig]:
 def check(c: Context, stage: str | None = None) -> None:
     """Check every role file: all pinned with ==, nested dependencies pinned, every pin in the mirror."""
     inventory, host = _first_host(c, stage)
-    mirror, target = laptop_mirror(inventory, host), target_python(host)
+    (mirror, kind), target = laptop_mirror(inventory, host), target_python(host)
     problems = []
     started = time.perf_counter()
     for path in role_files(inventory, host):
         try:
             reqs = read_requirements(path)
-            check_nested(reqs, mirror, target)
+            check_nested(reqs, mirror, target, kind=kind)
             print(f"ok    {path.relative_to(inventory.project_root)}: {len(reqs.pins)} pins")
         except DeployError as error:
             problems.append(str(error))
@@ -111,11 +114,22 @@ def index(c: Context) -> None:
     print(f"wrote {wheelhouse / 'index.html'} and {wheelhouse / 'simple'}/")
 
 
-@task(help={"stage": STAGE_HELP + "; its mirror_host and mirror_path say where"})
+@task(help={"stage": STAGE_HELP + "; its mirror_host and mirror_path (or upload_url for an index) say where"})
 @task_boundary
 def publish_(c: Context, stage: str | None = None) -> None:
-    """Copy the wheelhouse to the stage's mirror host over SSH (adds files, never changes one)."""
+    """Copy the wheelhouse to the stage's mirror host over SSH, or upload it to its index (never changes a file)."""
     inventory, host = _first_host(c, stage)
+    if host.mirror_kind == "index":
+        if not host.upload_url:
+            raise DeployError(
+                f"{inventory.path}: stage {host.stage!r} has mirror_kind: index: set upload_url (the index's "
+                "upload endpoint, as twine's --repository-url) to publish"
+            )
+        report = publish_to_index(wheelhouse_of(inventory), host.upload_url, host.mirror)
+        print(f"{host.upload_url}: {len(report.uploaded)} uploaded and verified, {len(report.present)} already there")
+        return
+    if host.mirror_kind == "vendored":
+        raise DeployError(f"{inventory.path}: stage {host.stage!r} vendors its wheels (commit {host.mirror}/)")
     if not host.mirror_host or not host.mirror_path:
         raise DeployError(f"{inventory.path}: stage {host.stage!r} needs mirror_host and mirror_path to publish")
     wheelhouse = wheelhouse_of(inventory)
@@ -146,7 +160,53 @@ def serve_(c: Context, port: int = 0) -> None:
         server.server_close()
 
 
-requirements_tasks = Collection("requirements", check, hash_)
+@task(
+    name="lock",
+    help={
+        "stage": STAGE_HELP + "; sets the target Python and platform",
+        "role": "only this role (requirements/<role>.in); default: every *.in",
+        "upstream": "index URL to resolve against (default: upstream)",
+    },
+)
+@task_boundary
+def lock_(c: Context, stage: str | None = None, role: str | None = None, upstream: str | None = None) -> None:
+    """Resolve requirements/<role>.in into <role>.txt: every dependency ==-pinned, annotated and hashed."""
+    inventory, host = _first_host(c, stage)
+    directory = host.requirements.parent
+    sources = [directory / f"{role}.in"] if role else sorted(directory.glob("*.in"))
+    missing = [str(path) for path in sources if not path.is_file()]
+    if missing or not sources:
+        raise DeployError(f"{inventory.path}: no input file {', '.join(missing) or str(directory / '<role>.in')}")
+    for source in sources:
+        started = time.perf_counter()
+        written = lock(source, target_python(host), upstream or inventory.upstream)
+        pins, seconds = len(read_requirements(written).pins), time.perf_counter() - started
+        print(f"locked {written.relative_to(inventory.project_root)}: {pins} pins in {seconds:.2f}s")
+
+
+@task(help={"upstream": "index URL to compare with (default: upstream, else PyPI)"})
+@task_boundary
+def verify_(c: Context, upstream: str | None = None) -> None:
+    """Re-download every file the wheelhouse took from upstream and compare sha256s; exit 1 on any change."""
+    inventory = find_inventory(c)
+    wheelhouse = wheelhouse_of(inventory)
+    source = upstream or inventory.upstream or PYPI
+    report = verify(wheelhouse, read_manifest(wheelhouse), source)
+    for title, lines in (
+        ("changed upstream", report.changed_upstream),
+        ("vanished upstream", report.vanished_upstream),
+        ("changed in the wheelhouse", report.changed_locally),
+    ):
+        for line in lines:
+            print(f"{title}: {line}")
+    print(f"{len(report.ok)} files match {source}; {len(report.local_only)} uploaded or built here (not upstream)")
+    if report.failed:
+        count = len(report.changed_upstream) + len(report.vanished_upstream) + len(report.changed_locally)
+        raise DeployError(f"{wheelhouse}: {count} file(s) differ from MANIFEST.jsonl (listed above)")
+
+
+requirements_tasks = Collection("requirements", check, hash_, lock_)
 mirror_tasks = Collection("mirror")
-for _task, _name in ((sync_, "sync"), (upload_, "upload"), (index, "index"), (publish_, "publish"), (serve_, "serve")):
+_MIRROR_TASKS = {"sync": sync_, "upload": upload_, "index": index, "publish": publish_, "serve": serve_}
+for _name, _task in {**_MIRROR_TASKS, "verify": verify_}.items():
     mirror_tasks.add_task(_task, name=_name)

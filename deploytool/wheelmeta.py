@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from deploytool.errors import DeployError
 
-_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 class MirrorError(DeployError):
@@ -60,7 +60,7 @@ class TargetPython:
         """Return accepted platform tags, most specific first (``any`` excluded)."""
         if self.platforms:
             return self.platforms
-        arch = _ARCH_ALIASES.get(self.platform_machine, self.platform_machine)
+        arch = ARCH_ALIASES.get(self.platform_machine, self.platform_machine)
         if self.sys_platform != "linux":
             return ()
         top = int(self.glibc.split(".")[1])
