@@ -53,7 +53,7 @@ def _run_and_report(
         "dry_run": "print the plan and change nothing",
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
-    }
+    },
 )
 @task_boundary
 def deploy(
@@ -97,7 +97,7 @@ def deploy(
         "to": "release id to return to (default: the previous good one)",
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
-    }
+    },
 )
 @task_boundary
 def rollback(

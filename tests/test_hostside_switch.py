@@ -167,3 +167,12 @@ def test_finish_never_releases_another_runs_lock(root: Path) -> None:
     answer = finish.main(finish_args(root, entries=['{"release": "x"}'], unlock="always"))
     assert not answer["ok"] and (root / "deploy.lock").is_dir()
     assert not (root / "journal.jsonl").exists()
+
+
+def test_a_swap_that_cannot_rename_puts_the_config_back_and_leaves_what_it_did_not_make(root: Path) -> None:
+    blocker = root / f"current.{B}.tmp"
+    blocker.mkdir()  # a directory where the new link must be made
+    answer = publish.main(publish_args(root, B, A))
+    assert not answer["ok"] and not answer["switched"] and answer["failed_step"] == f"switching current to {B}"
+    assert state(root) == (f"releases/{A}", "a\n", "not switched")
+    assert blocker.is_dir(), "what publish did not create is left alone"

@@ -21,6 +21,7 @@ Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -144,20 +145,23 @@ class Publish:
             "step": "switching current to {}".format(self.args.get("release") or "no release"),
             "output": "",
         }
+        created = False
         try:
             if link is None:
                 if os.path.lexists(current):
                     os.unlink(current)
             else:
-                if os.path.lexists(temporary):
+                if os.path.islink(temporary):  # left by an earlier, interrupted switch
                     os.unlink(temporary)
                 os.symlink(link, temporary)
+                created = True
                 os.replace(temporary, current)
             self.switched = True
         except OSError as error:
             step["output"] = str(error)
-            if os.path.lexists(temporary):
-                os.unlink(temporary)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
         step.update(ok=self.switched, seconds=round(time.monotonic() - started, 3))
         self.steps.append(step)
         if not self.switched:
@@ -202,6 +206,10 @@ class Publish:
             self.after_switch()
         except Failed:
             pass
+        except Exception as error:  # a bug or an odd host: still answer, saying whether current moved
+            result = self.answer(f"unexpected {type(error).__name__}: {error}")
+            self.record("switched" if self.switched else "not switched")
+            return result
         result = self.answer()
         self.record("published" if result["ok"] else ("switched" if self.switched else "not switched"))
         return result
