@@ -97,9 +97,19 @@ def _ensure_deploy_user() -> str:
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", DEPLOY_USER], check=True)
     # A fresh account is locked ("!"), and sshd without PAM refuses locked accounts even for keys: "*" means
-    # "no password can match" without locking it.
-    subprocess.run(["usermod", "--password", "*", DEPLOY_USER], check=True)
+    # "no password can match" without locking it. Only a locked account is changed, so a test run starting here
+    # never takes away the password another run's sudo tests gave the shared account.
+    if _password_field(DEPLOY_USER).startswith("!"):
+        subprocess.run(["usermod", "--password", "*", DEPLOY_USER], check=True)
     return DEPLOY_USER
+
+
+def _password_field(user: str) -> str:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name == user:
+            return rest.partition(":")[0]
+    return "!"
 
 
 def _free_port() -> int:
