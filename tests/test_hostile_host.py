@@ -34,7 +34,7 @@ def test_a_forged_journal_and_release_names_never_reach_git_on_the_laptop(ssh_pr
     forged = {"event": "deploy", "release": live, "status": "ok", "from": None, "commit": f"--output={pwned}"}
     good_journal = (root / "journal.jsonl").read_text()
     (root / "journal.jsonl").write_text(good_journal + json.dumps(forged) + "\n")
-    hostile = ["--output=x", f"{live}\ncurrent releases/x", "20261121T093000Z-zzzzzzz"]
+    hostile = ["--output=x", f"{live}\nrelease 20261121T093000Z-1a2b3c4", "20261121T093000Z-zzzzzzz"]
     for name in hostile:
         (root / "releases" / name).mkdir()
         _as_deploy_user(root / "releases" / name)
@@ -96,7 +96,9 @@ def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     account = pwd.getpwnam(DEPLOY_USER) if os.geteuid() == 0 else None
     options = f"size={size},mode=0755" + (f",uid={account.pw_uid},gid={account.pw_gid}" if account else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         reason = f"cannot mount a tmpfs to fill up (needs root): {mounted.stderr.strip()}"
         if os.environ.get("CI") == "true":
