@@ -149,7 +149,7 @@ def check(target: Target, owner: dict[str, str | int]) -> HostState:
         answer = hostside.parse_answer(target.name, "state", outcome.stdout, outcome.stderr, outcome.exit_code)
     except ModuleFailed as refused:
         if refused.result.get("reason") == "locked":
-            owner_text = str(refused.result.get("owner") or "")
+            owner_text = str(refused.result.get("owner") or "").strip()  # as `unlock` compares it
             raise LockedError(target.name, _describe_lock(owner_text, layout, host), owner_text) from None
         raise
     except RemoteError:
