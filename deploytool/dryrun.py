@@ -38,6 +38,7 @@ def requirement_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
 
 
 def _running_commit(target: phases.Target) -> str | None:
+    """The commit ``current`` runs, by the journal (whose commit ids `phases.read_state` has validated)."""
     current = target.state.current
     commits = [entry.commit for entry in target.state.entries if entry.release == current and entry.commit]
     return commits[-1] if commits else None
@@ -54,7 +55,7 @@ def _host_report(inventory: Inventory, plan: Plan, target: phases.Target) -> lis
         lines.append(f"  requirements ({relative}): {len(new_pins)} pins, all new")
     else:
         try:
-            log = git(inventory.project_root, "log", "--oneline", "--no-decorate", f"{old}..{new}")
+            log = git(inventory.project_root, "log", "--oneline", "--no-decorate", "--end-of-options", f"{old}..{new}")
             lines.append("  commits:" + ("".join(f"\n    {line}" for line in log.splitlines()) or " none"))
             changes = requirement_changes(_pins_at(inventory, old, relative), new_pins)
         except DeployError:

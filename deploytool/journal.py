@@ -8,9 +8,14 @@ Each line of ``journal.jsonl`` is one JSON object: ``event`` (deploy, rollback, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from .release import is_commit_id, is_release_id
+
+EVENTS = ("deploy", "rollback", "unlock")
 
 
 @dataclass(frozen=True)
@@ -42,17 +47,21 @@ class Entry:
 
     @classmethod
     def from_json(cls, line: str) -> Entry | None:
-        """Parse one line; a damaged line (a crash mid-write) is skipped rather than trusted."""
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("release"), str):
-            return None
+        """One line as an entry; None for a damaged line or a bad field (never trusted)."""
+        entries = parse([line])
+        return entries[0] if entries else None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Entry:
+        """An entry from one line's JSON object, every field checked (it comes from a host: the laptop acts on
+        it, and gives ``commit`` to git); raises ValueError naming the first bad field."""
+        for key, valid, expected in _FIELDS:
+            if not valid(data.get(key)):
+                raise ValueError(f"{key} {shown(data.get(key))} is not {expected}")
         return cls(
-            event=str(data.get("event", "")),
+            event=data["event"],
             release=data["release"],
-            status=str(data.get("status", "")),
+            status=data["status"],
             previous=data.get("from"),
             commit=data.get("commit"),
             user=data.get("user"),
@@ -61,10 +70,68 @@ class Entry:
         )
 
 
-def parse(lines: Iterable[str]) -> list[Entry]:
-    """Parse journal lines, skipping blank and damaged ones."""
-    entries = (Entry.from_json(line) for line in lines if line.strip())
-    return [entry for entry in entries if entry is not None]
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _text(value: object, limit: int = 200) -> bool:
+    return isinstance(value, str) and len(value) <= limit and value.isprintable()
+
+
+def _timestamp(value: object) -> bool:
+    if not _text(value, 64):
+        return False
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+_FIELDS: tuple[tuple[str, Callable[[object], bool], str], ...] = (
+    ("event", lambda value: value in EVENTS, "an event (" + ", ".join(EVENTS) + ")"),
+    ("status", lambda value: value in ("ok", "failed"), "a status (ok, failed)"),
+    ("release", is_release_id, "a release id"),
+    ("from", _optional(is_release_id), "a release id"),
+    ("commit", _optional(is_commit_id), "a commit id"),
+    ("user", _optional(_text), "a user name"),
+    ("time", _optional(_timestamp), "a time"),
+    ("reason", _optional(lambda value: isinstance(value, str)), "a text"),
+)
+
+
+def shown(value: object) -> str:
+    """A value read from a host, fit to print: quoted, control characters escaped, shortened."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class DamagedJournal(ValueError):
+    """A journal line is valid JSON but not a valid entry (damaged by hand, or tampered with)."""
+
+
+def parse(lines: Iterable[str], where: str | None = None) -> list[Entry]:
+    """Parse journal lines. Blank lines and lines that are not a JSON object (a write torn by a crash) are
+    skipped. A JSON object with a bad field raises `DamagedJournal` naming ``where`` (the file), the line and the
+    field; without ``where`` it is skipped too (never trusted)."""
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            data = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        try:
+            entries.append(Entry.from_data(data))
+        except ValueError as error:
+            if where is None:
+                continue
+            raise DamagedJournal(
+                f"{where} line {number}: {error}; the journal is damaged or was tampered with "
+                "(correct or remove that line)"
+            ) from None
+    return entries
 
 
 def deployed_in_order(entries: Sequence[Entry]) -> list[str]:
@@ -122,3 +189,13 @@ def releases_to_prune(entries: Sequence[Entry], present: Iterable[str], keep: in
     protected = {current, rollback_target(entries, current, present)}
     kept = [rid for rid in present if rid not in failed][-keep:]
     return [rid for rid in present if rid not in protected and rid not in kept]
+
+
+def incomplete_releases(entries: Sequence[Entry], present: Iterable[str], current: str | None) -> list[str]:
+    """Releases a killed run left half-made: on the host, not ``current``, and never live by the journal (no ok
+    entry for them, never the ``from`` of an entry; so never the rollback target either). With no journal at all
+    nothing is called incomplete: a lost journal must not make every release debris."""
+    if not entries:
+        return []
+    live = {e.release for e in entries if e.status == "ok"} | {e.previous for e in entries if e.previous}
+    return [rid for rid in sorted(present) if rid != current and rid not in live]

@@ -16,20 +16,22 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import secrets
 import shlex
 import subprocess
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from . import installer, journal
-from .errors import LockedError, RemoteError
+from . import hostside, installer, journal
+from .errors import DeployError, LockedError, RemoteError
 from .hostside import ModuleFailed, run_module
 from .inventory import HostConfig
 from .layout import Layout
-from .release import RELEASE_ID, Release
-from .remote import Script, run_checked, run_script
+from .release import RELEASE_ID, Release, is_release_id
+from .remote import Outcome, Script, run_checked, run_script
 from .transport import Runner, git_remote, phase_timeout, ssh_failure
 
 EXIT_LOCKED = 75
@@ -72,46 +74,48 @@ class Target:
         return ((self.password or "") + "\n") * times
 
 
-def _state_script(layout: Layout) -> Script:
-    """Print the current release, the release directories and the journal, one prefixed line each."""
-    q = shlex.quote
-    return Script(
-        [
-            f"printf 'current %s\\n' \"$(readlink {q(layout.current)} || true)\"",
-            f"ls -1 {q(layout.releases)} 2>/dev/null | sed 's/^/release /'",
-            f"sed 's/^/journal /' {q(layout.journal)} 2>/dev/null || true",
-        ]
-    )
+PYTHON_VERSION = re.compile(r"\d+\.\d+\.\d+[A-Za-z0-9+]{0,16}")
 
 
 def _release_of_link(link: str, layout: Layout) -> str | None:
     """The release id ``current``'s link names (``releases/X``, ``./releases/X`` or ``<root>/releases/X``)."""
     for prefix in ("releases/", "./releases/", layout.releases + "/"):
-        name = link.removeprefix(prefix)
-        if link.startswith(prefix) and name and "/" not in name.rstrip("/"):
-            return name.rstrip("/")
+        name = link.removeprefix(prefix).rstrip("/")
+        if link.startswith(prefix) and is_release_id(name):
+            return name
     return None
 
 
-def _parse_state(stdout: str, layout: Layout) -> HostState:
-    current, releases, lines, python, link = None, [], [], None, ""
-    for line in stdout.splitlines():
-        kind, _, value = line.partition(" ")
-        if kind == "python":
-            python = value.strip() or None
-        elif kind == "current":
-            link, current = value, _release_of_link(value, layout)
-        elif kind == "release" and value:
-            releases.append(value)
-        elif kind == "journal":
-            lines.append(value)
-    return HostState(current, sorted(releases), journal.parse(lines), python, link)
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _host_state(target: Target, answer: dict[str, Any]) -> HostState:
+    """The state module's answer, validated: only release ids are releases, ``current`` must name one, every
+    journal line's fields are checked (a damaged or forged line is an error naming the file and line)."""
+    link, names, lines, python = (answer.get(key) for key in ("current_link", "releases", "journal", "python"))
+    if not (isinstance(link, str) and _strings(names) and _strings(lines) and isinstance(python, str)):
+        raise RemoteError(target.name, "the host's state could not be read (its answer is malformed)")
+    if not PYTHON_VERSION.fullmatch(python):
+        raise RemoteError(target.name, f"{target.host.python} reports Python {journal.shown(python)}")
+    releases = sorted(name for name in names if is_release_id(name))  # type: ignore[union-attr]
+    try:
+        entries = journal.parse(lines, target.layout.journal)  # type: ignore[arg-type]
+    except journal.DamagedJournal as error:
+        raise RemoteError(target.name, str(error)) from None
+    return HostState(_release_of_link(link, target.layout), releases, entries, python, link)
+
+
+def _state_args(target: Target, **extra: object) -> dict[str, object]:
+    return {"root": target.layout.root, **extra}
 
 
 def read_state(target: Target) -> HostState:
     """Read current, releases and journal without taking the lock (for listings and dry runs)."""
-    outcome = run_checked(target.c, target.name, _state_script(target.layout), phase="reading the state")
-    target.state = _parse_state(outcome.stdout, target.layout)
+    answer = run_module(
+        target.c, target.name, target.host.python, "state", _state_args(target), phase="reading the state"
+    )
+    target.state = _host_state(target, answer)
     return target.state
 
 
@@ -136,39 +140,46 @@ def check(target: Target, owner: dict[str, str | int]) -> HostState:
     script.raw(f"[ -d {q(layout.repo)} ] || git init -q --bare {q(layout.repo)}")
     not_link = f"{layout.current} is not a symlink; move it away (deploytool switches current by renaming a link)"
     script.raw(f"[ ! -e {q(layout.current)} ] || [ -L {q(layout.current)} ] || {{ echo {q(not_link)} >&2; exit 3; }}")
-    script.step("taking the lock")
-    script.raw(
-        f"if ! mkdir {q(layout.lock)} 2>/dev/null; then "
-        f"printf 'locked %s\\n' \"$(cat {q(layout.lock_owner)} 2>/dev/null)\"; exit {EXIT_LOCKED}; fi"
-    )
-    owner = {**owner, "run": target.run}
-    script.raw(f"printf '%s\\n' {q(json.dumps(owner, sort_keys=True))} > {q(layout.lock_owner)}")
-    script.extend(_state_script(layout))
-    script.raw(f"printf 'python %s\\n' \"$({q(host.python)} -c 'import platform; print(platform.python_version())')\"")
+    # The script's stdin carries sudo's password lines: the module's arguments are piped into it instead.
+    script.step("taking the lock and reading the state")
+    args = hostside.stdin_line(_state_args(target, lock={**owner, "run": target.run}))
+    script.pipe(["printf", "%s", args], hostside.argv(host.python, "state"))
     outcome = run_script(target.c, script, stdin=target.sudo_stdin(sudo_lines), phase="check")
-    if outcome.exit_code == EXIT_LOCKED:
-        owner_text = outcome.stdout.partition("locked ")[2].strip()
-        raise LockedError(target.name, _describe_lock(owner_text, layout, host), owner_text)
-    if not outcome.ok:
-        raise RemoteError(target.name, outcome.failure())
+    try:
+        answer = hostside.parse_answer(target.name, "state", outcome.stdout, outcome.stderr, outcome.exit_code)
+    except ModuleFailed as refused:
+        if refused.result.get("reason") == "locked":
+            owner_text = str(refused.result.get("owner") or "").strip()  # as `unlock` compares it
+            raise LockedError(target.name, _describe_lock(owner_text, layout, host), owner_text) from None
+        raise
+    except RemoteError:
+        raise RemoteError(target.name, outcome.failure()) from None  # an earlier step failed: it says which
     target.locked = True
-    target.state = _parse_state(outcome.stdout, target.layout)
-    if target.state.current_link and target.state.current is None:
+    try:
+        target.state = _host_state(target, answer)
+        if target.state.current_link and target.state.current is None:
+            raise RemoteError(
+                target.name,
+                f"{layout.current} points at {_printable(target.state.current_link, 200)}, not at a release "
+                f"under {layout.releases}; point it at one (ln -sfn releases/ID) or remove it",
+            )
+    except DeployError:
         abort(target, None, None)
-        raise RemoteError(
-            target.name,
-            f"{layout.current} points at {target.state.current_link}, not at a release under {layout.releases}; "
-            "point it at one (ln -sfn releases/ID) or remove it",
-        )
+        raise
     return target.state
+
+
+def _printable(value: object, limit: int = 100) -> str:
+    """A value from a host for a message: non-printable characters replaced, shortened."""
+    return "".join(char if char.isprintable() else "?" for char in str(value))[:limit]
 
 
 def _describe_lock(owner_json: str, layout: Layout, host: HostConfig) -> str:
     try:
         owner = json.loads(owner_json)
-        what = " ".join(str(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
-        held = f"{what} by {owner.get('user', '?')} since {owner.get('since', '?')}"
-    except ValueError:
+        what = " ".join(_printable(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
+        held = f"{what} by {_printable(owner.get('user', '?'))} since {_printable(owner.get('since', '?'))}"
+    except (ValueError, AttributeError):
         held = f"an unknown holder ({layout.lock_owner} is unreadable)"
     return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage {host.stage} --hosts {host.name}"
 
@@ -203,7 +214,13 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
     """Make ``releases/<id>``: code from the host's repo, manifest, rendered config, venv with the pins."""
     host, layout = target.host, target.layout
     path = layout.release(release.id)
-    script = Script().step(f"checking out {release.commit[:12]}")
+    script = Script()
+    _report_free_space(script, layout)
+    state = target.state
+    stale = [r for r in journal.incomplete_releases(state.entries, state.releases, state.current) if r != release.id]
+    if stale:
+        _remove_incomplete(script, layout, stale)
+    script.step(f"checking out {release.commit[:12]}")
     exists = f"release {release.id} already exists on the host"
     script.raw(f"[ ! -e {shlex.quote(path)} ] || {{ echo {shlex.quote(exists)} >&2; exit 3; }}")
     # A pipeline's status is its last command's: make sure git has the commit before piping its archive.
@@ -236,7 +253,49 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
         script.cmd("mkdir", "-p", layout.shared_dir(name))
         script.cmd("rm", "-rf", posixpath.join(path, name))
         script.cmd("ln", "-s", layout.shared_dir(name), posixpath.join(path, name))
-    run_checked(target.c, target.name, script, stdin=etc_tar_b64, phase="build")
+    outcome = run_script(target.c, script, stdin=etc_tar_b64, phase="build")
+    outcome = _without_free_space(outcome, layout, target.name)
+    if not outcome.ok:
+        raise RemoteError(target.name, outcome.failure(), outcome.stderr)
+    state.releases = [rid for rid in state.releases if rid not in stale]
+
+
+FREE_MARK = "deploytool-free: "
+LOW_SPACE = 2 * 1024 * 1024  # bytes: a step that failed with less than this free failed for lack of space
+
+
+def _report_free_space(script: Script, layout: Layout) -> None:
+    """When the script fails, it also prints the free space of the deploy root's filesystem (``stat -f``): a
+    step can fail for lack of space without saying so (``ensurepip`` hides its output)."""
+    probe = shlex.join(["stat", "-f", "-c", f"{FREE_MARK}%a %S", layout.root])
+    script.raw(f"trap {shlex.quote(f'[ $? = 0 ] || {probe} >&2 2>/dev/null')} EXIT")
+
+
+def _without_free_space(outcome: Outcome, layout: Layout, host: str) -> Outcome:
+    """``outcome`` without the free-space line; a failure for lack of space raises "no space left on <root>"."""
+    free, lines = None, []
+    for line in outcome.stderr.splitlines():
+        blocks, _, size = line.removeprefix(FREE_MARK).partition(" ")
+        if line.startswith(FREE_MARK) and blocks.isdigit() and size.isdigit():
+            free = int(blocks) * int(size)
+        else:
+            lines.append(line)
+    outcome = replace(outcome, stderr="\n".join(lines))
+    if not outcome.ok and ("No space left on device" in outcome.stderr or (free is not None and free < LOW_SPACE)):
+        raise RemoteError(
+            host, f"no space left on {layout.root} ({outcome.failed_step()} failed); free some space on the host"
+        )
+    return outcome
+
+
+def _remove_incomplete(script: Script, layout: Layout, stale: Sequence[str]) -> None:
+    """Move the releases an interrupted run left into trash/ (deleted in the background); best effort."""
+    script.step(f"removing incomplete releases {', '.join(stale)}")
+    script.raw(f"mkdir -p {shlex.quote(layout.trash)} 2>/dev/null || true")
+    for rid in stale:
+        into = posixpath.join(layout.trash, rid)
+        script.raw(f"{shlex.join(['mv', '-T', layout.release(rid), into])} 2>/dev/null || true")
+        script.raw(f"({shlex.join(['rm', '-rf', into])} </dev/null >/dev/null 2>&1 &)")
 
 
 @dataclass(frozen=True)
@@ -369,3 +428,12 @@ def _lost_run(holder: str, record: str, current: str | None) -> LostRun:
         entry = None
     standing = f"; that run's switch had ended ({data['state']}) and not been recorded: the host is on {now}"
     return LostRun(holder, standing + (" (recorded in the journal now)" if entry else ""), entry)
+
+
+def incomplete(target: Target) -> tuple[list[str], str]:
+    """The releases interrupted runs left on the host (the next deploy removes them), or why they cannot be told."""
+    try:
+        state = read_state(target)
+    except DeployError as error:
+        return [], str(error).removeprefix(f"{target.name}: ")
+    return journal.incomplete_releases(state.entries, state.releases, state.current), ""

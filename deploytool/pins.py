@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import DeployError
 from .inventory import HostConfig, Inventory
 from .phases import InstallPlan
+from .release import is_commit_id
 from .requirements import check_nested, read_requirements, requirements_digest
 from .snapshot import extract, relative_to_project
 from .wheelmeta import TargetPython
@@ -56,7 +57,9 @@ def _relative(inventory: Inventory, host: HostConfig) -> str:
 
 
 def extract_requirement_files(project_root: Path, commit: str, into: Path) -> None:
-    """Write the ``*.txt`` files of ``commit`` under ``into``, as committed."""
+    """Write the ``*.txt`` files of ``commit`` (a full commit id) under ``into``, as committed."""
+    if not is_commit_id(commit):
+        raise DeployError(f"{commit!r} is not a commit id")
     extract(project_root, commit, [":(glob)**/*.txt"], into)
 
 

@@ -14,6 +14,17 @@ from pathlib import Path
 from .errors import DeployError
 
 RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{7,40}")
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+
+
+def is_release_id(value: object) -> bool:
+    """Whether ``value`` (anything, e.g. read from a host) is a release id."""
+    return isinstance(value, str) and RELEASE_ID.fullmatch(value) is not None
+
+
+def is_commit_id(value: object) -> bool:
+    """Whether ``value`` is a full commit id (40 lowercase hex digits): never an option or a revision range."""
+    return isinstance(value, str) and COMMIT_ID.fullmatch(value) is not None
 
 
 class NotARepositoryError(DeployError):
@@ -49,7 +60,7 @@ def git(project_root: Path, *args: str) -> str:
 def resolve_commit(project_root: Path, ref: str) -> str:
     """The full commit id ``ref`` names in the local repository."""
     try:
-        return git(project_root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        return git(project_root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     except NotARepositoryError:
         raise
     except DeployError:

@@ -91,6 +91,10 @@ class Outcome:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    def failed_step(self) -> str:
+        """The title of the last step announced (the one that failed when the script failed)."""
+        return _failed_step(self.stderr)[0] or "a remote command"
+
     def failure(self) -> str:
         """What failed, for the user: ``<step> failed: <the last lines it printed>``."""
         step, detail = _failed_step(self.stderr)

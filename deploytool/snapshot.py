@@ -15,7 +15,8 @@ from .errors import DeployError
 def extract(project_root: Path, commit: str, pathspecs: list[str], into: Path) -> bool:
     """Write the files of ``commit`` matching ``pathspecs`` under ``into``; False if none match."""
     archive = subprocess.run(
-        ["git", "-C", str(project_root), "archive", "--format=tar", commit, "--", *pathspecs],
+        # --end-of-options: a commit is never read as an option (git then takes no "--": paths follow it).
+        ["git", "-C", str(project_root), "archive", "--format=tar", "--end-of-options", commit, *pathspecs],
         capture_output=True,
         check=False,
     )

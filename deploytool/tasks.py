@@ -130,12 +130,15 @@ def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
     state = target.state
     deployed = {e.release: e for e in state.entries if e.event == "deploy" and e.status == "ok"}
     back_to = journal.rollback_target(state.entries, state.current, state.releases)
+    incomplete = journal.incomplete_releases(state.entries, state.releases, state.current)
     rows: list[dict[str, str | None]] = []
     for release_id in reversed(state.releases):
         entry = deployed.get(release_id)
         mark = "current" if release_id == state.current else ("previous" if release_id == back_to else None)
-        if entry is None:
-            mark = mark or "incomplete"
+        if not mark and release_id in incomplete:
+            mark = "incomplete"
+        elif entry is None:
+            mark = mark or "not in the journal"
         commit = entry.commit if entry else None
         rows.append({"id": release_id, "commit": commit, "time": entry.time if entry else None,
                      "user": entry.user if entry else None, "mark": mark})  # fmt: skip
@@ -205,10 +208,17 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
 
-    def show(target: phases.Target, lost: phases.LostRun | None) -> str:
-        return f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
+    def unlock_one(target: phases.Target) -> tuple[phases.LostRun | None, list[str], str]:
+        return (phases.unlock(target), *phases.incomplete(target))
 
-    _on_each_selected(c, stage, hosts, phases.unlock, show, "unlock")
+    def show(target: phases.Target, found: tuple[phases.LostRun | None, list[str], str]) -> str:
+        lost, incomplete, problem = found
+        said = f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
+        for release_id in incomplete:
+            said += f"; release {release_id} is incomplete (left by an interrupted run): the next deploy removes it"
+        return said + (f"; {problem}" if problem else "")
+
+    _on_each_selected(c, stage, hosts, unlock_one, show, "unlock")
 
 
 @task(

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from deploytool.journal import Entry, parse, releases_to_prune, rollback_target, rolled_back_from
+import json
+
+import pytest
+
+from deploytool.journal import (
+    DamagedJournal,
+    Entry,
+    incomplete_releases,
+    parse,
+    releases_to_prune,
+    rollback_target,
+    rolled_back_from,
+)
 
 
 def deploy(release: str, status: str = "ok", previous: str | None = None) -> Entry:
@@ -51,9 +63,56 @@ def test_a_lost_journal_does_not_make_every_release_debris() -> None:
     assert rollback_target([], "C", ["A", "B", "C"]) is None, "unknown releases are never rollback targets"
 
 
-def test_damaged_lines_are_skipped() -> None:
-    lines = ['{"event": "deploy", "release": "A", "status": "ok"}', '{"event": "depl', "", "[]"]
-    assert [entry.release for entry in parse(lines)] == ["A"]
+A, B, C = "20261121T093000Z-1a2b3c4", "20261122T093000Z-5d6e7f8", "20261123T093000Z-9a8b7c6"
+COMMIT = "1a2b3c4" + "0" * 33
+
+
+def line(**fields: object) -> str:
+    return json.dumps({"event": "deploy", "release": A, "status": "ok", "commit": COMMIT, **fields})
+
+
+def test_torn_and_blank_lines_are_skipped() -> None:
+    lines = [line(), '{"event": "depl', "", "[]", line(release=B)[:20]]
+    assert [entry.release for entry in parse(lines)] == [A]
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"commit": "--output=/tmp/x"}, "commit '--output=/tmp/x' is not a commit id"),
+        ({"commit": "HEAD~1..HEAD"}, "commit 'HEAD~1..HEAD' is not a commit id"),
+        ({"release": "../../etc"}, "release '../../etc' is not a release id"),
+        ({"release": None}, "release None is not a release id"),
+        ({"from": f"{A}\ncurrent x"}, "from '20261121T093000Z-1a2b3c4\\ncurrent x' is not a release id"),
+        ({"event": "reboot"}, "event 'reboot' is not an event (deploy, rollback, unlock)"),
+        ({"status": 1}, "status 1 is not a status (ok, failed)"),
+        ({"user": "\x1b[2Jroot"}, "user '\\x1b[2Jroot' is not a user name"),
+        ({"time": "yesterday"}, "time 'yesterday' is not a time"),
+        ({"reason": ["x"]}, "reason ['x'] is not a text"),
+    ],
+)
+def test_a_line_with_a_bad_field_is_an_error_naming_file_line_and_field(fields: dict[str, object], said: str) -> None:
+    with pytest.raises(DamagedJournal) as raised:
+        parse([line(), line(**fields)], "/srv/app/journal.jsonl")
+    assert str(raised.value) == (
+        f"/srv/app/journal.jsonl line 2: {said}; the journal is damaged or was tampered with "
+        "(correct or remove that line)"
+    )
+
+
+def test_valid_lines_keep_every_field() -> None:
+    (entry,) = parse([line(event="rollback", user="alice@laptop", time="2026-11-21T10:00:00+00:00", reason="r")])
+    assert entry == Entry("rollback", A, "ok", None, COMMIT, "alice@laptop", "2026-11-21T10:00:00+00:00", "r")
+
+
+def test_incomplete_releases_are_those_that_never_went_live() -> None:
+    entries = [deploy(A), deploy(B, "failed", previous=A)]
+    assert incomplete_releases(entries, [A, B, C], current=A) == [B, C]
+    # went live without its own ok line (its journal write failed): named as "from" by the next run
+    assert incomplete_releases([deploy(A), deploy(C, previous=B)], [A, B, C], current=C) == []
+    assert incomplete_releases([deploy(A), rollback(B, A)], [A, B], current=A) == [], "a rollback's target went live"
+    assert incomplete_releases(entries, [A, B], current=B) == [], "current is never incomplete"
+    assert incomplete_releases([], [A, B, C], current=None) == [], "a lost journal makes nothing debris"
 
 
 def test_rolling_back_over_several_releases_skips_all_of_them_later() -> None:

@@ -50,13 +50,18 @@ def source(name: str) -> str:
 
 def command(python: str, name: str, *, sudo: bool = False) -> str:
     """The command line that runs module ``name`` (its arguments are fed on stdin)."""
-    argv = [python, "-c", source(name), name]
-    return shlex.join(["sudo", "-n", *argv] if sudo else argv)
+    line = argv(python, name)
+    return shlex.join(["sudo", "-n", *line] if sudo else line)
 
 
 def stdin_line(args: Mapping[str, Any]) -> str:
     """A module's arguments as it reads them: one line of JSON."""
     return json.dumps(args, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def argv(python: str, name: str) -> list[str]:
+    """The argument list running module ``name`` (for a step of a larger script: pipe `stdin_line` into it)."""
+    return [python, "-c", source(name), name]
 
 
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Host-side module ``state``: take or clear the deploy lock, and read what the laptop needs to know about a host.
+
+Arguments (JSON): ``root`` (the deploy root), and at most one of ``lock`` (the owner record to take the lock
+with, its ``run`` token included) or ``unlock`` (true: remove the lock, whoever holds it). Answer::
+
+    {"ok": true, "current_link": "releases/<id>" or "", "releases": [names of the directories under releases/],
+     "journal": [the lines of journal.jsonl], "python": "3.11.2", "unlocked": <old owner.json text> or null}
+
+or ``{"ok": false, "reason": "locked" | "no_space" | "unreadable" | "lock", "error": ..., "owner": ...}`` (exit 2).
+Nothing here is trusted by the laptop: it validates every name and journal line it uses.
+
+Taking the lock is all-or-nothing: the lock directory is built with its ``owner.json`` under a temporary name and
+renamed into place. rename(2) fails onto a non-empty directory, and every lock made here holds owner.json; an
+existing ``deploy.lock`` of any kind is looked for first, so an empty one (a hand-made lock) is not replaced
+either. A lock that cannot be written (a full disk) leaves nothing behind. Reading the state is done under the
+lock; a journal or releases directory that cannot be read releases the lock again and is an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+LOCK = "deploy.lock"
+OWNER = "owner.json"
+JOURNAL = "journal.jsonl"
+OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.answer: dict[str, Any] = {"ok": False, "reason": reason, "error": error}
+        self.answer.update(extra)
+
+
+def _owner_text(lock: str) -> str:
+    try:
+        with open(os.path.join(lock, OWNER), "rb") as handle:
+            return handle.read(OWNER_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _remove(path: str) -> None:
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
+
+
+def take_lock(root: str, owner: dict[str, Any]) -> None:
+    """Make ``<root>/deploy.lock`` holding ``owner``, or raise `Refused` (locked, or the disk is full)."""
+    lock = os.path.join(root, LOCK)
+    if os.path.lexists(lock):
+        raise Refused("locked", "locked", owner=_owner_text(lock))
+    temporary = None
+    try:
+        temporary = tempfile.mkdtemp(prefix=".deploy.lock.", dir=root)
+        os.chmod(temporary, 0o755)
+        with open(os.path.join(temporary, OWNER), "w") as handle:
+            handle.write(json.dumps(owner, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temporary, lock)
+    except OSError as error:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(lock):
+            raise Refused("locked", "locked", owner=_owner_text(lock)) from None
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise Refused(
+                "no_space", f"no space left on {root}: cannot take the lock; free some space on the host"
+            ) from None
+        raise Refused("lock", f"cannot take the lock {lock}: {error.strerror}") from None
+
+
+def remove_lock(root: str) -> str | None:
+    """Remove the lock whoever holds it; return its owner record's text, or None if there was no lock."""
+    lock = os.path.join(root, LOCK)
+    if not os.path.lexists(lock):
+        return None
+    owner = _owner_text(lock)
+    try:
+        _remove(lock)
+    except OSError as error:
+        raise Refused("lock", f"cannot remove the lock {lock}: {error.strerror}") from None
+    return owner
+
+
+def _unreadable(path: str, problem: str, verb: str = "read") -> Refused:
+    return Refused(
+        "unreadable", f"cannot {verb} {path}: {problem}; the deploy user must be able to read and append to it"
+    )
+
+
+def read_journal(root: str, writable: bool) -> list[str]:
+    """The journal's lines ([] when there is none yet); `Refused` when it exists but cannot be read (or, when
+    ``writable``, appended to: a deploy must not switch a host it cannot record)."""
+    path = os.path.join(root, JOURNAL)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise _unreadable(path, error.strerror or str(error)) from None
+    if writable and not os.access(path, os.W_OK):
+        raise _unreadable(path, "permission denied", "append to")
+    return data.decode("utf-8", "replace").split("\n")
+
+
+def list_releases(root: str) -> list[str]:
+    """Names of the directories (not symlinks, not files) under ``<root>/releases``."""
+    path = os.path.join(root, "releases")
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise _unreadable(path, error.strerror or str(error)) from None
+    return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+
+
+def current_link(root: str) -> str:
+    try:
+        return os.readlink(os.path.join(root, "current"))
+    except OSError:
+        return ""
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    root = str(args["root"])
+    owner = args.get("lock")
+    unlocked = None
+    try:
+        if owner is not None:
+            take_lock(root, owner)
+        elif args.get("unlock"):
+            unlocked = remove_lock(root)
+        try:
+            state: dict[str, Any] = {
+                "current_link": current_link(root),
+                "releases": list_releases(root),
+                "journal": read_journal(root, writable=owner is not None),
+            }
+        except Refused:
+            if owner is not None:
+                remove_lock(root)  # just taken by this call: nothing else happened under it
+            raise
+    except Refused as refused:
+        return refused.answer
+    state.update(ok=True, python=platform.python_version(), unlocked=unlocked)
+    return state
+
+
+if __name__ == "__main__":
+    answer = main(json.loads(sys.stdin.readline()))
+    print(json.dumps(answer, sort_keys=True))
+    sys.exit(0 if answer.get("ok", True) else 2)
