@@ -233,12 +233,16 @@ def test_wrong_password_fails_and_changes_nothing(sudo_project: Project) -> None
     good = deploy(sudo_project, PASSWORD)
     before = {path: path.read_bytes() for path in sorted(etc.rglob("*")) if path.is_file()}
     sudo_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
-    for password in (wrong, None):  # None: no password at all (every sudo reads an empty line)
+    expected = {  # None: no password given (and nobody to ask), so only passwordless sudo could work
+        wrong: ("checking the sudo password failed", "sudo: 3 incorrect password attempts"),
+        None: ("checking passwordless sudo failed", "sudo: a password is required"),
+    }
+    for password, (step, said) in expected.items():
         with pytest.raises(DeployError) as failure:
             deploy(sudo_project, password)
         message = str(failure.value)
-        assert message.startswith("deploy failed: web1: checking the sudo password failed"), message
-        assert "sudo: 3 incorrect password attempts" in message and "No host was switched" in message, message
+        assert message.startswith(f"deploy failed: web1: {step}"), message
+        assert said in message and "No host was switched" in message, message
         assert current(sudo_project) == f"releases/{good}"
         assert {path: path.read_bytes() for path in sorted(etc.rglob("*")) if path.is_file()} == before
         assert release_ids(sudo_project) == [good], "nothing was built"
