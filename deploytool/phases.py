@@ -34,8 +34,6 @@ from .release import RELEASE_ID, Release, is_release_id
 from .remote import Outcome, Script, run_checked, run_script
 from .transport import Runner, git_remote, phase_timeout, ssh_failure
 
-EXIT_LOCKED = 75
-
 
 @dataclass
 class HostState:
