@@ -71,6 +71,22 @@ class SshServer:
             except (OSError, ProcessLookupError):
                 pass
 
+    def freeze(self, deadline_s: float = 10.0) -> list[int]:
+        """SIGSTOP the sshd and everything below it, again until no process there still runs; return the pids.
+
+        One pass can miss a child forked between listing and signalling, and a stop lands asynchronously.
+        """
+        deadline = time.monotonic() + deadline_s
+        while True:
+            self.signal_all(signal.SIGSTOP)
+            time.sleep(0.05)
+            pids = [self.process.pid, *self.children()]
+            running = [pid for pid in pids if _state(pid) not in ("T", "t", "Z", "X", None)]
+            if not running:
+                return pids
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not freeze {running}")
+
     def stop(self) -> None:
         self.signal_all(signal.SIGCONT)
         self.process.terminate()
@@ -78,6 +94,14 @@ class SshServer:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc, or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def available() -> str | None:
