@@ -8,10 +8,15 @@ import getpass
 import posixpath
 import tempfile
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .etc import RenderedEtc, install_args, render_all, tar_bytes
+import jinja2
+
+from .etc import RenderedEtc, TemplateError, install_args, render_all, tar_bytes
+from .golive import Restart
+from .hostside import source
 from .inventory import HostConfig, Inventory
 from .layout import Layout
 from .phases import Target
@@ -37,6 +42,57 @@ def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
         "user": host.user or getpass.getuser(),  # what SSH logs in as when hosts.yml names no user
         "etc_root": host.etc_root,
     }
+
+
+_COMMANDS = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def _render(text: str, variables: dict[str, Any], where: str, host: str) -> str:
+    try:
+        return _COMMANDS.from_string(text).render(variables)
+    except jinja2.UndefinedError as error:
+        raise TemplateError(
+            f"hosts.yml: {where} of host {host} ({text!r:.80}): {error}; define it in hosts.yml vars"
+        ) from None
+    except jinja2.TemplateError as error:
+        raise TemplateError(f"hosts.yml: {where} of host {host} ({text!r:.80}): {error}") from None
+
+
+def render_commands(host: HostConfig, release_id: str | None, previous: str | None) -> HostConfig:
+    """``host`` with its ``validate``, ``after_switch``, ``restart`` and ``health_check`` strings rendered for
+    ``release_id`` (Jinja, the template variables plus ``previous_release``); a `TemplateError` names the key."""
+    variables = {**template_variables(host, release_id or ""), "previous_release": previous or ""}
+
+    def each(key: str, texts: Sequence[str]) -> tuple[str, ...]:
+        return tuple(_render(text, variables, f"{key}[{index}]", host.name) for index, text in enumerate(texts))
+
+    restart = host.restart
+    restart = Restart(
+        each("restart", restart.commands),
+        _render(restart.gunicorn_pidfile, variables, "restart.gunicorn_pidfile", host.name)
+        if restart.gunicorn_pidfile
+        else None,
+        each("restart.start", restart.start),
+    )
+    health = host.health_check
+    if health is not None:
+
+        def one(key: str, value: str | None) -> str | None:
+            return None if value is None else _render(value, variables, f"health_check.{key}", host.name)
+
+        health = replace(
+            health,
+            url=one("url", health.url),
+            command=one("command", health.command),
+            contains=one("contains", health.contains),
+        )
+    return replace(
+        host,
+        validate=each("validate", host.validate),
+        after_switch=each("after_switch", host.after_switch),
+        restart=restart,
+        health_check=health,
+    )
 
 
 def render_hosts(template_dir: Path, hosts: Sequence[HostConfig], release_id: str) -> dict[str, RenderedEtc]:
@@ -80,4 +136,23 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
     install = install_args(new_etc, etc_root, previous_etc)
     # With no previous release, restoring means removing what the new one installed.
     restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
-    return ConfigSwitch(install=install, restore=restore, validate=host.validate, after_switch=host.after_switch)
+    rendered = render_commands(host, release_id, previous)
+    return ConfigSwitch(
+        install=install,
+        restore=restore,
+        validate=rendered.validate,
+        after_switch=rendered.after_switch,
+        restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
+        health=asdict(rendered.health_check) if release_id and rendered.health_check else None,
+    )
+
+
+def _restart_args(host: HostConfig) -> dict[str, Any] | None:
+    """The publish module's ``restart`` argument: the commands, or gunicorn's re-exec and its start commands."""
+    restart = host.restart
+    if not restart:
+        return None
+    gunicorn = None
+    if restart.gunicorn_pidfile:
+        gunicorn = {"program": source("gunicorn_reexec"), "pidfile": restart.gunicorn_pidfile, "timeout": host.timeout}
+    return {"commands": list(restart.commands), "gunicorn": gunicorn, "start": list(restart.start)}

@@ -18,23 +18,23 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import journal, phases
-from .config import config_switch, payload, render_commit
+from .config import payload, render_commands, render_commit
 from .errors import DeployError, LockedError
 from .etc import RenderedEtc
-from .events import FAILED, INTERRUPTED, OK, Event, EventLog, reason_of
-from .fleet import Interrupted, Results, describe_failures, interruption, on_each, terminate_as_interrupt
+from .events import FAILED, INTERRUPTED, OK, Event, EventLog
+from .fleet import Interrupted, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
-from .release import Release, check_release_id, deployer, resolve_commit, utc_now
+from .release import Release, check_release_id, deployer, resolve_commit
 from .report import HostOutcome, RunReport
-from .switch import PublishFailed, publish
-from .transport import ConnectionLost, close, connect, interrupt, resume
+from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, now, rollback_batches
+from .transport import close, connect, interrupt
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _owner(action: str, release: str) -> dict[str, str | int]:
         "action": action,
         "release": release,
         "user": deployer(),
-        "since": _now(),
+        "since": now(),
         "machine": socket.gethostname(),
         "pid": os.getpid(),
     }
@@ -96,10 +96,6 @@ def _lock(target: phases.Target, owner: dict[str, str | int], log: EventLog) -> 
         note = f"took over the lock of {lost.holder} (that process is gone){lost.standing}"
         log.add(Event(target.name, "takeover", OK, now, now, note))
         return state
-
-
-def _now() -> str:
-    return utc_now().isoformat(timespec="seconds")
 
 
 AskPassword = Callable[[list[str]], str]
@@ -181,7 +177,7 @@ def _prepare(plan: Plan, project_root: Path, target: phases.Target, log: EventLo
         with log.phase(name, "build"):
             phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
     except Exception as error:
-        phases.abort(target, release.id, _failed_deploy(release, target, error))
+        phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
 
 
@@ -199,51 +195,8 @@ def _check_python(target: phases.Target, actual: str | None) -> None:
     )
 
 
-def _entry(
-    target: phases.Target, event: str, release_id: str, commit: str | None, failure: object = None, **fields: str
-) -> journal.Entry:
-    """A journal line for ``target``: ok, or failed with the reason ``failure`` (``fields`` override)."""
-    status = "failed" if failure is not None else "ok"
-    reason = reason_of(target.name, failure) if failure is not None else None
-    entry = journal.Entry(event, release_id, status, target.state.current, commit, deployer(), _now(), reason)
-    return replace(entry, **fields)
-
-
-def _failed_deploy(release: Release, target: phases.Target, error: object) -> journal.Entry:
-    return _entry(target, "deploy", release.id, release.commit, error)
-
-
-def _abort_all(targets: Sequence[phases.Target], release: Release | None = None, reason: str = "") -> str:
-    """Clean up every host this run still holds: the half-built ``release`` removed and its failure journaled
-    (for a deploy), the lock released. Hosts it does not hold (never locked, already cleaned up) are left alone.
-    Returns a note naming the hosts that could not be cleaned up (not answering), or ""."""
-
-    def clean(target: phases.Target) -> None:
-        resume(target.c)  # after an interruption: cleaning up reconnects where it must
-        if release is None:
-            phases.abort(target, None, None)
-        else:
-            phases.abort(target, release.id, _failed_deploy(release, target, reason))
-
-    on_each(targets, clean, lambda t: t.name)
-    stuck = [target for target in targets if target.locked]
-    if not stuck:
-        return ""
-    names = ",".join(target.name for target in stuck)
-    return (
-        f"\nStill locked by this run (could not be reached to clean up): {names.replace(',', ', ')}; once they "
-        f"answer: fab unlock --stage {stuck[0].host.stage} --hosts {names}"
-    )
-
-
 def _stop(target: phases.Target) -> None:
     interrupt(target.c)
-
-
-def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
-    entries = [*target.state.entries, entry]
-    present = [*target.state.releases, entry.release]
-    return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
 
 
 def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[phases.Target], ok: set[str]) -> None:
@@ -261,6 +214,8 @@ def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[
             result, reason = "interrupted", f"interrupted during {interrupted.phase}"
         elif host.name in ok:
             result, reason = "ok", None
+        elif any(event.phase == "revert" for event in events):
+            result, reason = "reverted", "switched back: " + (report.error or "the run failed").split("\n")[0]
         else:
             result, reason = "unchanged", "not switched: " + (report.error or "the run stopped").split("\n")[0]
         report.outcomes.append(HostOutcome(host.name, result, current.get(host.name), reason))
@@ -272,13 +227,16 @@ def run_deploy(
     report: RunReport | None = None,
     password: str | None = None,
     ask_password: AskPassword | None = None,
+    batch_size: int | str | None = None,
 ) -> RunReport:
-    """Prepare the release on every host, then switch them all; any failure before a host's switch leaves
-    that host's ``current`` untouched and its half-built release removed. Without ``password``, sudo hosts that
-    need one get it from ``ask_password``. Fills ``report`` as it goes."""
+    """Prepare the release on every host, then make it live batch by batch (`rollout.deploy_batches`); any
+    failure before the switch leaves every host's ``current`` untouched and the half-built release removed, a
+    failed batch puts every switched host back. Without ``password``, sudo hosts that need one get it from
+    ``ask_password``; ``batch_size`` overrides hosts.yml's. Fills ``report`` as it goes."""
     release = plan.release
     report = report or RunReport("deploy", plan.hosts[0].stage, release.id, release.commit, EventLog())
     log, live = report.log, set[str]()
+    limit = plan.hosts[0].parallel
     targets: list[phases.Target] = []
     try:
         with terminate_as_interrupt(), connected(plan.hosts, password, log) as targets:
@@ -286,28 +244,27 @@ def run_deploy(
                 _sudo_passwords(targets, ask_password)
             try:
                 prepared = on_each(
-                    targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, cancel=_stop
+                    targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, _stop, limit
                 )
             except KeyboardInterrupt as stop:
-                stuck = _abort_all(targets, release, f"{interruption(stop)} on the laptop")
+                stuck = abort_all(targets, release, f"{interruption(stop)} on the laptop", limit)
                 raise DeployError(
                     f"{interruption(stop)}: no host was switched; the half-built releases were removed{stuck}"
                 ) from None
             if prepared.failed:
                 # The failed hosts cleaned up after themselves where they could; the prepared ones are still locked.
-                stuck = _abort_all(targets, release, ", ".join(t.name for t, _ in prepared.failed) + " failed")
+                failed = ", ".join(t.name for t, _ in prepared.failed) + " failed"
+                stuck = abort_all(targets, release, failed, limit)
                 raise DeployError(
                     describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
                     + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
                 )
+            rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit)
             try:
-                switched = on_each(targets, lambda target: _go_live(target, release, log), lambda t: t.name)
+                live |= deploy_batches(rollout, release)
             except KeyboardInterrupt as stop:
                 # A host-side step under way runs to its end whatever happens here: it is waited for.
-                raise DeployError(_interrupted_switch(stop, targets, release.id, release)) from None
-            live.update(target.name for target, _ in switched.done)
-            if switched.failed:
-                raise DeployError(describe_failures("switch", [(t.name, e) for t, e in switched.failed]))
+                raise DeployError(interrupted_batches(stop, rollout, release.id, release)) from None
             return report
     except DeployError as error:
         report.error = str(error)
@@ -316,92 +273,9 @@ def run_deploy(
         _outcomes(report, plan.hosts, targets, live)
 
 
-def _interrupted_switch(
-    stop: KeyboardInterrupt, targets: Sequence[phases.Target], live_on: str, release: Release | None
-) -> str:
-    """Clean up the hosts an interruption kept from switching, and say where every host stands."""
-    results: Results[phases.Target, object] = (
-        stop.results if isinstance(stop, Interrupted) else Results([], [], list(targets))
-    )
-    reason = f"{interruption(stop)} on the laptop before this host switched"
-    stuck = _abort_all(results.not_started, release, reason)
-    where = {target.name: f"{target.name}: live on {live_on}" for target, _ in results.done}
-    where |= {target.name: str(error) for target, error in results.failed}
-    where |= {
-        t.name: f"{t.name}: still on {t.state.current or 'no release'} (not switched)" for t in results.not_started
-    }
-    lines = [where[target.name] for target in targets if target.name in where]
-    return f"{interruption(stop)} during the switch; where each host stands:\n  " + "\n  ".join(lines) + stuck
-
-
-def _lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
-    """The host's connection dropped (or it stopped answering) during its switch: say where ``current`` points
-    now if the host can be reached again, and release this run's lock there."""
-    phases.abort(target, None, None)
-    try:
-        now = phases.read_state(target).current or "no release"
-    except DeployError:
-        return f"{error}; where {target.name} stands is unknown: check it (fab releases), then deploy or roll back"
-    return f"{error}; {target.name} is on {now} now (the switch was cut short: check it, then deploy or roll back)"
-
-
-def _go_live(target: phases.Target, release: Release, log: EventLog) -> None:
-    """Publish ``release`` on one host and finish; an after-switch failure switches the host back."""
-    name, previous = target.name, target.state.current
-    entry = _entry(target, "deploy", release.id, release.commit)
-    try:
-        with log.phase(name, "publish") as record:
-            config = config_switch(target, release.id, previous)
-            published = publish(target, release.id, previous, config, entry=entry)
-            record.output = published.output
-    except ConnectionLost as error:
-        raise DeployError(_lost_in_switch(target, error)) from None
-    except PublishFailed as error:
-        if error.published.switched:
-            _switch_back(target, release, previous, error, log)
-        phases.abort(target, release.id, _failed_deploy(release, target, error))
-        raise DeployError(f"{error}; {name} is still on {previous or 'no release'}") from None
-    try:
-        with log.phase(name, "finish"):
-            phases.finish(target, entry, prune=_prune_list(target, entry))
-    except DeployError as error:
-        raise DeployError(
-            f"{error}; {name} is live on {release.id} all the same, and its lock is kept: check its journal, "
-            f"then fab unlock --stage {target.host.stage} --hosts {name}"
-        ) from None
-
-
-def _switch_back(
-    target: phases.Target, release: Release, previous: str | None, error: PublishFailed, log: EventLog
-) -> None:
-    """Point ``current`` at ``previous`` again, with its config, after a failed after-switch command, then clean
-    up; always raises the `DeployError` that says where the host ended."""
-    name, problem, back = target.name, "", False
-    try:
-        with log.phase(name, "revert"):
-            publish(target, previous, release.id, config_switch(target, previous, release.id))
-        back = True
-    except PublishFailed as again:
-        back, problem = again.published.switched, reason_of(name, again)  # current moved back even if a hook failed
-    except DeployError as again:
-        problem = reason_of(name, again)
-    if not back:
-        # Neither forward nor back: say so, keep the release current points at, and free the host.
-        phases.abort(target, None, _failed_deploy(release, target, f"{error}; switching back failed"))
-        raise DeployError(
-            f"{error}; switching back to {previous or 'no release'} failed too ({problem}): "
-            f"{name} is on {release.id} (check the host, then fab rollback or fab deploy)"
-        ) from None
-    back_entry = (
-        []
-        if previous is None
-        else [_entry(target, "rollback", previous, None, previous=release.id, reason="switch back")]
-    )
-    failed = _failed_deploy(release, target, error)
-    with suppress(Exception):
-        phases.finish(target, *back_entry, failed, remove=[release.id], unlock="always")
-    on_the_way = f" (on the way back: {problem})" if problem else ""
-    raise DeployError(f"{error}; {name} is back on {previous or 'no release'}{on_the_way}") from None
+def _batch_size(hosts: Sequence[HostConfig], override: int | str | None) -> int | str | None:
+    """``--batch-size`` if given, else the stage's ``batch_size`` (a stage setting: every host has the same)."""
+    return override if override is not None else hosts[0].batch_size
 
 
 def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
@@ -433,63 +307,43 @@ def run_rollback(
     report: RunReport | None = None,
     password: str | None = None,
     ask_password: AskPassword | None = None,
+    batch_size: int | str | None = None,
 ) -> str:
-    """Switch every host back to the previous good release (or ``to``); installs nothing."""
+    """Switch every host back to the previous good release (or ``to``), batch by batch, restarted and checked;
+    installs nothing."""
     report = report or RunReport("rollback", hosts[0].stage, to, None, EventLog())
     log, done = report.log, set[str]()
+    limit = hosts[0].parallel
     targets: list[phases.Target] = []
 
     def lock(target: phases.Target) -> None:
         with log.phase(target.name, "check"):
             _lock(target, _owner("rollback", to or ""), log)
 
-    def switch_one(target: phases.Target, chosen: str) -> None:
-        current = target.state.current
-        if current == chosen:
-            with log.phase(target.name, "finish"):
-                phases.finish(target)
-            return
-        commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
-        entry = _entry(target, "rollback", chosen, commit)
-        try:
-            with log.phase(target.name, "publish") as record:
-                config = config_switch(target, chosen, current)
-                record.output = publish(target, chosen, current, config, entry=entry).output
-        except ConnectionLost as error:
-            raise DeployError(_lost_in_switch(target, error)) from None
-        except PublishFailed as error:
-            # The journal records where current points: a rollback whose after-switch command failed did
-            # move it (status ok, with the failure as the reason); one whose config was rejected did not.
-            status = "ok" if error.published.switched else "failed"
-            phases.abort(target, None, replace(entry, status=status, reason=reason_of(target.name, error)))
-            where = f"current is now {chosen}" if error.published.switched else f"current is still {current}"
-            raise DeployError(f"{error}; {where}") from None
-        with log.phase(target.name, "finish"):
-            phases.finish(target, entry)
-
     try:
         with terminate_as_interrupt(), connected(hosts, password, log) as targets:
             if password is None and ask_password is not None:
                 _sudo_passwords(targets, ask_password)
             try:
-                locked = on_each(targets, lock, lambda t: t.name, cancel=_stop)
+                locked = on_each(targets, lock, lambda t: t.name, _stop, limit)
             except KeyboardInterrupt as stop:
-                raise DeployError(f"{interruption(stop)}: no host was switched{_abort_all(targets)}") from None
+                raise DeployError(f"{interruption(stop)}: no host was switched{abort_all(targets)}") from None
             if locked.failed:
-                stuck = _abort_all(targets)
+                stuck = abort_all(targets, limit=limit)
                 raise DeployError(describe_failures("rollback", [(t.name, e) for t, e in locked.failed]) + stuck)
             try:
                 chosen = choose_rollback_target(targets, to)
+                for target in targets:  # a command template that cannot render stops the rollback here
+                    render_commands(target.host, chosen, target.state.current)
             except DeployError:
-                _abort_all(targets)
+                abort_all(targets, limit=limit)
                 raise
             report.release = chosen
+            rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit)
             try:
-                results = on_each(targets, lambda target: switch_one(target, chosen), lambda t: t.name)
+                done |= rollback_batches(rollout, chosen)
             except KeyboardInterrupt as stop:
-                raise DeployError(_interrupted_switch(stop, targets, chosen, None)) from None
-            done.update(target.name for target, _ in results.done)
-            results.raise_if_failed("rollback", lambda t: t.name)
+                raise DeployError(interrupted_batches(stop, rollout, chosen, None)) from None
             return chosen
     except DeployError as error:
         report.error = str(error)
@@ -506,4 +360,6 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     plan = Plan(release=replace(Release.mint(commit), hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
     plan.rendered = render_commit(inventory, hosts, plan.release.id, commit)
+    for host in hosts:  # a command template that cannot render stops the deploy before any host is touched
+        render_commands(host, plan.release.id, None)
     return plan

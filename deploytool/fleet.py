@@ -92,11 +92,14 @@ def on_each(
     func: Callable[[T], R],
     name: Callable[[T], str],
     cancel: Callable[[T], None] | None = None,
+    limit: int = MAX_PARALLEL,
 ) -> Results[T, R]:
     """Call ``func`` on every item in parallel; a `DeployError` marks that item failed, others keep going.
 
     Any other exception is a bug or an unexpected remote condition: it is reported for that host as well,
     with its type, instead of escaping as a traceback that hides the other hosts' outcomes.
+
+    At most ``limit`` items are worked on at once (hosts.yml ``parallel``).
 
     On Ctrl-C (or SIGTERM in `terminate_as_interrupt`) nothing new starts; ``cancel`` is called for every item
     still running (to cut it short; without it, those are waited for), then `Interrupted` is raised."""
@@ -113,7 +116,7 @@ def on_each(
 
     if not items:
         return results
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool:
         futures = [pool.submit(call, item) for item in items]
         try:
             wait(futures)

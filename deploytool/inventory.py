@@ -17,6 +17,15 @@ from typing import Any
 import yaml
 
 from .errors import InventoryError
+from .golive import (
+    HealthCheck,
+    Restart,
+    batch_size_problem,
+    health_problem,
+    parse_health,
+    parse_restart,
+    restart_problem,
+)
 
 # name -> (type description, check, default). ``None`` default with no check of absence means optional.
 _Check = Callable[[Any], bool]
@@ -87,12 +96,26 @@ def _explain(key: str, value: Any) -> str | None:
                 f"{reserved[0]!r} is a directory every release has itself (<release>/venv, <release>/etc); "
                 "a shared directory of that name would replace it: choose another name"
             )
+    problem = _PROBLEMS[key](value) if key in _PROBLEMS else None
+    if problem is not None:
+        return problem
     if key == "python_version" and (isinstance(value, (str, float, int)) and not isinstance(value, bool)):
         return (
             f'expected the hosts\' full Python version X.Y.Z, like "3.11.2" (quoted), got {value!r}: the deploy '
             "compares it with the host's full version (platform.python_version())"
         )
     return None
+
+
+_PROBLEMS: dict[str, Callable[[Any], str | None]] = {
+    "restart": restart_problem,
+    "health_check": health_problem,
+    "batch_size": batch_size_problem,
+}
+
+
+def _no_problem(key: str) -> _Check:
+    return lambda value: _PROBLEMS[key](value) is None
 
 
 def _one_of(*choices: str) -> _Check:
@@ -130,7 +153,13 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "sudo": ("true or false", _is_bool, False),
     "validate": ("a list of commands", _is_str_list, []),
     "after_switch": ("a list of commands", _is_str_list, []),
+    "restart": ("a list of commands, or a gunicorn_pidfile mapping", _no_problem("restart"), []),
+    "health_check": ("a mapping with url or command", _no_problem("health_check"), None),
+    "batch_size": ('a number of hosts or a percentage like "25%"', _no_problem("batch_size"), None),
+    "parallel": ("a whole number >= 1", _is_positive_int, 16),
 }
+#: Settings of a whole stage (how its hosts are worked through): allowed at the top level and in a stage only.
+STAGE_ONLY = ("batch_size", "parallel")
 TOP_LEVEL: dict[str, tuple[str, _Check]] = {
     "app": ("a name", _is_str),
     "default_stage": ("a stage name", _is_str),
@@ -177,6 +206,10 @@ class HostConfig:
     sudo: bool
     validate: tuple[str, ...]
     after_switch: tuple[str, ...]
+    restart: Restart = field(default_factory=Restart)
+    health_check: HealthCheck | None = None
+    batch_size: int | str | None = None  # hosts per batch: a number or "N%"; None: all at once
+    parallel: int = 16  # hosts worked on at once
     timeout: int = 600  # seconds a build may take; the other phases get at most SHORT_PHASE_TIMEOUT of it
 
     @property
@@ -267,8 +300,11 @@ class _Validator:
     def fail(self, where: str, message: str) -> InventoryError:
         return InventoryError(f"{self.path}: {where}: {message}")
 
-    def settings(self, entry: Any, where: str, extra: Mapping[str, tuple[str, _Check]]) -> dict[str, Any]:
-        """Check one mapping of settings (plus the ``extra`` keys allowed at this level)."""
+    def settings(
+        self, entry: Any, where: str, extra: Mapping[str, tuple[str, _Check]], host: bool = False
+    ) -> dict[str, Any]:
+        """Check one mapping of settings (plus the ``extra`` keys allowed at this level; a ``host`` entry may not
+        hold the stage-only settings)."""
         if entry is None:
             return {}
         if not isinstance(entry, dict):
@@ -278,6 +314,8 @@ class _Validator:
             place = f"{where}.{key}" if where else str(key)
             if key not in allowed:
                 raise self.fail(place, f"unknown key {key!r}{_suggest(str(key), allowed)}")
+            if host and key in STAGE_ONLY:
+                raise self.fail(place, f"{key} is a setting of the whole stage: set it in the stage or at the top")
             description, check = allowed[key]
             if not check(value):
                 raise self.fail(place, _explain(str(key), value) or f"expected {description}, got {value!r}")
@@ -384,6 +422,10 @@ def _host_config(
         sudo=merged["sudo"],
         validate=tuple(merged["validate"]),
         after_switch=tuple(merged["after_switch"]),
+        restart=parse_restart(merged["restart"]),
+        health_check=parse_health(merged["health_check"]),
+        batch_size=merged["batch_size"],
+        parallel=merged["parallel"],
         timeout=merged["timeout"],
     )
 
@@ -411,7 +453,9 @@ def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any
         raise validator.fail(where, f"host name {odd[0]!r} is not a string; quote it in the YAML")
     for name in entry:
         _check_name(validator, f"{where}.{name}", "host", name)
-    return {str(name): validator.settings(settings, f"{where}.{name}", {}) for name, settings in entry.items()}
+    return {
+        str(name): validator.settings(settings, f"{where}.{name}", {}, host=True) for name, settings in entry.items()
+    }
 
 
 def parse_inventory(data: Any, path: Path) -> Inventory:

@@ -29,6 +29,8 @@ class ConfigSwitch:
     restore: tuple[str, str, str]
     validate: tuple[str, ...] = ()
     after_switch: tuple[str, ...] = ()
+    restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
+    health: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ def publish(
         "password": target.password if host.sudo else None,
         "validate": list(config.validate),
         "after_switch": list(config.after_switch),
+        "restart": config.restart,
+        "health": config.health,
         "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
         "command_timeout": host.timeout,
     }

@@ -22,6 +22,7 @@ from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
 from .fleet import on_each
+from .golive import batch_size_problem
 from .release import Release, resolve_commit, working_tree_notes
 from .report import Progress, RunReport, dumps
 from .tasks_mirror import mirror_tasks, requirements_tasks
@@ -44,6 +45,20 @@ def _run_and_report(
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
 
 
+BATCH_HELP = 'hosts per batch: a number or a percentage like "25%" (default: hosts.yml batch_size, else all)'
+
+
+def parse_batch_size(value: str | None) -> int | str | None:
+    """``--batch-size`` as hosts.yml takes it: a whole number, or a percentage."""
+    if value is None:
+        return None
+    size: int | str = int(value) if value.strip().isdigit() else value.strip()
+    problem = batch_size_problem(size)
+    if problem is not None:
+        raise DeployError(f"--batch-size: {problem}")
+    return size
+
+
 @task(
     klass=HostsTask,
     help={
@@ -51,6 +66,7 @@ def _run_and_report(
         "hosts": HOSTS_HELP,
         "ref": "branch, tag or commit to deploy (default: HEAD)",
         "dry_run": "print the plan and change nothing",
+        "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
     },
@@ -62,11 +78,13 @@ def deploy(
     hosts: str | None = None,
     ref: str = "HEAD",
     dry_run: bool = False,
+    batch_size: str | None = None,
     json: bool = False,
     verbose: bool = False,
 ) -> None:
-    """Deploy a commit: new release on every host, then switch them all to it."""
+    """Deploy a commit: new release on every host, then switch, restart and check them batch by batch."""
     inventory, selected = selected_hosts(c, stage, hosts)
+    batch = parse_batch_size(batch_size)
     plan = flow.plan_deploy(inventory, selected, ref)
     if not json:
         for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
@@ -82,7 +100,7 @@ def deploy(
     names = [host.name for host in selected]
 
     def run() -> None:
-        flow.run_deploy(plan, inventory.project_root, report, password=password, ask_password=flow.ask_sudo_password)
+        flow.run_deploy(plan, inventory.project_root, report, password, flow.ask_sudo_password, batch_size=batch)
 
     _run_and_report(report, names, json, verbose, run)
     if not json:
@@ -95,6 +113,7 @@ def deploy(
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
         "to": "release id to return to (default: the previous good one)",
+        "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
     },
@@ -105,17 +124,19 @@ def rollback(
     stage: str | None = None,
     hosts: str | None = None,
     to: str | None = None,
+    batch_size: str | None = None,
     json: bool = False,
     verbose: bool = False,
 ) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     _, selected = selected_hosts(c, stage, hosts)
+    batch = parse_batch_size(batch_size)
     password = flow.configured_sudo_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
     names = [host.name for host in selected]
 
     def run() -> None:
-        flow.run_rollback(selected, to, report, password=password, ask_password=flow.ask_sudo_password)
+        flow.run_rollback(selected, to, report, password, flow.ask_sudo_password, batch_size=batch)
 
     _run_and_report(report, names, json, verbose, run)
     if not json:

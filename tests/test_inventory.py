@@ -787,3 +787,60 @@ def test_ssh_settings_gateway_and_ssh_config(tmp_path: Path) -> None:
     assert stage1.gateway == "deploy@bastion:2222,jump2"
     assert stage1.ssh_config == str(tmp_path.resolve() / "ssh/config")  # relative to hosts.yml
     assert host(inventory, "production", "web1").gateway is None
+
+
+# --- going live: restart, health_check, batch_size, parallel --------------------------------------------
+
+LIVE = """\
+app: shop
+root: /srv/shop
+mirror: https://mirror.example/simple
+stages:
+  production:
+    {stage}
+    hosts:
+      web1: {{{host}}}
+"""
+
+
+def test_going_live_settings_are_read_with_their_defaults(tmp_path: Path) -> None:
+    stage = (
+        'batch_size: "25%"\n    parallel: 4\n    restart: {gunicorn_pidfile: /run/shop.pid, start: ["run it"]}\n'
+        '    health_check: {url: "http://127.0.0.1:{{ port }}/", contains: "{{ release_id }}", deadline: 9}'
+    )
+    inventory = load_inventory(write(tmp_path, LIVE.format(stage=stage, host="")))
+    web1 = host(inventory, "production", "web1")
+    assert (web1.batch_size, web1.parallel) == ("25%", 4)
+    assert (web1.restart.gunicorn_pidfile, web1.restart.start, web1.restart.commands) == (
+        "/run/shop.pid",
+        ("run it",),
+        (),
+    )
+    check = web1.health_check
+    assert check is not None and (check.url, check.contains, check.deadline, check.timeout) == (
+        "http://127.0.0.1:{{ port }}/",
+        "{{ release_id }}",
+        9,
+        5,
+    )
+    plain = host(load_inventory(write(tmp_path, LIVE.format(stage="restart: [a, b]", host=""))), "production", "web1")
+    assert plain.restart.commands == ("a", "b") and plain.health_check is None and plain.batch_size is None
+
+
+@pytest.mark.parametrize(
+    ("stage", "host_settings", "expected"),
+    [
+        ("batch_size: 0", "", "stages.production.batch_size: expected a number of hosts (>= 1) or a percentage"),
+        ('batch_size: "150%"', "", "stages.production.batch_size: expected a number of hosts"),
+        ("", "batch_size: 2", "stages.production.hosts.web1.batch_size: batch_size is a setting of the whole stage"),
+        ("restart: {gunicorn_pidfile: run.pid}", "", "gunicorn_pidfile: expected the absolute path"),
+        ("restart: {pidfile: /run/x.pid}", "", "restart: unknown key 'pidfile'"),
+        ("health_check: {url: 'http://x/', command: 'true'}", "", "expected exactly one of url"),
+        ("health_check: {command: 'true', contains: ok}", "", "contains: only a url check reads an answer"),
+        ("health_check: {url: 'http://x/', deadline: -1}", "", "deadline: expected a number of seconds"),
+        ("health_check: {url: 'ftp://x/'}", "", "url: expected an http(s) URL on the host"),
+    ],
+)
+def test_bad_going_live_settings_name_the_key(tmp_path: Path, stage: str, host_settings: str, expected: str) -> None:
+    message = load_error(tmp_path, LIVE.format(stage=stage, host=host_settings))
+    assert expected in message, message

@@ -98,9 +98,12 @@ def test_progress_lines_and_summary_for_four_hosts_one_failing(etc_project: Proj
     table = lines[lines.index(next(line for line in lines if line.startswith("host "))) :]
     assert table[0].split() == ["host", "release", "result", "time", "reason"]
     rows = {row.split()[0]: row.split() for row in table[1:5]}
-    release = current(etc_project, "web1").removeprefix("releases/")
-    assert rows["web1"][1:3] == [release, "ok"] and rows["web3"][1:3] == ["-", "failed"]
-    assert "Error: switch failed: web3: validating config" in result.stderr
+    # One batch (the default): the hosts that went live are switched back, here to no release (a first deploy).
+    assert rows["web1"][1:3] == ["-", "reverted"] and rows["web3"][1:3] == ["-", "failed"]
+    assert any(line.split()[:3] == ["web1", "revert", "ok"] for line in lines)
+    assert not (root_of(etc_project, "web1") / "current").exists()
+    assert "Error: deploy failed: batch 1 of 1 failed (web3)" in result.stderr
+    assert "web3: validating config" in result.stderr and "web3 is still on no release" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,10 +1,13 @@
 """Host-side module ``publish``: make a release live on this host, wholly or not at all, while the lock is held.
 
 Steps: install the release's config under the etc root (the ``etc_install`` program, through sudo when asked),
-run the ``validate`` commands, swap ``current`` to the release (a new link renamed over the old), then run the
-``after_switch`` commands. Rejected config is put back before ``current`` moves, so a failure before the swap
-leaves the host wholly on the old release; after the swap it is wholly on the new one (the laptop decides
-whether to switch back, which is this module again with the releases exchanged). ``release: null`` means "no
+run the ``validate`` commands, swap ``current`` to the release (a new link renamed over the old), run the
+``after_switch`` commands, restart the app server (``restart``: commands, or gunicorn's graceful re-exec by the
+``gunicorn_reexec`` program, or its ``start`` commands when no master runs) and wait for the ``health`` check
+to pass (an HTTP URL answering 2xx, or a command exiting 0, tried until its deadline). Rejected config is put
+back before ``current`` moves, so a failure before the swap leaves the host wholly on the old release; after
+the swap it is wholly on the new one (the laptop decides whether to switch back, which is this module again
+with the releases exchanged: restarted and checked too). ``release: null`` means "no
 release": the config is removed and ``current`` with it (going back after a failed first deploy).
 
 Once started the module runs to its end even if the laptop or the network goes away: it ignores SIGHUP,
@@ -14,7 +17,9 @@ SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``r
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
 loses the host), ``etc`` (``program``, ``python``, ``install`` and ``restore`` argument lists), ``sudo``,
-``password``, ``validate``, ``after_switch``, ``env``, ``command_timeout``.
+``password``, ``validate``, ``after_switch``, ``restart`` (``commands``; or ``gunicorn`` with ``program``,
+``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or ``command``, ``contains``, ``timeout``,
+``deadline``, ``interval``), ``env``, ``command_timeout``.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``ok``, ``seconds``, ``output`` each). Standard library only, Python 3.8 syntax.
 """
@@ -28,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -56,44 +62,52 @@ class Publish:
             return ["sudo", "-k", "-S", "-p", "", "--", *argv]
         return ["sudo", "-n", "--", *argv]
 
-    def run(self, step: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        """Run one command as step ``step``, recording its output; never raises for a failed command."""
-        started = time.monotonic()
+    def execute(
+        self, argv: list[str], stdin: str = "", timeout: float | None = None, stdout_only: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one command (through sudo when asked), never raising for a failed one; ``stdin`` follows the
+        password line sudo reads."""
         password = self.args.get("password")
         feed = password + "\n" if self.args.get("sudo") and password is not None else ""
         try:
-            done = subprocess.run(
+            return subprocess.run(
                 self.privileged(argv),
-                input=feed,
+                input=feed + stdin,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
                 text=True,
                 errors="replace",
-                timeout=float(self.args.get("command_timeout") or 600),
+                timeout=timeout or float(self.args.get("command_timeout") or 600),
             )
         except subprocess.TimeoutExpired as expired:
             output = expired.output if isinstance(expired.output, str) else ""
-            done = subprocess.CompletedProcess(argv, 124, output + f"\n(timed out after {expired.timeout}s)")
+            return subprocess.CompletedProcess(argv, 124, output + f"\n(timed out after {expired.timeout}s)")
         except OSError as error:
-            done = subprocess.CompletedProcess(argv, 127, str(error))
+            return subprocess.CompletedProcess(argv, 127, str(error))
+
+    def note(self, step: str, ok: bool, started: float, output: str) -> None:
         self.steps.append(
-            {
-                "step": step,
-                "ok": done.returncode == 0,
-                "seconds": round(time.monotonic() - started, 3),
-                "output": (done.stdout or "")[-OUTPUT_LIMIT:],
-            }
+            {"step": step, "ok": ok, "seconds": round(time.monotonic() - started, 3), "output": output[-OUTPUT_LIMIT:]}
         )
+
+    def run(self, step: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run one command as step ``step``, recording its output; never raises for a failed command."""
+        started = time.monotonic()
+        done = self.execute(argv)
+        self.note(step, done.returncode == 0, started, done.stdout or "")
         return done
 
-    def shell(self, step: str, command: str) -> subprocess.CompletedProcess[str]:
+    def shell_argv(self, command: str) -> list[str]:
         """A hosts.yml command, run by ``sh`` with the release named in its environment and a PATH that has the
         sbin directories (a non-login shell on Debian lacks them: ``nginx: not found``)."""
         env = [f"{key}={value}" for key, value in sorted(self.args.get("env", {}).items())]
         path = os.environ.get("PATH", "")
         parts = path.split(":") if path else []
         env.append("PATH=" + ":".join(parts + [d for d in EXTRA_PATH if d not in parts]))
-        return self.run(step, ["env", *env, "sh", "-c", command])
+        return ["env", *env, "sh", "-c", command]
+
+    def shell(self, step: str, command: str) -> subprocess.CompletedProcess[str]:
+        return self.run(step, self.shell_argv(command))
 
     def etc(self, step: str, which: str) -> subprocess.CompletedProcess[str]:
         etc = self.args["etc"]
@@ -173,6 +187,80 @@ class Publish:
             if self.shell("after-switch command: " + command, command).returncode != 0:
                 raise Failed()
 
+    def restart(self) -> None:
+        """Restart the app server so that it runs the release ``current`` names now (or start it)."""
+        restart = self.args.get("restart") or {}
+        for command in restart.get("commands", []):
+            if self.shell("restarting: " + command, command).returncode != 0:
+                raise Failed()
+        gunicorn = restart.get("gunicorn")
+        if gunicorn and not self.reexec(gunicorn):
+            for command in restart.get("start", []):
+                if self.shell("starting: " + command, command).returncode != 0:
+                    raise Failed()
+
+    def reexec(self, gunicorn: dict[str, Any]) -> bool:
+        """gunicorn's graceful re-exec (the ``gunicorn_reexec`` program); False when no master runs to re-exec."""
+        started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
+        request = json.dumps({"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}) + "\n"
+        argv = [self.args["etc"]["python"], "-c", gunicorn["program"], "gunicorn_reexec"]
+        done = self.execute(argv, request, timeout=float(gunicorn["timeout"]) + 30, stdout_only=True)
+        lines = [line for line in (done.stdout or "").splitlines() if line.strip()]
+        try:
+            answer = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            said = (done.stderr or "").strip() or (done.stdout or "").strip() or "no answer"
+            self.note(step, False, started, f"exit {done.returncode}: {said}")
+            raise Failed()
+        output = str(answer.get("output") or "") + ("\n" + str(answer["error"]) if answer.get("error") else "")
+        if answer.get("ok") is not True:
+            self.note(step, False, started, output)
+            raise Failed()
+        if answer.get("running") is not True:
+            return False
+        self.note(step, True, started, output)
+        return True
+
+    def health(self) -> None:
+        """Wait for the health check to pass: tried every ``interval`` seconds until ``deadline`` seconds."""
+        check = self.args.get("health")
+        if not check:
+            return
+        started = time.monotonic()
+        deadline, attempts = started + float(check["deadline"]), 0
+        while True:
+            attempts += 1
+            ok, said = self.probe(check)
+            if ok or time.monotonic() + float(check["interval"]) > deadline:
+                break
+            time.sleep(float(check["interval"]))
+        what = check.get("url") or check.get("command")
+        outcome = "passed" if ok else f"still failing after {time.monotonic() - started:.0f}s"
+        self.note("health check: " + what, ok, started, f"{outcome} ({attempts} attempts); last: {said}")
+        if not ok:
+            raise Failed()
+
+    def probe(self, check: dict[str, Any]) -> tuple[bool, str]:
+        """One try of the health check: (passed, what it said)."""
+        if check.get("command"):
+            done = self.execute(self.shell_argv(check["command"]), timeout=float(check["timeout"]))
+            lines = [line for line in (done.stdout or "").splitlines() if line.strip()]
+            return done.returncode == 0, "exit {}: {}".format(done.returncode, " | ".join(lines[-4:]) or "no output")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # on the host: never a proxy
+        try:
+            with opener.open(check["url"], timeout=float(check["timeout"])) as response:
+                status, body = response.status, response.read(65536).decode("utf-8", "replace")
+        except Exception as error:  # refused, reset, timed out, 4xx/5xx (HTTPError): all mean "not healthy yet"
+            return False, f"{type(error).__name__}: {error}"[:300]
+        if not 200 <= status < 300:
+            return False, f"HTTP {status}"
+        contains = check.get("contains")
+        if contains and contains not in body:
+            return False, f"HTTP {status} without {contains!r}: {body.strip()[:200]}"
+        return True, f"HTTP {status}"
+
     def lock_is_ours(self) -> bool:
         try:
             with open(self.args["lock_owner"]) as handle:
@@ -204,6 +292,8 @@ class Publish:
             self.swap()
             self.record("switched")
             self.after_switch()
+            self.restart()
+            self.health()
         except Failed:
             pass
         except Exception as error:  # a bug or an odd host: still answer, saying whether current moved
