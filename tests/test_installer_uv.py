@@ -7,17 +7,10 @@ and served, with the demo wheels, from a mirror of its own, so the rest of the s
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
-import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from deploytool import installer
 from deploytool.hostside import bytecode
@@ -25,40 +18,9 @@ from deploytool.mirror import serve, sync, write_indexes
 from tests.conftest import Mirror, Project
 from tests.test_deploy_ssh import journal, root_of
 from tests.test_pins_e2e import assert_clean_failure
-from tests.wheelfactory import make_wheel, repack_installed
+from tests.wheelfactory import make_wheel
 
 from .test_mirror import TARGET
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="session")
-def uv_wheel_dir() -> Iterator[Path]:
-    """A directory holding the pinned uv's wheel, repacked from the test environment (made once)."""
-    directory = Path(tempfile.mkdtemp(prefix="deploytool-uv-wheel-"))
-    wheel = repack_installed("uv", directory)
-    assert wheel.name.startswith(f"uv-{installer.UV_VERSION}-"), f"the test env's uv is not {installer.UV_PIN}"
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def uv_mirror(uv_wheel_dir: Path) -> Iterator[Mirror]:
-    """The demo wheels and the pinned uv, served over HTTP (a find-links page)."""
-    directory = Path(tempfile.mkdtemp(prefix="deploytool-uv-mirror-"))
-    directory.chmod(0o755)
-    make_wheel(directory, "demo-lib", "1.0")
-    make_wheel(directory, "demo-lib", "2.0")
-    for wheel in uv_wheel_dir.glob("*.whl"):
-        shutil.copy2(wheel, directory / wheel.name)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Mirror(directory, f"http://127.0.0.1:{server.server_address[1]}/")
-    server.shutdown()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _pyc(release: Path, module: str) -> Path:
@@ -91,9 +53,7 @@ def test_default_installer_is_uv_from_the_mirror_installed_once(ssh_project: Pro
     assert _pyc(second, "demo_lib").stat().st_ino == first_pyc.stat().st_ino
 
 
-def test_explicit_uv_without_uv_in_the_mirror_is_refused_before_any_host(
-    ssh_project: Project, mirror: Mirror
-) -> None:
+def test_explicit_uv_without_uv_in_the_mirror_is_refused_before_any_host(ssh_project: Project, mirror: Mirror) -> None:
     ssh_project.inventory["installer"] = "uv"
     ssh_project.write_inventory()
     refused = ssh_project.fab("deploy", "--hosts", "web1", check=False)
