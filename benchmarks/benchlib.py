@@ -261,11 +261,12 @@ def build_breakdown(server: sshd.SshServer, host: Any, requirements: Path, runs:
     check = Samples("pip check", label)
     floor = Samples("installer start-up only (--version)", label)
     # Not what a deploy runs: the other choice about byte-compiling, to show what it costs or saves.
-    flip = ["--compile-bytecode"] if host.installer == "uv" else ["--no-compile"]
+    tool = host.installer or "pip"  # as hosts.yml names it (a deploy chooses on the laptop: installer.choose)
+    flip = ["--compile-bytecode"] if tool == "uv" else ["--compile"]
     other = Samples(f"(for comparison) install with {flip[0]}", label)
     version = (
-        ["env", "UV_NO_CONFIG=1", "uv", "--version"]
-        if host.installer == "uv"
+        [installer.uv_bin(layout), "--version"]
+        if tool == "uv"
         else [installer.tools_python(layout), "-m", "pip", "--version"]
     )
     for i in range(runs):
@@ -274,12 +275,12 @@ def build_breakdown(server: sshd.SshServer, host: Any, requirements: Path, runs:
         run(as_deploy_user(server, shlex.join(["mkdir", "-p", path])))
         try:
             floor.add(run_timed(as_deploy_user(server, shlex.join(version))))
-            venv.add(run_timed(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release)))))
-            command = installer.install(host, layout, release, str(requirements), False)
+            venv.add(run_timed(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release, tool)))))
+            command = installer.install(host, layout, release, str(requirements), False, tool)
             install.add(run_timed(as_deploy_user(server, shlex.join(command))))
-            check.add(run_timed(as_deploy_user(server, shlex.join(installer.check(host, layout, release)))))
+            check.add(run_timed(as_deploy_user(server, shlex.join(installer.check(host, layout, release, tool)))))
             run(as_deploy_user(server, shlex.join(["rm", "-rf", layout.venv(release)])))
-            run(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release))))
+            run(as_deploy_user(server, shlex.join(installer.make_venv(host, layout, release, tool))))
             other.add(run_timed(as_deploy_user(server, shlex.join([*command, *flip]))))
         finally:
             run(as_deploy_user(server, shlex.join(["rm", "-rf", path])))

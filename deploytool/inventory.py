@@ -140,7 +140,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "mirror": ("a URL or path", _is_str, None),
     "mirror_kind": ("'find-links', 'index' or 'vendored'", _one_of("find-links", "index", "vendored"), "find-links"),
     "upload_url": ("an http(s) URL", _is_str, None),
-    "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), "pip"),
+    "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), None),  # None: uv when the mirror has it, else pip
     "python": ("a command or path", _is_str, "python3"),
     "python_version": ('the hosts\' full Python version, like "3.11.2"', _is_version, None),
     "platform_machine": ("a machine name like 'x86_64'", _is_str, "x86_64"),
@@ -193,7 +193,7 @@ class HostConfig:
     mirror: str
     mirror_kind: str
     upload_url: str | None
-    installer: str
+    installer: str | None  # None: uv when the mirror has deploytool's pinned uv wheel, else pip
     python: str
     python_version: str | None
     platform_machine: str

@@ -238,12 +238,14 @@ def sync(
     upstream: str | None = None,
     *,
     user: str,
+    tools: Iterable[Pin] = (),
 ) -> SyncReport:
-    """Fill the wheelhouse with exactly the pinned wheels of the role files for the target.
+    """Fill the wheelhouse with exactly the pinned wheels of the role files for the target, and ``tools``.
 
     Pins already in the wheelhouse are not fetched again; missing ones come from ``upstream`` (a
     PEP 503 index URL; pip's configured index when None) in one ``pip download``; pins with only an
     sdist are built into a wheel once. New files are added write-once and logged in MANIFEST.jsonl.
+    ``tools`` (deploytool's own pinned uv) are wheels or nothing: one upstream lacks is reported as skipped.
     """
     check_wheelhouse(wheelhouse)
     wheelhouse.mkdir(parents=True, exist_ok=True)
@@ -252,7 +254,8 @@ def sync(
     for link in list_wheels(str(wheelhouse)):
         offered.setdefault((link.name, link.version), []).append(link)
     missing = []
-    for pin in _wanted(requirement_files, target, report):
+    tool_keys = {pin.key for pin in tools}
+    for pin in [*_wanted(requirement_files, target, report), *tools]:
         assert pin.version is not None
         if choose_wheel(offered.get((pin.key, Version(pin.version)), []), target):
             report.present.append(pin.display)
@@ -266,7 +269,9 @@ def sync(
             for wheel in sorted((work / "wheels").glob("*.whl")) if (work / "wheels").is_dir() else []:
                 if _add(wheel, wheelhouse, _source_url(upstream, wheel.name), user):
                     report.added.append(wheel.name)
-            for number, pin in enumerate(misses):
+            for pin in [miss for miss in misses if miss.key in tool_keys]:
+                report.skipped.append(f"{pin.display}: no wheel for {target.describe()} upstream")
+            for number, pin in enumerate(miss for miss in misses if miss.key not in tool_keys):
                 built = _build(pin, work / f"build-{number}", target, index)
                 sdist = next((work / f"build-{number}" / "sdist").iterdir()).name
                 if _add(built, wheelhouse, f"built from sdist {sdist}", user):

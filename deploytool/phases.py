@@ -234,18 +234,19 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
         script.step("unpacking the rendered config")
         script.cmd("rm", "-rf", layout.etc(release.id))
         script.pipe(["base64", "-d"], ["tar", "-x", "-p", "-C", path])
+    _prepare_installer(script, host, layout, release.id, install.installer)
     script.step("creating the virtualenv")
-    tools = installer.make_tools(host, layout)
-    if tools:
-        # A half-made tools venv (python3-venv missing the first time) is made again, not trusted.
-        pip_works = shlex.join([installer.tools_python(layout), "-m", "pip", "--version"])
-        script.raw(f"{pip_works} >/dev/null 2>&1 || {shlex.join([*tools[:-1], '--clear', tools[-1]])} >&2")
-    script.cmd(*installer.make_venv(host, layout, release.id), redirect=">&2")
+    script.cmd(*installer.make_venv(host, layout, release.id, install.installer), redirect=">&2")
     script.step("installing requirements")
     requirements = posixpath.join(path, install.requirements)
-    script.cmd(*installer.install(host, layout, release.id, requirements, install.require_hashes), redirect=">&2")
+    command = installer.install(host, layout, release.id, requirements, install.require_hashes, install.installer)
+    script.cmd(*command, redirect=">&2")
+    script.step("compiling bytecode (reusing the current release's)")
+    previous = layout.venv(state.current) if state.current else ""
+    args = hostside.stdin_line({"venv": layout.venv(release.id), "previous": previous})
+    script.raw(f"{shlex.join(['printf', '%s', args])} | {shlex.join(hostside.argv(host.python, 'bytecode'))} >&2")
     script.step("checking installed requirements (pip check)")
-    script.cmd(*installer.check(host, layout, release.id), redirect=">&2")
+    script.cmd(*installer.check(host, layout, release.id, install.installer), redirect=">&2")
     for name in host.shared_dirs:
         script.step(f"linking shared/{name}")
         script.cmd("mkdir", "-p", layout.shared_dir(name))
@@ -256,6 +257,21 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
     if not outcome.ok:
         raise RemoteError(target.name, outcome.failure(), outcome.stderr)
     state.releases = [rid for rid in state.releases if rid not in stale]
+
+
+def _prepare_installer(script: Script, host: HostConfig, layout: Layout, release_id: str, tool: str) -> None:
+    """Make the tools venv (pip) unless a complete one is there, and put the pinned uv into it when it is the
+    installer and not there yet: both once per host, so a warm deploy only looks (no Python start)."""
+    q = shlex.quote
+    script.step(f"preparing the installer ({tool}) in {layout.tools_venv}")
+    ready, tools = installer.tools_ready(layout), shlex.join(installer.make_tools(host, layout))
+    # A half-made tools venv (python3-venv missing the first time) has no mark: it is made again, not trusted.
+    script.raw(f"[ -e {q(ready)} ] || {{ {tools} >&2 || exit 3; : > {q(ready)}; }}")
+    if tool == "uv":
+        line, uv = installer.uv_version_line(), installer.uv_bin(layout)
+        install_uv = shlex.join(installer.install_uv(host, layout, release_id))
+        wanted = f"{q(line)}|{q(line + ' ')}*"
+        script.raw(f'case "$({q(uv)} --version 2>/dev/null)" in {wanted}) ;; *) {install_uv} >&2 || exit 3 ;; esac')
 
 
 FREE_MARK = "deploytool-free: "
@@ -298,11 +314,13 @@ def _remove_incomplete(script: Script, layout: Layout, stale: Sequence[str]) -> 
 
 @dataclass(frozen=True)
 class InstallPlan:
-    """What to install: the requirements file's path inside the release, and whether it carries hashes."""
+    """What to install: the requirements file's path inside the release, whether it carries hashes, and with
+    which installer (`installer.choose`)."""
 
     requirements: str
     require_hashes: bool = False
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
+    installer: str = "pip"
 
 
 def _check_sudo(script: Script, password: str | None) -> int:

@@ -1,4 +1,4 @@
-"""Check a deploy's requirements on the laptop, before any host is touched.
+"""Check a deploy's requirements on the laptop, before any host is touched, and choose each host's installer.
 
 The files checked are the ones *in the commit being deployed* (``git archive`` of the requirement files),
 so what is checked is exactly what the hosts will install. Each distinct (file, mirror, target Python) is
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import platform
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import installer
 from .errors import DeployError
 from .inventory import HostConfig, Inventory
 from .phases import InstallPlan
@@ -78,6 +79,7 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
     with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
         extract_requirement_files(inventory.project_root, commit, Path(tmp))
         done: dict[tuple[str, tuple[str, str], TargetPython], CheckedPins | None] = {}
+        tools: dict[tuple[tuple[str, str], TargetPython, str | None], str] = {}  # -> the installer chosen
         for host in hosts:
             relative = _relative(inventory, host)
             key = (relative, laptop_mirror(inventory, host, Path(tmp)), target_python(host))
@@ -96,8 +98,16 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
                 except DeployError as error:
                     problems.append(str(error).replace(f"{tmp}/", ""))
             checked = done[key]
+            try:
+                tool = tools.get((key[1], key[2], host.installer))
+                if tool is None:
+                    where = f"{inventory.path}: stage {host.stage}, host {host.name}"
+                    tool = tools[key[1], key[2], host.installer] = installer.choose(host, *key[1], key[2], where)
+            except DeployError as error:
+                problems.append(str(error).replace(f"{tmp}/", ""))
+                continue
             if checked is not None:
-                results[host.name] = checked
+                results[host.name] = replace(checked, install=replace(checked.install, installer=tool))
     if problems:
         raise DeployError(
             f"requirements of {commit[:12]} failed the checks; no host was touched:\n" + "\n".join(problems)

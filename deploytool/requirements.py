@@ -395,20 +395,26 @@ def _sources(mirror: str, kind: str, index_option: str = "--index-url") -> list[
     return ["--no-index", "--find-links", mirror]
 
 
+def pip_source_args(mirror: str, kind: str = "find-links") -> list[str]:
+    """The arguments after ``pip install`` that make the mirror the only source, with the seed flow's flags.
+
+    pip ignores plain-HTTP find-links on any host but loopback unless it is trusted; an internal mirror is
+    commonly plain HTTP (its files are checked with ``--require-hashes`` when hashes are pinned), so its host
+    is trusted explicitly, here, since pip's own configuration is ignored on the hosts."""
+    args = ["--no-deps", "--exists-action=w", *_sources(mirror, kind)]
+    if mirror.startswith("http://") and urlsplit(mirror).hostname:
+        args += ["--trusted-host", str(urlsplit(mirror).netloc)]
+    return [*args, "--only-binary=:all:", "--no-input"]
+
+
 def pip_install_args(
-    requirements_file_on_host: str, mirror: str, require_hashes: bool, kind: str = "find-links"
+    requirements_file_on_host: str, mirror: str, require_hashes: bool, kind: str = "find-links", compile: bool = True
 ) -> list[str]:
     """Return the arguments after ``pip`` that install exactly the pinned wheels from the mirror only.
 
     ``kind`` is ``find-links`` (a directory or flat page; vendored wheels are a directory too) or ``index``
-    (a PEP 503 index, then the only index: no ``--extra-index-url``, and pip's configuration is ignored).
-    pip ignores plain-HTTP find-links on any host but loopback unless it is trusted; an internal mirror is
-    commonly plain HTTP (its files are checked with ``--require-hashes`` when hashes are pinned), so its host
-    is trusted explicitly, here, since pip's own configuration is ignored on the hosts."""
-    args = ["install", "--no-deps", "--exists-action=w", *_sources(mirror, kind)]
-    if mirror.startswith("http://") and urlsplit(mirror).hostname:
-        args += ["--trusted-host", str(urlsplit(mirror).netloc)]
-    args += ["--only-binary=:all:", "--no-input"]
+    (a PEP 503 index, then the only index: no ``--extra-index-url``, and pip's configuration is ignored)."""
+    args = ["install", *pip_source_args(mirror, kind), *([] if compile else ["--no-compile"])]
     return [*args, *(["--require-hashes"] if require_hashes else []), "-r", requirements_file_on_host]
 
 

@@ -10,6 +10,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
+from . import installer
 from .cli import STAGE_HELP, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
 from .index_upload import publish_to_index
@@ -82,15 +83,19 @@ def hash_(c: Context, stage: str | None = None) -> None:
 @task(help={"stage": STAGE_HELP + "; sets the target Python and platform", "upstream": "index URL to download from"})
 @task_boundary
 def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> None:
-    """Fill the wheelhouse with exactly the pinned wheels of all role files (write-once, idempotent)."""
+    """Fill the wheelhouse with exactly the pinned wheels of all role files and deploytool's uv (write-once)."""
     inventory, host = _first_host(c, stage)
     wheelhouse = wheelhouse_of(inventory)
     report = sync(
         role_files(inventory, host), wheelhouse, target_python(host), upstream or inventory.upstream,
-        user=deployer(),
+        user=deployer(), tools=[installer.uv_pin()],
     )  # fmt: skip
     print(f"{wheelhouse}: {len(report.added)} added ({len(report.built)} built from sdists), "
           f"{len(report.present)} already present")  # fmt: skip
+    for skipped in report.skipped:
+        print(f"skipped {skipped}")
+    if any(note.startswith(installer.UV_PIN) for note in report.skipped):
+        print("the mirror has no uv: hosts install with pip (installer: uv is refused until it has)")
 
 
 @task(iterable=["file"], help={"file": "a wheel to add (repeat --file for several)"})

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from deploytool.installer import UV_PIN, UV_VERSION
 from tests import sshd
-from tests.wheelfactory import make_wheel
+from tests.wheelfactory import make_wheel, repack_installed
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 HOST_PYTHON_VERSION = subprocess.run(
@@ -204,3 +205,31 @@ def bastion() -> Iterator[sshd.Bastion]:
     yield servers
     servers.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def uv_wheel_dir() -> Iterator[Path]:
+    """A directory holding the pinned uv's wheel, repacked from the test environment (made once)."""
+    directory = Path(tempfile.mkdtemp(prefix="deploytool-uv-wheel-"))
+    wheel = repack_installed("uv", directory)
+    assert wheel.name.startswith(f"uv-{UV_VERSION}-"), f"the test env's uv is not {UV_PIN}"
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def uv_mirror(uv_wheel_dir: Path) -> Iterator[Mirror]:
+    """The demo wheels and the pinned uv, served over HTTP (a find-links page)."""
+    directory = Path(tempfile.mkdtemp(prefix="deploytool-uv-mirror-"))
+    directory.chmod(0o755)
+    make_wheel(directory, "demo-lib", "1.0")
+    make_wheel(directory, "demo-lib", "2.0")
+    for wheel in uv_wheel_dir.glob("*.whl"):
+        shutil.copy2(wheel, directory / wheel.name)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Mirror(directory, f"http://127.0.0.1:{server.server_address[1]}/")
+    server.shutdown()
+    shutil.rmtree(directory, ignore_errors=True)

@@ -27,10 +27,8 @@ from deploytool.wheelmeta import TargetPython
 from tests import indexserver
 from tests.conftest import HOST_PYTHON_VERSION, Project
 from tests.test_deploy_ssh import app_version, journal, root_of
-from tests.test_pins_e2e import assert_clean_failure, host_uv, venv_imports
+from tests.test_pins_e2e import assert_clean_failure, venv_imports
 from tests.wheelfactory import make_wheel
-
-__all__ = ["host_uv"]  # a fixture, used by name
 
 TARGET = TargetPython(python_version=HOST_PYTHON_VERSION)
 
@@ -134,11 +132,12 @@ def test_check_and_deploy_from_the_index_server_over_ssh(
     installer_name: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    if installer_name == "uv":
-        request.getfixturevalue("host_uv")
-        ssh_project.inventory["installer"] = "uv"
     wheelhouse = tmp_path / "wheelhouse"
     make_wheel(wheelhouse, "demo-lib", "1.0")
+    if installer_name == "uv":  # the index serves the pinned uv too, as mirror.sync + publish leave it
+        for wheel in request.getfixturevalue("uv_wheel_dir").glob("*.whl"):
+            shutil.copy2(wheel, wheelhouse / wheel.name)
+        ssh_project.inventory["installer"] = "uv"
     use_index(ssh_project, index, wheelhouse)
     ssh_project.fab("mirror.publish")
     shutil.rmtree(wheelhouse)  # the laptop reads the index itself, not a local copy

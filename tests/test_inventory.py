@@ -234,7 +234,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert web1.timeout == 600
     assert web1.allow_root is False
     assert web1.requirements == tmp_path.resolve() / "requirements/prod.txt"
-    assert web1.installer == "pip"
+    assert web1.installer is None  # uv when the mirror has it, else pip
     assert web1.python == "python3"
     assert web1.keep_releases == 5
     assert web1.shared_dirs == ("logs",)

@@ -26,7 +26,7 @@ from deploytool.inventory import HostConfig, parse_inventory
 from deploytool.layout import Layout
 from deploytool.mirror import serve, write_indexes
 from tests import sshd
-from tests.conftest import HOST_PYTHON, Project, make_project
+from tests.conftest import HOST_PYTHON, Mirror, Project, make_project
 from tests.test_deploy_ssh import current, journal, root_of
 from tests.wheelfactory import make_wheel
 
@@ -259,47 +259,6 @@ def _ssh(server: sshd.SshServer, command: str) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
-def _real_uv() -> Path | None:
-    """The uv executable itself, not a pyenv shim (a shell script that only root's pyenv can resolve)."""
-    candidates = [Path(sys.executable).parent / "uv", Path.home() / ".local" / "bin" / "uv"]
-    if shutil.which("uv"):
-        candidates.append(Path(shutil.which("uv") or ""))
-    pyenv = shutil.which("pyenv")
-    if pyenv:
-        found = subprocess.run([pyenv, "which", "uv"], capture_output=True, text=True, check=False)
-        if found.returncode == 0:
-            candidates.append(Path(found.stdout.strip()))
-    for candidate in candidates:
-        if candidate.is_file():
-            with candidate.open("rb") as head:
-                if head.read(4) == b"\x7fELF":
-                    return candidate.resolve()
-    return None
-
-
-@pytest.fixture(scope="session")
-def host_uv(ssh_server: sshd.SshServer) -> Iterator[str]:
-    """Make ``uv`` runnable by the deploy user over SSH (as root: copy the real binary to /usr/local/bin)."""
-    installed: Path | None = None
-    probe = _ssh(ssh_server, "command -v uv && uv --version")
-    if probe.returncode != 0 and os.geteuid() == 0:
-        real = _real_uv()
-        target = Path("/usr/local/bin/uv")
-        if real is not None and not target.exists():
-            shutil.copy2(real, target)
-            target.chmod(0o755)
-            installed = target
-            probe = _ssh(ssh_server, "command -v uv && uv --version")
-    if probe.returncode != 0:
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(
-            f"uv is not runnable by the deploy user {ssh_server.user!r} over SSH "
-            f"({(probe.stderr or probe.stdout).strip() or 'not on its PATH'}); install uv system-wide"
-        )
-    yield probe.stdout.splitlines()[-1].split()[1]  # "uv 0.13.9 (x86_64-...)"
-    if installed is not None:
-        installed.unlink(missing_ok=True)
-
-
 @pytest.fixture
 def poisoned_uv_config(ssh_server: sshd.SshServer) -> Iterator[Path]:
     """An invalid ``~/.config/uv/uv.toml`` for the deploy user: any uv that reads it fails."""
@@ -308,26 +267,21 @@ def poisoned_uv_config(ssh_server: sshd.SshServer) -> Iterator[Path]:
 
 
 def test_uv_installer_deploy_fills_the_release_venv(
-    ssh_project: Project,
-    ssh_server: sshd.SshServer,
-    pins_mirror: PinsMirror,
-    tmp_path: Path,
-    host_uv: str,
-    poisoned_uv_config: Path,
+    ssh_project: Project, ssh_server: sshd.SshServer, uv_mirror: Mirror, tmp_path: Path, poisoned_uv_config: Path
 ) -> None:
-    # The poisoned user config really breaks a uv that reads it: the deploy must not read it.
-    probe_venv = f"/tmp/{tmp_path.name}-probe-venv"
-    control = _ssh(ssh_server, f"uv venv --quiet {probe_venv}")
-    shutil.rmtree(probe_venv, ignore_errors=True)
-    assert control.returncode != 0 and "uv.toml" in control.stderr, control.stderr
     ssh_project.inventory["installer"] = "uv"
-    use_pins_mirror(ssh_project, pins_mirror, tmp_path)
+    ssh_project.inventory["mirror"] = uv_mirror.url
+    ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1")
     assert "Deployed" in result.stdout
+    uv = root_of(ssh_project) / "tools" / "venv" / "bin" / "uv"
+    # The poisoned user config really breaks the very uv the deploy used, when it reads it: the deploy did not.
+    probe_venv = f"/tmp/{tmp_path.name}-probe-venv"
+    control = _ssh(ssh_server, f"{uv} venv --quiet {probe_venv}")
+    shutil.rmtree(probe_venv, ignore_errors=True)
+    assert control.returncode != 0 and "uv.toml" in control.stderr, control.stderr
     release = root_of(ssh_project) / "current"
-    assert venv_imports(release, "pe_core", "pe_web") == "1.0 1.0"
-    assert f"uv = {host_uv}" in (release / "venv" / "pyvenv.cfg").read_text()
-    assert not (root_of(ssh_project) / "tools" / "venv").exists(), "uv needs no tools venv"
+    assert f"uv = {installer.UV_VERSION}" in (release / "venv" / "pyvenv.cfg").read_text()
     assert not (release / "venv" / "bin" / "pip").exists()
     assert journal(ssh_project)[-1]["status"] == "ok"
 
@@ -414,10 +368,8 @@ def offline_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("installer_name", ["pip", "uv"])
 def test_install_command_works_without_any_network(
-    offline_root: Path, pins_mirror: PinsMirror, installer_name: str
+    offline_root: Path, pins_mirror: PinsMirror, installer_name: str, uv_wheel_dir: Path
 ) -> None:
-    if installer_name == "uv" and not shutil.which("uv"):
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)("uv is not installed (pip install uv)")
     release_id = f"20260101T000000Z-{installer_name}000"
     release = offline_root / "releases" / release_id
     (release / "requirements").mkdir(parents=True)
@@ -428,17 +380,21 @@ def test_install_command_works_without_any_network(
     probe = _offline(sys.executable, "-c", f"import urllib.request; urllib.request.urlopen({pins_mirror.url!r})")
     assert probe.returncode != 0 and "URLError" in probe.stderr, probe.stderr
 
+    if installer_name == "uv":  # from its wheel, with the tools venv's pip, as a first deploy puts it there
+        uv_host, layout = _offline_host(offline_root, uv_wheel_dir.as_uri(), "uv")
+        assert _offline(*installer.install_uv(uv_host, layout, release_id)).returncode == 0
     host, layout = _offline_host(offline_root, pins_mirror.built.as_uri(), installer_name)
-    made = _offline(*installer.make_venv(host, layout, release_id))
+    made = _offline(*installer.make_venv(host, layout, release_id, installer_name))
     assert made.returncode == 0, made.stderr
     requirements = str(release / "requirements" / "prod.txt")
-    installed = _offline(*installer.install(host, layout, release_id, requirements, False))
+    installed = _offline(*installer.install(host, layout, release_id, requirements, False, installer_name))
     assert installed.returncode == 0, installed.stderr
-    checked = _offline(*installer.check(host, layout, release_id))
+    checked = _offline(*installer.check(host, layout, release_id, installer_name))
     assert checked.returncode == 0, checked.stderr + checked.stdout
     assert venv_imports(release, "pe_core", "pe_web") == "1.0 1.0"
 
-    missing = _offline(*installer.install(host, layout, release_id, str(release / "requirements" / "ghost.txt"), False))
+    ghost = str(release / "requirements" / "ghost.txt")
+    missing = _offline(*installer.install(host, layout, release_id, ghost, False, installer_name))
     assert missing.returncode != 0
     if installer_name == "pip":
         assert "No matching distribution found for pe-ghost==2.0" in missing.stderr, missing.stderr
@@ -456,9 +412,10 @@ def test_pip_install_ignores_pip_environment_variables(
     release.mkdir(parents=True)
     (release / "prod.txt").write_text("pe-ghost==2.0\n")  # not in the mirror: must fail
     host, layout = _offline_host(offline_root, pins_mirror.built.as_uri(), "pip")
-    assert _offline(*installer.make_venv(host, layout, release_id)).returncode == 0
+    assert _offline(*installer.make_venv(host, layout, release_id, "pip")).returncode == 0
     env = {**os.environ, "PIP_FIND_LINKS": str(rogue), "PIP_INDEX_URL": DEAD}
-    installed = _offline(*installer.install(host, layout, release_id, str(release / "prod.txt"), False), env=env)
+    command = installer.install(host, layout, release_id, str(release / "prod.txt"), False, "pip")
+    installed = _offline(*command, env=env)
     assert installed.returncode != 0, f"pe-ghost was installed from {rogue}, which is not the mirror"
     assert "No matching distribution found for pe-ghost==2.0" in installed.stderr
 

@@ -1,0 +1,110 @@
+"""Host-side module ``bytecode``: compile a fresh release venv's bytecode, reusing the previous release's.
+
+Releases ship compiled bytecode: an app that compiles at first import writes into its release at run time, and
+starts several times slower when it cannot (another user, ``PYTHONDONTWRITEBYTECODE``), at every start of every
+worker. Compiling all of a large venv costs seconds, though, and most files are the ones the previous release has.
+
+So, for each ``.py`` under the new venv's ``site-packages``: when the previous release's venv has the same file
+(the same inode, as uv links both from its cache, or the same bytes) and a valid ``.pyc`` for it, that ``.pyc``
+is reused: hard-linked when the source itself is (Python replaces a ``.pyc`` by renaming, never writes one in
+place, so this shares no more than uv's linked sources do), else copied, the same-bytes source of this release
+given the old one's mtime, which the ``.pyc`` records. Then ``compileall`` compiles what is left, on every CPU, skipping
+up-to-date files. Files that do not compile (Python-2-only test files some packages ship) are skipped as pip does.
+
+Arguments (one JSON line on stdin): ``venv`` (the new venv), ``previous`` (the previous release's venv, or "").
+Answer: ``ok``, ``reused``, ``compiled`` (files compiled here, counted by ``.pyc`` written). Standard library
+only, Python 3.8 syntax.
+"""
+
+from __future__ import annotations
+
+import compileall
+import filecmp
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+
+def site_packages(venv: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages")))
+    return found[0] if found else None
+
+
+def _valid_pyc(pyc: str, source: os.stat_result) -> bool:
+    """A timestamp-based ``.pyc`` of this interpreter recording ``source``'s mtime and size."""
+    try:
+        with open(pyc, "rb") as handle:
+            header = handle.read(16)
+    except OSError:
+        return False
+    return (
+        len(header) == 16
+        and header[:4] == importlib.util.MAGIC_NUMBER
+        and int.from_bytes(header[4:8], "little") == 0
+        and int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+        and int.from_bytes(header[12:16], "little") == source.st_size & 0xFFFFFFFF
+    )
+
+
+def _reuse_one(new: str, old: str) -> bool:
+    """Copy ``old``'s valid ``.pyc`` for ``new`` when both sources are the same file or the same bytes."""
+    try:
+        new_stat, old_stat = os.stat(new), os.stat(old)
+    except OSError:
+        return False
+    old_pyc, new_pyc = importlib.util.cache_from_source(old), importlib.util.cache_from_source(new)
+    if not _valid_pyc(old_pyc, old_stat) or os.path.exists(new_pyc):
+        return False
+    same_inode = (new_stat.st_dev, new_stat.st_ino) == (old_stat.st_dev, old_stat.st_ino)
+    if not same_inode:
+        if new_stat.st_size != old_stat.st_size or not filecmp.cmp(new, old, shallow=False):
+            return False
+        os.utime(new, ns=(new_stat.st_atime_ns, old_stat.st_mtime_ns))  # this release's own file only
+    if not os.path.isdir(os.path.dirname(new_pyc)):
+        os.mkdir(os.path.dirname(new_pyc))
+    if same_inode:
+        os.link(old_pyc, new_pyc)  # the source itself is shared (uv's cache): its bytecode may be too
+    else:
+        partial = new_pyc + ".part"
+        shutil.copyfile(old_pyc, partial)
+        os.replace(partial, new_pyc)
+    return True
+
+
+def reuse(new_site: str, old_site: str) -> int:
+    """Copy every reusable ``.pyc`` of ``old_site`` into ``new_site``; return how many."""
+    reused = 0
+    for directory, dirs, files in os.walk(new_site):
+        dirs[:] = [name for name in dirs if name != "__pycache__"]
+        relative = os.path.relpath(directory, new_site)
+        for name in files:
+            if name.endswith(".py"):
+                old = os.path.normpath(os.path.join(old_site, relative, name))
+                if _reuse_one(os.path.join(directory, name), old):
+                    reused += 1
+    return reused
+
+
+def _count_pyc(site: str) -> int:
+    return sum(name.endswith(".pyc") for _, _, files in os.walk(site) for name in files)
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    new_site = site_packages(str(args["venv"]))
+    if new_site is None:
+        return {"ok": False, "error": f"no site-packages under {args['venv']}"}
+    old_site = site_packages(str(args["previous"])) if args.get("previous") else None
+    reused = reuse(new_site, old_site) if old_site else 0
+    before = _count_pyc(new_site)
+    compileall.compile_dir(new_site, quiet=2, workers=1 if reused else 0)  # a pool only pays for real work
+    return {"ok": True, "reused": reused, "compiled": _count_pyc(new_site) - before}
+
+
+if __name__ == "__main__":
+    answer = main(json.loads(sys.stdin.readline()))
+    print(json.dumps(answer, sort_keys=True))
+    sys.exit(0 if answer.get("ok", True) else 2)
