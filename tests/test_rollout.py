@@ -120,7 +120,7 @@ def test_an_app_that_cannot_start_is_caught_by_the_health_check_and_reverted(ser
     failed = journal(project)[-1]
     assert failed["event"] == "deploy" and failed["status"] == "failed" and "health check" in failed["reason"]
     back = journal(project)[-2]
-    assert back["event"] == "rollback" and back["release"] == good and back["previous"] == failed["release"]
+    assert back["event"] == "rollback" and back["release"] == good and back["from"] == failed["release"]
 
 
 def test_a_failing_second_batch_switches_the_first_back_and_marks_the_release_failed(ssh_project: Project) -> None:
@@ -145,7 +145,8 @@ def test_a_failing_second_batch_switches_the_first_back_and_marks_the_release_fa
     outcomes = {row["host"]: row for row in document["hosts"]}
     assert [outcomes[host]["result"] for host in hosts] == ["reverted", "reverted", "failed", "failed"]
     events = document["events"]
-    first_batch_done = max(e["end"] for e in events if e["host"] in ("web1", "web2") and e["phase"] == "health")
+    checked = [next(e for e in events if e["host"] == host and e["phase"] == "health") for host in ("web1", "web2")]
+    first_batch_done = max(e["end"] for e in checked)  # their first check (their revert is checked again later)
     second_batch_start = min(e["start"] for e in events if e["host"] in ("web3", "web4") and e["phase"] == "publish")
     assert first_batch_done <= second_batch_start, "the second batch switches only after the first passed"
     for host in hosts:
@@ -157,7 +158,7 @@ def test_a_failing_second_batch_switches_the_first_back_and_marks_the_release_fa
         assert (last["event"], last["release"], last["status"]) == ("deploy", new, "failed"), last
     for host in ("web1", "web2"):
         back = journal(ssh_project, host)[-2]
-        assert (back["event"], back["release"], back["previous"]) == ("rollback", old[host], new)
+        assert (back["event"], back["release"], back["from"]) == ("rollback", old[host], new)
         assert "batch 2 of 2 failed" in journal(ssh_project, host)[-1]["reason"]
     assert "health check" in journal(ssh_project, "web3")[-1]["reason"]
     refused = ssh_project.fab("rollback", "--to", new, check=False)
@@ -180,7 +181,7 @@ def test_batch_size_from_the_command_line_and_templated_commands(ssh_project: Pr
     ssh_project.commit("again")
     second = json.loads(ssh_project.fab("deploy", "--hosts", "web1", "--json").stdout)
     lines = (root_of(ssh_project, "web1").parent / "switches").read_text().splitlines()
-    assert lines == [f"web1 {first['release']}  web1", f"web1 {second['release']} {first['release']} web1"]
+    assert lines == [f"web1 {first['release']} web1", f"web1 {second['release']} {first['release']} web1"]
 
     bad = ssh_project.fab("deploy", "--batch-size", "0", check=False)
     assert bad.returncode == 1 and "--batch-size: expected a number of hosts" in bad.stderr
