@@ -137,14 +137,19 @@ def publish_logged(
 
 
 def lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
-    """The host's connection dropped (or it stopped answering) during its switch: say where ``current`` points
-    now if the host can be reached again, and release this run's lock there."""
-    phases.abort(target, None, None)
+    """The host's connection dropped (or it stopped answering) during its switch. Its ``publish`` runs to its end
+    there whatever happens to the connection (a restart, a health check still going), so this run's lock is kept:
+    `fab unlock` reads how far it got (``deploy.lock/switch.json``) and journals it. Say where ``current`` points
+    now if the host can be reached again."""
+    unlock = f"fab unlock --stage {target.host.stage} --hosts {target.name}"
     try:
         now_on = phases.read_state(target).current or "no release"
     except DeployError:
-        return f"{error}; where {target.name} stands is unknown: check it (fab releases), then deploy or roll back"
-    return f"{error}; {target.name} is on {now_on} now (the switch was cut short: check it, then deploy or roll back)"
+        return f"{error}; where {target.name} stands is unknown and its lock is kept: once it answers, {unlock}"
+    return (
+        f"{error}; {target.name} is on {now_on} now and its lock is kept (its publish step may still be running): "
+        f"check it with fab releases, then {unlock}"
+    )
 
 
 @dataclass

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import fleet
 from deploytool.deploy import plan_deploy, run_deploy
 from deploytool.errors import DeployError
 from deploytool.inventory import load_inventory
@@ -158,17 +157,15 @@ def test_a_dropped_connection_is_reported_as_lost_and_the_host_still_cleaned_up(
     assert_cleaned_up(ssh_project, "web1", [], "web2 failed")
 
 
-def test_sigterm_during_the_switch_says_where_each_host_stands(
-    ssh_project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sigterm_during_the_switch_says_where_each_host_stands(ssh_project: Project) -> None:
     """One host switches at a time: the signal comes while web1 switches; web1 finishes, web2 never starts."""
     marker = root_of(ssh_project, "web1").parent / "switching"
     ssh_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = [f"touch {marker}; sleep 2"]
+    ssh_project.inventory["stages"]["test"]["parallel"] = 1
     ssh_project.write_inventory()
     ssh_project.commit("switch slowly")
     inventory = load_inventory(ssh_project.path / "hosts.yml")
     plan = plan_deploy(inventory, inventory.hosts("test", "web1,web2"), "HEAD")
-    monkeypatch.setattr(fleet, "MAX_PARALLEL", 1)
 
     def terminate_when_switching() -> None:
         wait_for(marker)
@@ -185,3 +182,35 @@ def test_sigterm_during_the_switch_says_where_each_host_stands(
     assert_cleaned_up(ssh_project, "web2", [], "terminated (SIGTERM) on the laptop before this host switched")
     assert not (root_of(ssh_project, "web1") / "deploy.lock").exists()
     assert journal(ssh_project, "web1")[-1]["status"] == "ok"
+
+
+def test_a_connection_lost_during_publish_keeps_the_lock_until_fab_unlock(
+    ssh_project: Project, own_sshd: sshd.SshServer
+) -> None:
+    """The host's publish step runs on to its end without the laptop (here a slow after-switch command): the run
+    must not release a lock the host is still working under; fab unlock later journals what it completed."""
+    serve_from(ssh_project, "web2", own_sshd)
+    marker = root_of(ssh_project, "web2").parent / "switching"
+    ssh_project.inventory["stages"]["test"]["hosts"]["web2"]["after_switch"] = [f"touch {marker}; sleep 2"]
+    ssh_project.write_inventory()
+    ssh_project.commit("web2 drops while switching")
+    fab = start_fab(ssh_project, "deploy", "--hosts", "web1,web2")
+    try:
+        wait_for(marker, process=fab)
+        own_sshd.signal_all(signal.SIGKILL, only_sshd=True)  # the connection drops; the host and its publish live
+        _, stderr = fab.communicate(timeout=240)
+    finally:
+        fab.kill()
+    assert fab.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "web2: connection lost during switch" in stderr, stderr
+    assert "its lock is kept" in stderr and "fab unlock --stage test --hosts web2" in stderr
+    assert (root_of(ssh_project, "web2") / "deploy.lock").exists(), "the lock is kept"
+    deadline = time.monotonic() + 60
+    record = root_of(ssh_project, "web2") / "deploy.lock" / "switch.json"
+    while '"published"' not in record.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the host finishes its publish on its own
+    assert not (root_of(ssh_project, "web1") / "current").exists(), "web1 (same batch) was switched back"
+    unlocked = ssh_project.fab("unlock", "--hosts", "web2")
+    assert not (root_of(ssh_project, "web2") / "deploy.lock").exists(), unlocked.stdout
+    last = journal(ssh_project, "web2")[-1]
+    assert last["status"] == "ok" and current(ssh_project, "web2") == f"releases/{last['release']}"
