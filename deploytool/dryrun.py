@@ -7,10 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import phases
+from .config import render_commands
 from .deploy import Plan, connected
 from .errors import DeployError
 from .etc import diff_against, format_diffs
 from .fleet import on_each
+from .golive import batches
 from .inventory import Inventory
 from .pins import extract_requirement_files
 from .release import git
@@ -62,6 +64,17 @@ def _host_report(inventory: Inventory, plan: Plan, target: phases.Target) -> lis
             lines.append(f"  commits: {old[:12]} is not in this repository (git fetch?)")
             changes = []
         lines.append(f"  requirements ({relative}):" + ("\n" + "\n".join(changes) if changes else " unchanged"))
+    commands = render_commands(target.host, plan.release.id, target.state.current)
+    restart = commands.restart
+    if restart.gunicorn_pidfile:
+        start = f", else start: {list(restart.start)}" if restart.start else ""
+        lines.append(f"  restart: gunicorn re-exec (USR2) of {restart.gunicorn_pidfile}{start}")
+    elif restart.commands:
+        lines.append(f"  restart: {list(restart.commands)}")
+    check = commands.health_check
+    if check is not None:
+        what = f"GET {check.url}" + (f" containing {check.contains!r}" if check.contains else "")
+        lines.append(f"  health check: {what if check.url else check.command} (until {check.deadline:g} s)")
     rendered = plan.rendered.get(target.name)
     if rendered is not None:
         diffs = diff_against(target.c, target.host.etc_root, rendered, python=target.host.python, host=target.name)
@@ -71,9 +84,13 @@ def _host_report(inventory: Inventory, plan: Plan, target: phases.Target) -> lis
     return lines
 
 
-def print_plan(inventory: Inventory, plan: Plan, say: Say) -> None:
-    """Print the release id and, per host, the commits, requirement changes and config diff."""
+def print_plan(inventory: Inventory, plan: Plan, say: Say, batch_size: int | str | None = None) -> None:
+    """Print the release id, the batches and, per host, the commits, requirement changes, restart and health
+    check, and config diff (``batch_size``: ``--batch-size``, else hosts.yml's)."""
     say(f"Dry run: would deploy {plan.release.id} ({plan.release.commit[:12]}) to {len(plan.hosts)} host(s)")
+    cut = batches([host.name for host in plan.hosts], batch_size or plan.hosts[0].batch_size)
+    if len(cut) > 1:
+        say(f"in {len(cut)} batches: " + "; ".join(", ".join(batch) for batch in cut))
     with connected(plan.hosts) as targets:
         states = on_each(targets, phases.read_state, lambda t: t.name)
         states.raise_if_failed("reading the hosts", lambda t: t.name)

@@ -90,7 +90,7 @@ def deploy(
         for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
             print(note)
     if dry_run:
-        print_plan(inventory, plan, print)
+        print_plan(inventory, plan, print, batch)
         return
     password = flow.configured_sudo_password(selected, c.config)
     release = plan.release

@@ -183,6 +183,9 @@ def test_batch_size_from_the_command_line_and_templated_commands(ssh_project: Pr
     lines = (root_of(ssh_project, "web1").parent / "switches").read_text().splitlines()
     assert lines == [f"web1 {first['release']} web1", f"web1 {second['release']} {first['release']} web1"]
 
+    dry = ssh_project.fab("deploy", "--dry-run", "--hosts", "web1,web2", "--batch-size", "1").stdout
+    assert "in 2 batches: web1; web2" in dry
+    assert f"  health check: test -e {root_of(ssh_project, 'web1')}/releases/" in dry, dry
     bad = ssh_project.fab("deploy", "--batch-size", "0", check=False)
     assert bad.returncode == 1 and "--batch-size: expected a number of hosts" in bad.stderr
     stage["after_switch"] = ["echo {{ no_such_var }}"]
