@@ -91,7 +91,8 @@ def nginx_is_sane(text: str) -> bool:
 
 
 def test_example_renders_per_host_with_paths_through_current(facts: Facts) -> None:
-    """Three hosts with different vars get different configs; all app paths go through `current`."""
+    """Three hosts with different vars get different configs; app paths go through `current`, except gunicorn's
+    own directory (its release's, so an old worker never imports new code through the symlink)."""
     rendered = render_all(
         EXAMPLE,
         {
@@ -112,13 +113,16 @@ def test_example_renders_per_host_with_paths_through_current(facts: Facts) -> No
         assert set(files) == expected
         assert all(files.mode(name) == 0o644 for name in files)
         text = {name: files[name].decode() for name in files}
-        for content in text.values():
-            assert "/releases/" not in content  # never a release path: rollbacks must apply
+        for name, content in text.items():
+            if name != "gunicorn/demo.conf.py":
+                assert "/releases/" not in content  # never a release path: rollbacks must apply
             assert f"on {host}:" in content
 
         gunicorn: dict[str, object] = {}
         exec(compile(text["gunicorn/demo.conf.py"], "gunicorn.conf.py", "exec"), gunicorn)
-        assert gunicorn["chdir"] == f"{ROOT}/current"
+        assert gunicorn["chdir"] == gunicorn["pythonpath"] == f"{ROOT}/releases/20240102T030405"
+        assert gunicorn["CURRENT"] == f"{ROOT}/current"
+        assert callable(gunicorn["pre_exec"]) and callable(gunicorn["post_worker_init"])
         assert gunicorn["wsgi_app"] == "example_app.wsgi:application"
         binds[host] = (gunicorn["bind"], gunicorn["workers"])
 
