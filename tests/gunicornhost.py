@@ -1,0 +1,195 @@
+"""Real gunicorn for the tests: releases laid out as a deploy makes them, HTTP probes, and cleaning up what ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploytool.etc_render import render_all
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
+APP_SOURCE = Path(__file__).resolve().parent.parent / "example_app" / "wsgi.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str, timeout: float = 5.0) -> dict[str, str]:
+    """GET ``url`` and return its JSON answer (raises on any failure)."""
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        data = json.loads(answer.read())
+    assert isinstance(data, dict)
+    return data
+
+
+def wait_for(condition: Callable[[], object], seconds: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: S110 - not ready yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def serves(url: str, release: str) -> bool:
+    try:
+        return get(url, timeout=2).get("release") == release
+    except (OSError, ValueError):
+        return False
+
+
+def gunicorn_config(variables: dict[str, object]) -> bytes:
+    """The example app's gunicorn config (etc-mock/) rendered with ``variables`` (the deploy's template facts)."""
+    facts = {"server_name": "localhost", "workers": 2, **variables}
+    return render_all(EXAMPLE, {"host": facts})["host"]["gunicorn/demo.conf.py"]
+
+
+def processes() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) of every process."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            found[int(entry)] = (int(stat.rpartition(")")[2].split()[1]), cmdline)
+    return found
+
+
+def kill_mentioning(marker: str) -> None:
+    """SIGKILL, by pid, each process whose command line names ``marker`` (a test's own directory)."""
+    needle = marker.encode()
+    for pid, (_, cmdline) in processes().items():
+        if needle in cmdline and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def children(pid: int) -> list[int]:
+    return [child for child, (parent, _) in processes().items() if parent == pid]
+
+
+@dataclass
+class LocalApp:
+    """An app root as a deploy leaves it: ``releases/<id>/`` (the example app, a manifest, ``venv`` linked to the
+    test environment's venv), ``current``, and each release's gunicorn config under ``etc/``."""
+
+    root: Path
+    port: int
+    venv: Path
+    releases: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "gunicorn.pid"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "etc" / "gunicorn" / "demo.conf.py"
+
+    def release(self, release_id: str, app_source: str | None = None) -> Path:
+        path = self.root / "releases" / release_id
+        (path / "example_app").mkdir(parents=True)
+        (path / "example_app" / "__init__.py").write_text("")
+        (path / "example_app" / "wsgi.py").write_text(app_source or APP_SOURCE.read_text())
+        (path / ".deploytool.json").write_text(json.dumps({"app": "demo", "release": release_id}))
+        (path / "venv").symlink_to(self.venv)
+        self.releases.append(release_id)
+        return path
+
+    def switch(self, release_id: str) -> None:
+        """What publish does: the release's config installed, then `current` renamed over."""
+        variables = {
+            "app": "demo",
+            "stage": "test",
+            "host": "host",
+            "release_id": release_id,
+            "release_path": str(self.root / "releases" / release_id),
+            "root": str(self.root),
+            "current": str(self.root / "current"),
+            "venv": str(self.root / "current" / "venv"),
+            "shared": str(self.root / "shared"),
+            "shared_dirs": {},
+            "user": "root",
+            "etc_root": str(self.root / "etc"),
+            "port": self.port,
+        }
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self.config.write_bytes(gunicorn_config(variables))
+        link = self.root / "current.tmp"
+        link.symlink_to(f"releases/{release_id}")
+        link.replace(self.root / "current")
+
+    def start_argv(self) -> list[str]:
+        """The graceful recipe's `start` command."""
+        return [
+            str(self.root / "current" / "venv" / "bin" / "gunicorn"),
+            "--config",
+            str(self.config),
+            "--daemon",
+            "--pid",
+            str(self.pidfile),
+            "--error-logfile",
+            str(self.root / "gunicorn.log"),
+        ]
+
+
+class RequestLoop:
+    """A thread doing GETs against ``url`` (one at a time, at most ``limit`` of them) until stopped; counts
+    failures and keeps each request's latency and the releases that answered."""
+
+    def __init__(self, url: str, limit: int = 20000) -> None:
+        self.url, self.limit = url, limit
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self.releases: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.latencies) + len(self.failures) < self.limit:
+            started = time.perf_counter()
+            try:
+                release = get(self.url, timeout=10).get("release", "")
+            except (OSError, ValueError, urllib.error.URLError) as error:
+                self.failures.append(f"{type(error).__name__}: {error}")
+                continue
+            self.latencies.append(time.perf_counter() - started)
+            if not self.releases or self.releases[-1] != release:
+                self.releases.append(release)
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies) + len(self.failures)
