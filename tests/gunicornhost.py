@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ def wait_for(condition: Callable[[], object], seconds: float = 30.0, what: str =
         try:
             if condition():
                 return
-        except Exception:  # noqa: S110 - not ready yet
+        except Exception:
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -79,10 +80,8 @@ def kill_mentioning(marker: str) -> None:
     needle = marker.encode()
     for pid, (_, cmdline) in processes().items():
         if needle in cmdline and pid != os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def children(pid: int) -> list[int]:
