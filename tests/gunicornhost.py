@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploytool.etc_render import render_all
+from tests.conftest import HOST_PYTHON
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 APP_SOURCE = Path(__file__).resolve().parent.parent / "example_app" / "wsgi.py"
@@ -192,3 +196,77 @@ class RequestLoop:
     @property
     def requests(self) -> int:
         return len(self.latencies) + len(self.failures)
+
+
+@dataclass
+class Supervisord:
+    """A supervisord of the deploy user, all of it under ``base`` (socket, config, logs): never the machine's /etc."""
+
+    base: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def ctl(self) -> Path:
+        """A ``supervisorctl`` bound to this supervisord (a wrapper script, as a package would install one)."""
+        return self.base / "bin" / "supervisorctl"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_supervisord(base: Path, wheels: Path, include: Path, user: str) -> Supervisord:
+    """Install supervisor from the test mirror into ``base`` and start supervisord as ``user``, reading program
+    sections from ``include`` (``<etc_root>/supervisor/conf.d``)."""
+    lib, conf, bin_dir = base / "lib", base / "supervisord.conf", base / "bin"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(lib),
+            "supervisor",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    conf.write_text(
+        f"[unix_http_server]\nfile={base}/supervisor.sock\nchmod=0700\n\n"
+        f"[supervisord]\nlogfile={base}/supervisord.log\npidfile={base}/supervisord.pid\nnodaemon=true\n"
+        f"childlogdir={base}\n\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+        f"[supervisorctl]\nserverurl=unix://{base}/supervisor.sock\n\n"
+        f"[include]\nfiles = {include}/*.conf\n"
+    )
+    bin_dir.mkdir()
+    (bin_dir / "supervisorctl").write_text(
+        f'#!/bin/sh\nPYTHONPATH={lib} exec {HOST_PYTHON} -m supervisor.supervisorctl -c {conf} "$@"\n'
+    )
+    (bin_dir / "supervisorctl").chmod(0o755)
+    account = pwd.getpwnam(user)
+    for path in (base, *base.rglob("*")):
+        os.lchown(path, account.pw_uid, account.pw_gid)
+    process = subprocess.Popen(
+        [HOST_PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
+        env={"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin", "HOME": str(base)},
+        cwd=base,
+        user=account.pw_uid if os.geteuid() == 0 else None,
+        group=account.pw_gid if os.geteuid() == 0 else None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: (base / "supervisor.sock").exists() or process.poll() is not None, 30, "supervisord")
+    if process.poll() is not None:
+        raise RuntimeError(f"supervisord exited: {(base / 'supervisord.log').read_text()}")
+    return Supervisord(base, process)
