@@ -13,7 +13,8 @@ master is listed there. A live process alone proves nothing: a worker that canno
 moment before it exits and takes its master with it.
 
 Arguments (one JSON line on stdin): ``pidfile`` (the path gunicorn was started with, ``--pid``), ``timeout``
-(seconds for each wait). Answer: ``ok``, ``running`` (a master was running, so it was re-exec'd), ``old_pid``,
+(seconds for the whole re-exec; once the new master is ready, the old one's graceful stop gets at least 5 s more).
+Answer: ``ok``, ``running`` (a master was running, so it was re-exec'd), ``old_pid``,
 ``new_pid``, ``error``, ``output`` (what it did, one line per step). No master running (no pidfile, or a pid that is
 not a live gunicorn of this user): ``ok`` true, ``running`` false, nothing changed. If the new master exits or is
 not ready in time the old one keeps serving and the new one is stopped: ``ok`` false. Exit status 0 when ok, 2
@@ -32,7 +33,7 @@ import time
 from typing import Any
 
 POLL = 0.05  # seconds between looks at /proc and the pid files
-STOP_GRACE = 5.0  # seconds a stopped new master gets before SIGKILL
+STOP_GRACE = 5.0  # seconds a stopped process gets before SIGKILL, and the least any step past readiness gets
 
 
 class Failed(Exception):
@@ -135,6 +136,7 @@ class Reexec:
             raise Failed(f"timeout must be a number of seconds, not {timeout!r}")
         self.pidfile = pidfile
         self.timeout = float(timeout)
+        self.deadline = time.monotonic() + self.timeout
         self.lines: list[str] = []
         self.old_pid: int | None = None
         self.new_pid: int | None = None
@@ -151,6 +153,10 @@ class Reexec:
             "error": error,
             "output": "\n".join(self.lines),
         }
+
+    def left(self, at_least: float = 0.0) -> float:
+        """Seconds left of the whole run's ``timeout`` (every wait shares it), but ``at_least`` this many."""
+        return max(self.deadline - time.monotonic(), at_least)
 
     def wait(self, condition: Any, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -216,7 +222,7 @@ class Reexec:
                 found.append(pid)
             return bool(found) or not alive(old)
 
-        if not self.wait(new_master, self.timeout) or not found:
+        if not self.wait(new_master, self.left()) or not found:
             if not alive(old):
                 raise Failed(f"the old gunicorn master (pid {old}) exited after USR2")
             raise Failed(f"no new gunicorn master appeared within {self.timeout:g} s of USR2")
@@ -225,7 +231,7 @@ class Reexec:
         return found[0]
 
     def await_ready(self, new: int) -> None:
-        if self.wait(lambda: bool(booted_workers(self.pidfile, new)) or not alive(new), self.timeout) and alive(new):
+        if self.wait(lambda: bool(booted_workers(self.pidfile, new)) or not alive(new), self.left()) and alive(new):
             self.say(f"workers of the new master loaded the app: {sorted(booted_workers(self.pidfile, new))}")
             return
         if not alive(new):
@@ -243,16 +249,16 @@ class Reexec:
     def retire_old(self, old: int, new: int) -> None:
         workers = children(old) - {new}
         self.signal(old, signal.SIGWINCH, "graceful stop of the old workers")
-        if self.wait(lambda: not (children(old) - {new}), self.timeout):
+        if self.wait(lambda: not (children(old) - {new}), self.left(STOP_GRACE)):
             self.say(f"old workers gone: {sorted(workers)}")
         else:
-            self.say(f"old workers still running after {self.timeout:g} s (not daemonized?); TERM stops them")
+            self.say("old workers still running (gunicorn ignores WINCH unless daemonized); TERM stops them")
         self.signal(old, signal.SIGTERM, "graceful stop of the old master")
-        if not self.wait(lambda: not alive(old), self.timeout):
-            self.signal(old, signal.SIGKILL, f"it did not exit within {self.timeout:g} s")
+        if not self.wait(lambda: not alive(old), self.left(STOP_GRACE)):
+            self.signal(old, signal.SIGKILL, "it did not exit in time")
             self.wait(lambda: not alive(old), STOP_GRACE)
         self.say(f"old master {old} exited")
-        if self.wait(lambda: read_pid(self.pidfile) == new, self.timeout):
+        if self.wait(lambda: read_pid(self.pidfile) == new, self.left(STOP_GRACE)):
             self.say(f"new master {new} promoted: {self.pidfile} names it")
         else:
             self.say(f"warning: {self.pidfile} does not name the new master {new} yet")
