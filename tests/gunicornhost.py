@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import pwd
@@ -17,12 +18,16 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
 
 from deploytool.etc_render import render_all
-from tests.conftest import HOST_PYTHON
+from tests.wheelfactory import repack_installed
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 APP_SOURCE = Path(__file__).resolve().parent.parent / "example_app" / "wsgi.py"
+HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
 def free_port() -> int:
@@ -270,3 +275,91 @@ def start_supervisord(base: Path, wheels: Path, include: Path, user: str) -> Sup
     if process.poll() is not None:
         raise RuntimeError(f"supervisord exited: {(base / 'supervisord.log').read_text()}")
     return Supervisord(base, process)
+
+
+# ---------------------------------------------------------------- a deployed app on a test host
+
+TEMPLATES = ("gunicorn/{{ app }}.conf.py.j2", "supervisor/conf.d/{{ app }}.conf.j2")
+
+
+def serve_app_server(wheels: Path) -> list[str]:
+    """Put gunicorn (with what it needs outside extras) and supervisor into the mirror directory ``wheels``,
+    repacked from this environment; return the pins that install gunicorn."""
+    pins = []
+    for name in ("gunicorn", *runtime_requirements("gunicorn")):
+        repack_installed(name, wheels)
+        pins.append(f"{name}=={importlib.metadata.version(name)}")
+    repack_installed("supervisor", wheels)
+    return pins
+
+
+def runtime_requirements(name: str) -> list[str]:
+    wanted = []
+    for line in importlib.metadata.requires(name) or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            wanted.append(requirement.name)
+    return wanted
+
+
+def app_files(pins: list[str]) -> dict[str, str]:
+    """The example app, its gunicorn and supervisor templates, and its pins, as files of a project commit."""
+    files = {
+        "requirements/prod.txt": "".join(f"{pin}\n" for pin in pins),
+        "example_app/__init__.py": "",
+        "example_app/wsgi.py": APP_SOURCE.read_text(),
+    }
+    for template in TEMPLATES:
+        files[f"etc-mock/{template}"] = (EXAMPLE / template).read_text()
+    return files
+
+
+@dataclass
+class AppHost:
+    """One test host of the app: its deploy root and, beside it in ``base``, its etc root, logs and pid file."""
+
+    name: str
+    root: Path
+    port: int
+
+    @property
+    def base(self) -> Path:
+        return self.root.parent
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.base / "gunicorn.pid"
+
+    def current(self) -> str:
+        return os.readlink(self.root / "current").removeprefix("releases/")
+
+    def master(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def prepare(self, settings: dict[str, Any]) -> None:
+        """Make the etc root and logs directory (owned like the host's directory) and set them in ``settings``
+        (the host's hosts.yml mapping), with the app's port; no health check, restart left to the caller."""
+        owner = self.base.stat()
+        for name in ("etc", "logs"):
+            (self.base / name).mkdir(exist_ok=True)
+            os.chown(self.base / name, owner.st_uid, owner.st_gid)
+        settings["etc_root"] = str(self.base / "etc")
+        settings["vars"] = {"port": self.port, "workers": 2, "log_dir": str(self.base / "logs")}
+
+    def graceful_restart(self) -> dict[str, Any]:
+        """hosts.yml ``restart`` of the graceful recipe: re-exec the master in the pid file, else ``start``."""
+        start = (
+            "{{ venv }}/bin/gunicorn --config {{ etc_root }}/gunicorn/{{ app }}.conf.py --daemon"
+            f" --pid {self.pidfile} --error-logfile {self.base}/logs/gunicorn.log"
+        )
+        return {"gunicorn_pidfile": str(self.pidfile), "start": [start]}
+
+
+def supervisor_restart(ctl: Path) -> list[str]:
+    """hosts.yml ``restart`` of gunicorn under supervisord: ``update`` adds (and on a first deploy starts) the
+    program, ``restart`` starts a new gunicorn from the release ``current`` names."""
+    return [f"{ctl} update", f"{ctl} restart {{{{ app }}}}"]
