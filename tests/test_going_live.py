@@ -4,13 +4,13 @@ latter with no failed request while a deploy or a rollback runs."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from deploytool.hostside.gunicorn_reexec import alive  # gone, or a zombie its new parent has yet to reap
 from tests.conftest import Mirror, Project
 from tests.gunicornhost import (
     AppHost,
@@ -110,7 +110,7 @@ def test_graceful_first_deploy_starts_then_reexecs_with_no_failed_request(gracef
         second = graceful.deploy()
     for name, host in graceful.hosts.items():
         assert host.master() != masters[name], f"{name}: the master was not re-exec'd"
-        assert not os.path.exists(f"/proc/{masters[name]}"), f"{name}: the old master still runs"
+        assert not alive(masters[name]), f"{name}: the old master still runs"
         assert get(host.url)["release"] == second
     assert during_deploy.failures == [], during_deploy.failures[:5]
     assert during_deploy.releases[0] == first and during_deploy.releases[-1] == second
@@ -120,7 +120,7 @@ def test_graceful_first_deploy_starts_then_reexecs_with_no_failed_request(gracef
         wait_for(lambda: during_rollback.requests > 10, what="requests before the rollback")
         assert graceful.rollback() == first
     assert get(web1.url)["release"] == first and web1.master() != reexeced
-    assert not os.path.exists(f"/proc/{reexeced}")
+    assert not alive(reexeced)
     assert during_rollback.failures == [], during_rollback.failures[:5]
     assert during_rollback.releases[-1] == first
 
