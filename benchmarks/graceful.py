@@ -8,9 +8,10 @@ by ``start`` the first time) and ``plain`` (gunicorn under a supervisord of the 
 ``supervisorctl update`` + ``supervisorctl restart demo``). Both run the example app (2 sync workers) from gunicorn
 and supervisor wheels repacked from this environment (the test extra). Each run: a deploy of a new commit, then a
 rollback, each with one thread doing GETs against the host's app, one at a time, from just before ``fab`` starts
-until it returns (at most 20,000 requests). Printed per recipe and action: requests, failed requests, and the
-latency percentiles of the answered ones, each the median over ``--runs``. The temporary directory, the sshd, the
-supervisord and every gunicorn are stopped at exit.
+until it returns (at most 20,000 requests); and, as a baseline, the same loop for 3 s with no fab running.
+Printed per recipe and action: requests, failed requests, and the latency percentiles of the answered ones, each
+the median over ``--runs``. The temporary directory, the sshd, the supervisord and every gunicorn are stopped at
+exit.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import benchlib
 from benchlib import HOST_NAMES, HOST_PYTHON, HOST_PYTHON_VERSION, log, table
 
 RECIPES = ("graceful", "plain")
-ACTIONS = ("deploy", "rollback")
+ACTIONS = ("idle", "deploy", "rollback")
+IDLE_SECONDS = 3.0
 COLUMNS = ("requests", "failed", "p50 ms", "p90 ms", "p99 ms", "max ms")
 
 
@@ -112,7 +114,10 @@ def main() -> int:
                         project.commit()
                     with RequestLoop(hosts[recipe].url) as loop:
                         wait_for(lambda loop=loop: loop.requests > 10, 30, "requests before fab starts")
-                        project.fab(action, "--stage", recipe)
+                        if action == "idle":
+                            time.sleep(IDLE_SECONDS)
+                        else:
+                            project.fab(action, "--stage", recipe)
                     results[recipe, action].append(figures(loop))
                     time.sleep(0.5)
     finally:
