@@ -133,3 +133,16 @@ def test_graceful_restart_after_a_crash_starts_again(graceful: Live) -> None:
     wait_for(lambda: not serves(web1.url, first), what="web1 to stop answering")
     second = graceful.deploy()
     assert get(web1.url)["release"] == second and web1.master() != crashed
+
+
+def test_graceful_release_that_cannot_boot_is_reverted_while_the_old_master_serves(graceful: Live) -> None:
+    first = graceful.deploy()
+    web1 = graceful.hosts["web1"]
+    graceful.project.commit("broken", {"example_app/wsgi.py": "raise ImportError('this release cannot start')\n"})
+    with RequestLoop(web1.url) as during:
+        wait_for(lambda: during.requests > 10, what="requests before the deploy")
+        result = graceful.project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1 and "the new gunicorn master" in result.stdout + result.stderr, result.stdout
+    assert web1.current() == first  # reverted: the switch back restarts (re-execs) the old release again
+    assert get(web1.url)["release"] == first and alive(web1.master())
+    assert during.failures == [] and during.releases == [first]
