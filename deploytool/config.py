@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from .etc import RenderedEtc, TemplateError, install_args, render_all, tar_bytes
-from .golive import Restart
+from .golive import HealthCheck, Restart
 from .hostside import source
 from .inventory import HostConfig, Inventory
 from .layout import Layout
@@ -143,8 +143,13 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
         validate=rendered.validate,
         after_switch=rendered.after_switch,
         restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
-        health=asdict(rendered.health_check) if release_id and rendered.health_check else None,
+        health=health_args(rendered.health_check) if release_id and rendered.health_check else None,
     )
+
+
+def health_args(check: HealthCheck) -> dict[str, Any]:
+    """The ``health`` program and its arguments (a rendered check), for ``publish`` and ``survey``."""
+    return {"program": source("health"), **asdict(check)}
 
 
 def _restart_args(host: HostConfig) -> dict[str, Any] | None:

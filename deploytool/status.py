@@ -69,11 +69,9 @@ class HostStatus:
 
 
 def health_of(host: HostConfig, survey: HostSurvey) -> str | None:
-    """The app's health as its health check reports it; None while no check is configured.
-
-    The seam for the ``health_check`` setting (not in hosts.yml yet): when it exists, its answer is gathered in
-    the same round trip as the survey and reported here as ``"ok"`` or the failure's text."""
-    return None
+    """The app's health as its ``health_check`` says, tried once in the survey's round trip: ``"ok"`` or
+    ``"failing: ..."``; None when no check is configured (or no release is current)."""
+    return survey.health if host.health_check is not None else None
 
 
 def drift_of(detail: ReleaseDetail, pins: ReleasePins, relative: str) -> list[Drift]:

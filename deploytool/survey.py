@@ -21,9 +21,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import journal
+from .config import health_args, render_commands
 from .errors import DeployError
 from .fleet import on_each
 from .hostside import run_module
+from .hostside.survey import RELEASE_MARK
 from .inventory import HostConfig
 from .release import RELEASE_ID
 from .requirements import Pin, read_requirements, requirements_digest
@@ -134,6 +136,7 @@ class HostSurvey:
     lock: Lock = field(default_factory=lambda: Lock(False))
     details: dict[str, ReleaseDetail] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # data the host sent that was refused
+    health: str | None = None  # "ok" or "failing: ..." when a health check is configured and a release is current
 
     @property
     def reachable(self) -> bool:
@@ -253,6 +256,7 @@ def parse_survey(host: HostConfig, answer: Mapping[str, Any]) -> HostSurvey:
     entries = journal.parse(line for line in lines if isinstance(line, str))
     survey.entries = [entry for entry in entries if RELEASE_ID.fullmatch(entry.release)]
     survey.lock = _lock(answer.get("lock"))
+    survey.health = _health(answer.get("health"))
     for raw in as_list(answer.get("details")):
         detail = _detail(raw, survey.releases, survey.problems)
         if detail is not None:
@@ -260,10 +264,28 @@ def parse_survey(host: HostConfig, answer: Mapping[str, Any]) -> HostSurvey:
     return survey
 
 
+def health_request(host: HostConfig) -> dict[str, Any] | None:
+    """The host's health check for the survey to try once, rendered with a mark the host replaces by the id of
+    the release it runs (the laptop does not know it before asking)."""
+    if host.health_check is None:
+        return None
+    check = render_commands(host, RELEASE_MARK, None).health_check
+    return health_args(check) if check is not None else None
+
+
+def _health(value: Any) -> str | None:
+    """``ok`` or ``failing: <what the check said>`` (validated: it comes from the host)."""
+    if not isinstance(value, dict):
+        return None
+    if value.get("ok") is True:
+        return "ok"
+    return "failing: " + (printable(value.get("last"), 200) or "no answer")
+
+
 def survey_host(host: HostConfig, requirements: str, *, all_releases: bool, verify: bool) -> HostSurvey:
     """Ask one host (one connection, one call) about its current release, or all its releases."""
     args = {"root": host.root, "requirements": requirements, "releases": "all" if all_releases else "current",
-            "verify": verify}  # fmt: skip
+            "verify": verify, "health": health_request(host)}  # fmt: skip
     c = connect(host)
     try:
         answer = run_module(c, host.name, host.python, "survey", args, phase="status")

@@ -104,6 +104,11 @@ def test_restart_serves_each_release_and_rollback_restarts_the_previous_one(serv
     result = project.fab("rollback", "--hosts", "web1")
     assert answer(port) == first == current(project).removeprefix("releases/")
     assert "web1  restart" in result.stdout and "web1  health" in result.stdout
+    status = json.loads(project.fab("status", "--hosts", "web1", "--json").stdout)
+    assert status["hosts"][0]["health"] == "ok", status  # the check, with the release web1 runs, tried once
+    stop_servers(project)
+    status = json.loads(project.fab("status", "--hosts", "web1", "--json").stdout)
+    assert status["hosts"][0]["health"].startswith("failing: URLError"), status
 
 
 def test_an_app_that_cannot_start_is_caught_by_the_health_check_and_reverted(served: tuple[Project, int]) -> None:

@@ -4,11 +4,11 @@ Steps: install the release's config under the etc root (the ``etc_install`` prog
 run the ``validate`` commands, swap ``current`` to the release (a new link renamed over the old), run the
 ``after_switch`` commands, restart the app server (``restart``: commands, or gunicorn's graceful re-exec by the
 ``gunicorn_reexec`` program, or its ``start`` commands when no master runs) and wait for the ``health`` check
-to pass (an HTTP URL answering 2xx, or a command exiting 0, tried until its deadline). Rejected config is put
-back before ``current`` moves, so a failure before the swap leaves the host wholly on the old release; after
-the swap it is wholly on the new one (the laptop decides whether to switch back, which is this module again
-with the releases exchanged: restarted and checked too). ``release: null`` means "no
-release": the config is removed and ``current`` with it (going back after a failed first deploy).
+to pass (the ``health`` program: an HTTP URL answering 2xx, or a command exiting 0, tried until its deadline).
+Rejected config is put back before ``current`` moves, so a failure before the swap leaves the host wholly on the
+old release; after the swap it is wholly on the new one (the laptop decides whether to switch back, which is
+this module again with the releases exchanged: restarted and checked too). ``release: null`` means "no release":
+the config is removed and ``current`` with it (going back after a failed first deploy).
 
 Once started the module runs to its end even if the laptop or the network goes away: it ignores SIGHUP,
 SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``record``), so a later run or
@@ -18,8 +18,8 @@ Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``curre
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
 loses the host), ``etc`` (``program``, ``python``, ``install`` and ``restore`` argument lists), ``sudo``,
 ``password``, ``validate``, ``after_switch``, ``restart`` (``commands``; or ``gunicorn`` with ``program``,
-``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or ``command``, ``contains``, ``timeout``,
-``deadline``, ``interval``), ``env``, ``command_timeout``.
+``pidfile`` and ``timeout``, and ``start``), ``health`` (``program``, ``url`` or ``command``, ``contains``,
+``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``ok``, ``seconds``, ``output`` each). Standard library only, Python 3.8 syntax.
 """
@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import Any
 
 EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -224,42 +223,35 @@ class Publish:
         return True
 
     def health(self) -> None:
-        """Wait for the health check to pass: tried every ``interval`` seconds until ``deadline`` seconds."""
+        """Wait for the health check to pass (the ``health`` program retries until its deadline), as the deploy
+        user: a check needs no privilege."""
         check = self.args.get("health")
         if not check:
             return
         started = time.monotonic()
-        deadline, attempts = started + float(check["deadline"]), 0
-        while True:
-            attempts += 1
-            ok, said = self.probe(check)
-            if ok or time.monotonic() + float(check["interval"]) > deadline:
-                break
-            time.sleep(float(check["interval"]))
         what = check.get("url") or check.get("command")
-        outcome = "passed" if ok else f"still failing after {time.monotonic() - started:.0f}s"
-        self.note("health check: " + what, ok, started, f"{outcome} ({attempts} attempts); last: {said}")
+        request = {key: value for key, value in check.items() if key != "program"}
+        request["env"] = self.args.get("env", {})
+        argv = [self.args["etc"]["python"], "-c", check["program"], "health"]
+        limit = float(check["deadline"]) + float(check["timeout"]) + 30
+        answer: Any = None
+        try:
+            done = subprocess.run(
+                argv, input=json.dumps(request) + "\n", capture_output=True, text=True, errors="replace", timeout=limit
+            )
+            lines = [line for line in done.stdout.splitlines() if line.strip()]
+            answer = json.loads(lines[-1]) if lines else None
+            said = done.stderr.strip()
+        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+            said = str(error)
+        if not isinstance(answer, dict):
+            self.note("health check: " + what, False, started, "the check did not answer: " + (said or "no output"))
+            raise Failed()
+        ok = answer.get("ok") is True
+        outcome = "passed ({} attempts); last: {}".format(answer.get("attempts"), answer.get("last"))
+        self.note("health check: " + what, ok, started, outcome if ok else str(answer.get("error")))
         if not ok:
             raise Failed()
-
-    def probe(self, check: dict[str, Any]) -> tuple[bool, str]:
-        """One try of the health check: (passed, what it said)."""
-        if check.get("command"):
-            done = self.execute(self.shell_argv(check["command"]), timeout=float(check["timeout"]))
-            lines = [line for line in (done.stdout or "").splitlines() if line.strip()]
-            return done.returncode == 0, "exit {}: {}".format(done.returncode, " | ".join(lines[-4:]) or "no output")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # on the host: never a proxy
-        try:
-            with opener.open(check["url"], timeout=float(check["timeout"])) as response:
-                status, body = response.status, response.read(65536).decode("utf-8", "replace")
-        except Exception as error:  # refused, reset, timed out, 4xx/5xx (HTTPError): all mean "not healthy yet"
-            return False, f"{type(error).__name__}: {error}"[:300]
-        if not 200 <= status < 300:
-            return False, f"HTTP {status}"
-        contains = check.get("contains")
-        if contains and contains not in body:
-            return False, f"HTTP {status} without {contains!r}: {body.strip()[:200]}"
-        return True, f"HTTP {status}"
 
     def lock_is_ours(self) -> bool:
         try:

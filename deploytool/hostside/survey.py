@@ -2,7 +2,9 @@
 
 Arguments (JSON): ``root`` (the deploy root), ``requirements`` (the role file's path inside a release, e.g.
 ``requirements/prod.txt``), ``releases`` (``"current"`` or ``"all"``: which releases to describe) and
-``verify`` (check every file of the current release's installed distributions against its ``RECORD``).
+``verify`` (check every file of the current release's installed distributions against its ``RECORD``),
+``health`` (the ``health`` program and its rendered check, ``RELEASE_MARK`` standing for the current release's id:
+tried once).
 
 Answer: ``root_exists``; ``current`` (the release id ``current`` points at, or null) and ``current_link``
 (the link as it is); ``releases`` (directory names under ``releases/``); ``journal`` (its lines); ``lock``
@@ -10,7 +12,8 @@ Answer: ``root_exists``; ``current`` (the release id ``current`` points at, or n
 ``manifest`` (parsed JSON or null), ``requirements`` (``{path inside the release: text}``: the role file and
 the files it includes with ``-r``), ``venv`` (it has one) and ``dists``: every ``*.dist-info`` in its venv's
 site-packages, with ``name`` and ``version`` from METADATA and, when verifying, the RECORD entries whose file
-is ``missing`` or ``modified`` (a few named, all counted). Nothing is imported from the app; nothing is written.
+is ``missing`` or ``modified`` (a few named, all counted); ``health`` (``ok``, ``last``) when asked and a release
+is current. Nothing is imported from the app; nothing is written.
 
 Standard library only, Python 3.8 syntax: it runs on the host's own python3.
 """
@@ -23,9 +26,11 @@ import glob
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
+RELEASE_MARK = "@@DEPLOYTOOL_RELEASE@@"  # where the health check's release id goes (see ``_health``)
 MAX_TEXT = 512 * 1024  # bytes read of any one text file
 MAX_JOURNAL_LINES = 20000  # the newest lines are kept
 MAX_NAMED = 20  # files named per distribution and kind; the rest are only counted
@@ -205,6 +210,32 @@ def _describe(root: str, release_id: str, relative: str, verify: bool) -> dict[s
     }
 
 
+def _health(check: dict[str, Any], current: str) -> dict[str, Any]:
+    """One try of the app's health check (the ``health`` program) against the current release: the laptop
+    rendered it with ``RELEASE_MARK`` where the release id goes, since it does not know the id before asking."""
+    request = {
+        key: value.replace(RELEASE_MARK, current) if isinstance(value, str) else value
+        for key, value in check.items()
+        if key != "program"
+    }
+    request.update(deadline=0, env={"DEPLOYTOOL_RELEASE": current})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", check["program"], "health"],
+            input=json.dumps(request) + "\n",
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=float(check.get("timeout") or 5) + 10,
+        )
+        said = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as error:
+        return {"ok": False, "last": f"the check did not answer: {error}"}
+    if not isinstance(said, dict):
+        return {"ok": False, "last": "the check did not answer"}
+    return {"ok": said.get("ok") is True, "last": str(said.get("last") or "")[:300]}
+
+
 def main(args: dict[str, Any]) -> dict[str, Any]:
     root = str(args["root"])
     answer: dict[str, Any] = {"ok": True, "root_exists": os.path.isdir(root)}
@@ -219,6 +250,8 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     answer["details"] = [
         _describe(root, rid, relative, bool(args.get("verify")) and rid == answer["current"]) for rid in described
     ]
+    if isinstance(args.get("health"), dict) and answer["current"]:
+        answer["health"] = _health(args["health"], answer["current"])
     return answer
 
 
