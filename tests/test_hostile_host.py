@@ -121,7 +121,8 @@ def test_a_full_disk_says_so_and_never_leaves_a_lock_behind(ssh_project: Project
         # A fresh host with 4 MB: the code fits, pip for the tools venv does not.
         result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
         assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert f"web1: no space left on {root} (creating the virtualenv failed)" in result.stderr
+        tools = root / "tools" / "venv"
+        assert f"web1: no space left on {root} (preparing the installer (pip) in {tools} failed)" in result.stderr
         assert "ensurepip" not in result.stderr
         assert release_ids(ssh_project) == [] and not (root / "deploy.lock").exists()
 

@@ -52,7 +52,8 @@ def serve_from(project: Project, host: str, server: sshd.SshServer) -> None:
 
 
 def stall_builds(project: Project, host: str) -> Path:
-    """Make ``host``'s builds stop when they make a virtualenv; return the marker that says they got there."""
+    """Make ``host``'s builds stop when they make a virtualenv (on a first deploy: the tools venv); return the
+    marker that says they got there."""
     root = root_of(project, host).parent
     marker, wrapper = root / "building", root / "python"
     wrapper.write_text(
@@ -107,7 +108,8 @@ def test_a_frozen_host_is_named_as_not_answering_and_the_others_are_cleaned_up(
         own_sshd.signal_all(signal.SIGCONT)
         fab.kill()
     assert fab.returncode == 1 and "Traceback" not in stderr, stderr
-    assert "web4: not answering (no reply for" in stderr and "during build (creating the virtualenv))" in stderr
+    # The wrapper stalls the first venv it is asked to make: on a first deploy, the tools venv.
+    assert "web4: not answering (no reply for" in stderr and "during build (preparing the installer (pip)" in stderr
     assert "No host was switched" in stderr
     assert "Still locked by this run (could not be reached to clean up): web4" in stderr
     assert_cleaned_up(ssh_project, "web1", [], "web4 failed")
@@ -150,7 +152,7 @@ def test_a_dropped_connection_is_reported_as_lost_and_the_host_still_cleaned_up(
     finally:
         fab.kill()
     assert fab.returncode == 1 and "Traceback" not in stderr, stderr
-    assert "web2: connection lost during build (creating the virtualenv)" in stderr
+    assert "web2: connection lost during build (preparing the installer (pip)" in stderr
     assert "failed:" not in stderr.split("web2: ")[1].splitlines()[0], "not reported as the step's failure"
     assert "Still locked" not in stderr, "web2 answers again: this run's lock there is released"
     assert_cleaned_up(ssh_project, "web2", [], "connection lost during build")
