@@ -40,6 +40,8 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
+#: What the benchmarks download once (wheels, uv, ansible-core): outside the repository, kept between runs.
+CACHE = Path.home() / ".cache" / "deploytool-bench"
 PHASES = ("check", "push", "build", "publish", "finish")
 PLAN = "plan (laptop: commit, pins, config)"
 TOTAL = "total in-process"
@@ -213,6 +215,22 @@ def start_fleet(base: Path, count: int) -> Fleet:
         for address in server.addresses:
             fleet.hosts[next(names)] = (server, address)
     return fleet
+
+
+def ensure_uv_wheel(cache: Path) -> Path:
+    """deploytool's pinned uv wheel, downloaded once into ``cache`` (hosts install it from the mirror)."""
+    from deploytool.installer import UV_PIN, UV_VERSION
+
+    directory = cache / f"uv-{UV_VERSION}"
+    found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
+    if not found:
+        log(f"downloading {UV_PIN} into {directory} (once)")
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        run([*pip, UV_PIN, "-d", str(directory)], timeout=900)
+        found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
+    if not found:
+        raise SystemExit(f"no {UV_PIN} wheel in {directory}")
+    return found[0]
 
 
 # ---------------------------------------------------------------- the app project

@@ -107,9 +107,7 @@ def main() -> int:
         make_wheel(mirror, "demo-lib", "1.0")
         installer_name = "pip" if args.pip else "uv"
         if not args.pip:
-            from vs_ansible import CACHE, ensure_uv_wheel
-
-            shutil.copy2(ensure_uv_wheel(CACHE), mirror)
+            shutil.copy2(benchlib.ensure_uv_wheel(benchlib.CACHE), mirror)
         mirror_server, mirror_url = benchlib.serve_mirror(mirror)
         roots = {stage: fleet.fresh_roots(stage, count) for stage, count in stages.items()}
         inventory: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """deploytool (uv and pip) against the same flow in Ansible: cold, warm, one requirement changed and rollback,
 on 1, 4 and 16 loopback hosts, the 36-package app (+ async-timeout), alternated in one run; round trips per host.
 
-    python benchmarks/vs_ansible.py [--runs N] [--hosts 1,4,16] [--heavy-runs N] [--wheels DIR]
+    python benchmarks/vs_ansible.py [--runs N] [--hosts 1,4,16] [--heavy-runs N] [--flows uv,pip,ansible]
 
 Set up by the script, once, under ~/.cache/deploytool-bench (outside the repository): a virtualenv with
 ansible-core (ANSIBLE_PIN, from PyPI), the 36 pins' wheels (or /work/cache/wheels36 when present) and the pinned
@@ -26,6 +26,7 @@ commit), changed (``bench-extra`` bumped), rollback. Roots are removed after eac
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -38,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import benchlib
-from benchlib import HOST_PYTHON, HOST_PYTHON_VERSION, log, table
+from benchlib import CACHE, HOST_PYTHON, HOST_PYTHON_VERSION, ensure_uv_wheel, log, table
 from deploy_36 import EXTRA_PINS_BEFORE_3_11_3, REQUIREMENTS, ensure_wheels
 
 ANSIBLE_PIN = "ansible-core==2.19.14"
-CACHE = Path.home() / ".cache" / "deploytool-bench"
 SHARED_WHEELS = Path("/work/cache/wheels36")
 FLOWS = ("deploytool uv", "deploytool pip", "Ansible")
 SCENARIOS = ("cold", "warm", "changed", "rollback")
@@ -126,22 +126,6 @@ def ensure_ansible(cache: Path) -> Path:
         benchlib.run([*pip, ANSIBLE_PIN], timeout=900)
         ready.touch()
     return venv / "bin" / "ansible-playbook"
-
-
-def ensure_uv_wheel(cache: Path) -> Path:
-    """deploytool's pinned uv wheel, downloaded once into ``cache`` (hosts install it from the mirror)."""
-    from deploytool.installer import UV_PIN, UV_VERSION
-
-    directory = cache / f"uv-{UV_VERSION}"
-    found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
-    if not found:
-        log(f"downloading {UV_PIN} into {directory} (once)")
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
-        benchlib.run([*pip, UV_PIN, "-d", str(directory)], timeout=900)
-        found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
-    if not found:
-        raise SystemExit(f"no {UV_PIN} wheel in {directory}")
-    return found[0]
 
 
 # ---------------------------------------------------------------- the Ansible side
@@ -239,6 +223,8 @@ class Results:
     def __init__(self) -> None:
         self.times: dict[tuple[str, int, str], list[float]] = defaultdict(list)  # (scenario, hosts, flow)
         self.ansible_calls: dict[tuple[str, int], list[float]] = defaultdict(list)  # ssh calls per host
+        # (scenario, hosts, flow) -> phase -> seconds (the slowest host's, per run)
+        self.phases: dict[tuple[str, int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def median(self, scenario: str, hosts: int, flow: str) -> float | None:
         values = self.times.get((scenario, hosts, flow))
@@ -262,7 +248,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2, help="runs per scenario (default 2; medians reported)")
     parser.add_argument("--hosts", default="1,4,16", help="host counts, comma-separated, 1-64 (default 1,4,16)")
     parser.add_argument("--heavy-runs", type=int, default=1, help="runs of pip and Ansible from 16 hosts on")
-    parser.add_argument("--no-ansible", action="store_true", help="deploytool only (no ansible-core needed)")
+    parser.add_argument("--flows", default="uv,pip,ansible", help="which flows, comma-separated (default %(default)s)")
     parser.add_argument("--wheels", type=Path, default=None, help="the 36 pins' wheels (default: cached)")
     args = parser.parse_args()
     runs = max(1, min(args.runs, 10))
@@ -272,8 +258,11 @@ def main() -> int:
     wheels = args.wheels or (SHARED_WHEELS if SHARED_WHEELS.is_dir() else CACHE / "wheels")
     ensure_wheels(REQUIREMENTS, wheels, EXTRA_PINS_BEFORE_3_11_3)
     uv_wheel = ensure_uv_wheel(CACHE)
-    playbook_bin = None if args.no_ansible else ensure_ansible(CACHE)
-    flows = [flow for flow in FLOWS if playbook_bin or flow != "Ansible"]
+    wanted = {word.strip().lower() for word in args.flows.split(",")}
+    flows = [flow for flow in FLOWS if flow.split()[-1].lower() in wanted]
+    if not flows:
+        raise SystemExit(f"--flows: some of uv, pip, ansible (not {args.flows!r})")
+    playbook_bin = ensure_ansible(CACHE) if "Ansible" in flows else None
     pins_text = REQUIREMENTS.read_text().rstrip("\n") + "\n" + "\n".join(EXTRA_PINS_BEFORE_3_11_3) + "\n"
     extra_versions = 1 + runs * len(counts)
 
@@ -344,7 +333,7 @@ def main() -> int:
                 for server in fleet.servers:  # this count's roots: pip releases are ~150 MB each
                     benchlib.rmtree(server.base / "hosts")
         log("round trips: one cold + one instrumented warm deploy per installer, 1 host")
-        round_trips = deploytool_round_trips(project, fleet)
+        round_trips = deploytool_round_trips(project, fleet, flows)
     finally:
         if ansible is not None:
             ansible.close_masters()
@@ -368,7 +357,12 @@ def run_flow(
     results: Results,
 ) -> float:
     if flow != "Ansible":
-        return project.fab("rollback" if scenario == "rollback" else "deploy", "--stage", target)
+        started_at, started = time.time(), time.perf_counter()
+        command = "rollback" if scenario == "rollback" else "deploy"
+        output = benchlib.run([sys.executable, "-m", "fabric", command, "--stage", target, "--json"], cwd=project.path)
+        seconds = time.perf_counter() - started
+        profile(results.phases[(scenario, count, flow)], json.loads(output)["events"], started_at, seconds)
+        return seconds
     assert ansible is not None
     before = ansible.ssh_calls()
     seconds = ansible.play(target, "rollback.yml" if scenario == "rollback" else "deploy.yml", count)
@@ -376,11 +370,28 @@ def run_flow(
     return seconds
 
 
-def deploytool_round_trips(project: benchlib.Project, fleet: benchlib.Fleet) -> dict[str, dict[str, float]]:
+def profile(phases: dict[str, list[float]], events: list[dict[str, Any]], started_at: float, wall: float) -> None:
+    """Where one fab run's time went, from its --json events (wall-clock start/end per host and phase): the laptop
+    before the first remote call (interpreter, imports, plan), each phase's slowest host, and what follows."""
+    if not events:
+        return
+    first, last = min(event["start"] for event in events), max(event["end"] for event in events)
+    phases["laptop: start-up + plan"].append(first - started_at)
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    for event in events:
+        by_phase[event["phase"]].append(event["seconds"])
+    for phase, values in by_phase.items():
+        phases[phase].append(max(values))
+    phases["laptop: after the last host"].append(max(0.0, wall - (last - started_at)))
+
+
+def deploytool_round_trips(
+    project: benchlib.Project, fleet: benchlib.Fleet, flows: list[str]
+) -> dict[str, dict[str, float]]:
     """SSH work per host of one warm deploy per installer (in-process, counting wrappers)."""
     found: dict[str, dict[str, float]] = {}
     names = {address: name for name, (_, address) in fleet.hosts.items()}
-    for installer in ("uv", "pip"):
+    for installer in [flow.split()[-1] for flow in flows if flow != "Ansible"]:
         stage = f"{installer}-round-trips"
         project.inventory["stages"][stage] = fleet.stage(
             fleet.fresh_roots(stage, 1), etc_in_root=True, installer=installer
@@ -406,18 +417,14 @@ def report(
 ) -> None:
     print("\n## deploytool vs Ansible, 36-package app (+ async-timeout, bench-extra): medians, seconds\n")
     headers = ["scenario", "hosts", *flows]
-    if "Ansible" in flows:
-        headers += ["Ansible / uv", "Ansible / pip"]
+    versus = [flow for flow in ("deploytool uv", "deploytool pip") if flow in flows and "Ansible" in flows]
+    headers += [f"Ansible / {flow.split()[-1]}" for flow in versus]
     rows = []
     for count in counts:
         for scenario in SCENARIOS:
             values = {flow: results.median(scenario, count, flow) for flow in flows}
             row = [scenario, str(count), *(fmt(values[flow]) for flow in flows)]
-            if "Ansible" in flows:
-                row += [
-                    ratio(values["Ansible"], values["deploytool uv"]),
-                    ratio(values["Ansible"], values["deploytool pip"]),
-                ]
+            row += [ratio(values["Ansible"], values[flow]) for flow in versus]
             rows.append(row)
     print(table(headers, rows))
 
@@ -430,6 +437,13 @@ def report(
             cold = results.median("cold", count, flow)
             rows.append([flow, str(count), ratio(warm, one) if count > 1 else "1.0x", ratio(cold, warm)])
     print(table(["flow", "hosts", "warm / warm of 1 host", "cold / warm"], rows))
+
+    print("\n## where deploytool's time goes (medians; per phase the slowest host; from fab --json events)\n")
+    rows = []
+    for (scenario, count, flow), phases in results.phases.items():
+        cells = [f"{name} {statistics.median(values):.2f}" for name, values in phases.items()]
+        rows.append([flow, scenario, str(count), ", ".join(cells)])
+    print(table(["flow", "scenario", "hosts", "seconds"], rows))
 
     print("\n## round trips per host\n")
     rows = []
