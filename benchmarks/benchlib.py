@@ -7,6 +7,7 @@ from the working tree whatever the current directory is.
 
 from __future__ import annotations
 
+import compileall
 import functools
 import os
 import shutil
@@ -28,6 +29,10 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
+# An installed deploytool has its bytecode; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 (as on the
+# shared benchmark box) would compile every module at every `fab` start: compile it once, as pip would.
+compileall.compile_dir(REPO / "deploytool", quiet=1)
+
 from tests import sshd  # noqa: E402
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -35,6 +40,8 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
+#: What the benchmarks download once (wheels, uv, ansible-core): outside the repository, kept between runs.
+CACHE = Path.home() / ".cache" / "deploytool-bench"
 PHASES = ("check", "push", "build", "publish", "finish")
 PLAN = "plan (laptop: commit, pins, config)"
 TOTAL = "total in-process"
@@ -140,6 +147,92 @@ def start_sshd(base: Path) -> sshd.SshServer:
     return sshd.start(base)
 
 
+#: OpenSSH's MAX_LISTEN_SOCKS: one sshd listens on at most 16 addresses, so a larger fleet runs several.
+ADDRESSES_PER_SSHD = 16
+MAX_HOSTS = 64
+
+
+def host_names(count: int) -> list[str]:
+    return [f"web{i + 1}" for i in range(count)]
+
+
+@dataclass
+class Fleet:
+    """``count`` loopback hosts (127.0.0.2, .3, ...): one sshd per 16 addresses, one known_hosts file for all."""
+
+    servers: list[sshd.SshServer]
+    known_hosts: Path
+    hosts: dict[str, tuple[sshd.SshServer, str]]  # host name -> (its sshd, its address)
+
+    @property
+    def user(self) -> str:
+        return self.servers[0].user
+
+    def names(self, count: int) -> list[str]:
+        return list(self.hosts)[:count]
+
+    def fresh_roots(self, label: str, count: int) -> dict[str, str]:
+        """New, empty deploy roots (owned by the login user) for the first ``count`` hosts."""
+        return {
+            name: str(server.host_root(f"{label}-{name}") / "app")
+            for name, (server, _) in list(self.hosts.items())[:count]
+        }
+
+    def stage(self, roots: dict[str, str], etc_in_root: bool = False, **settings: Any) -> dict[str, Any]:
+        """A stage of ``hosts.yml`` for these host names -> roots (each host its own address, port and key;
+        ``etc_in_root``: each host's ``etc_root`` is ``<root>/etc``)."""
+        hosts = {}
+        for name, root in roots.items():
+            server, address = self.hosts[name]
+            entry = {"address": address, "port": server.port, "identity_file": str(server.client_key), "root": root}
+            hosts[name] = {**entry, **({"etc_root": f"{root}/etc"} if etc_in_root else {})}
+        return {"user": self.user, "known_hosts": str(self.known_hosts), **settings, "hosts": hosts}
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_fleet(base: Path, count: int) -> Fleet:
+    """Start the sshds for ``count`` (1-64) loopback hosts under ``base``."""
+    missing = sshd.available()
+    if missing:
+        raise SystemExit(f"cannot benchmark over SSH: {missing}")
+    if not 1 <= count <= MAX_HOSTS:
+        raise SystemExit(f"host count {count}: between 1 and {MAX_HOSTS}")
+    addresses = [f"127.0.0.{2 + i}" for i in range(count)]
+    fleet = Fleet([], base / "known_hosts", {})
+    try:
+        for first in range(0, count, ADDRESSES_PER_SSHD):
+            chunk = tuple(addresses[first : first + ADDRESSES_PER_SSHD])
+            fleet.servers.append(sshd.start(base / f"sshd{first // ADDRESSES_PER_SSHD}", chunk))
+    except BaseException:
+        fleet.stop()
+        raise
+    fleet.known_hosts.write_text("".join(server.known_hosts.read_text() for server in fleet.servers))
+    names = iter(host_names(count))
+    for server in fleet.servers:
+        for address in server.addresses:
+            fleet.hosts[next(names)] = (server, address)
+    return fleet
+
+
+def ensure_uv_wheel(cache: Path) -> Path:
+    """deploytool's pinned uv wheel, downloaded once into ``cache`` (hosts install it from the mirror)."""
+    from deploytool.installer import UV_PIN, UV_VERSION
+
+    directory = cache / f"uv-{UV_VERSION}"
+    found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
+    if not found:
+        log(f"downloading {UV_PIN} into {directory} (once)")
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        run([*pip, UV_PIN, "-d", str(directory)], timeout=900)
+        found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
+    if not found:
+        raise SystemExit(f"no {UV_PIN} wheel in {directory}")
+    return found[0]
+
+
 # ---------------------------------------------------------------- the app project
 
 
@@ -229,6 +322,10 @@ def stop_mirror(server: Any) -> None:
 
 
 def rmtree(path: Path) -> None:
+    """Remove a tree (``rm -rf``: release venvs hold tens of thousands of files, several times faster than
+    shutil.rmtree)."""
+    if path.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False, timeout=900)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -8,10 +8,9 @@ into ~/.cache/deploytool-bench/wheels, outside the repository; later runs use th
 A copy is indexed (deploytool.mirror.write_indexes) and served over HTTP on 127.0.0.1
 (deploytool.mirror.serve); the host is the test sshd on 127.0.0.2. Everything is removed at exit.
 
-uv: ``installer: uv`` runs ``uv`` on the host as the deploy user, through sshd's PATH
-(/usr/local/bin:/usr/bin:/bin). If it is not there and this runs as root, the uv binary of this Python
-(``uv.find_uv_bin()``, else ``which uv``) is copied to /usr/local/bin/uv for the run and removed again at
-exit; otherwise the uv rows are skipped.
+uv comes from the mirror, as for a user: deploytool's pinned uv wheel (downloaded once into
+~/.cache/deploytool-bench/uv-<version>) is served with the pins, and the first deploy installs it into the
+host's tools venv.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ import benchlib
 from benchlib import HOST_NAMES, HOST_PYTHON, Samples, log, samples_table
 
 REQUIREMENTS = Path("/work/shared/bench/requirements-36.txt")
-WHEELS = Path.home() / ".cache" / "deploytool-bench" / "wheels"
-UV_TARGET = Path("/usr/local/bin/uv")
+WHEELS = benchlib.CACHE / "wheels"
 APP_SOURCE = "import django\nimport celery\nVERSION = django.get_version()\n"
 # The 36 pins are complete for Python >= 3.11.3 only: redis 8.1.0 requires async-timeout on older Pythons
 # (``python_full_version < '3.11.3'``), and Debian 12's /usr/bin/python3 is 3.11.2. On such a host the pin
@@ -94,40 +92,6 @@ def fab_outcome(project: benchlib.Project, *args: str) -> tuple[int, str]:
     return result.returncode, " | ".join(lines[-3:])
 
 
-def local_uv() -> str | None:
-    """The real uv binary (not a pyenv shim) on this machine, if any."""
-    try:
-        import uv  # type: ignore[import-not-found]
-
-        found = uv.find_uv_bin()
-        if found and os.access(found, os.X_OK):
-            return str(found)
-    except (ImportError, FileNotFoundError):
-        pass
-    which = shutil.which("uv")
-    if which and "/shims/" in which:
-        resolved = subprocess.run(["pyenv", "which", "uv"], capture_output=True, text=True, check=False)
-        which = resolved.stdout.strip() if resolved.returncode == 0 else None
-    return which
-
-
-def ensure_uv_for(server: Any) -> tuple[bool, bool, str]:
-    """(usable, installed_by_us, note): make ``uv`` runnable by the deploy user over SSH if we can."""
-    probe = subprocess.run(
-        benchlib.as_deploy_user(server, "command -v uv && uv --version"), capture_output=True, text=True, check=False
-    )
-    if probe.returncode == 0:
-        return True, False, f"deploy user already runs {' '.join(probe.stdout.split())}"
-    source = local_uv()
-    if source is None:
-        return False, False, "no uv on this machine: uv rows skipped"
-    if os.geteuid() != 0:
-        return False, False, f"uv ({source}) is not on the deploy user's PATH and this is not root: uv rows skipped"
-    shutil.copy2(source, UV_TARGET)
-    UV_TARGET.chmod(0o755)
-    return True, True, f"copied {source} to {UV_TARGET} for this run (removed at exit)"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="warm runs per scenario (default 2; medians reported)")
@@ -144,21 +108,18 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="deploytool-bench-36-"))
     base.chmod(0o755)
     server = mirror_server = None
-    uv_installed = False
     results: dict[str, list[Samples]] = {}
     phases: dict[str, benchlib.Instruments] = {}
     notes: list[str] = []
     try:
         log(f"starting sshd under {base}")
         server = benchlib.start_sshd(base / "sshd")
-        uv_ok, uv_installed, note = ensure_uv_for(server)
-        notes.append(f"uv: {note}")
         mirror = base / "mirror"
         mirror.mkdir()
-        for wheel in wheel_files:
+        for wheel in [*wheel_files, benchlib.ensure_uv_wheel(benchlib.CACHE)]:
             shutil.copy2(wheel, mirror / wheel.name)
         mirror_server, mirror_url = benchlib.serve_mirror(mirror)
-        installers = ["pip", *(["uv"] if uv_ok else [])]
+        installers = ["pip", "uv"]
         stages = {
             name: benchlib.ssh_stage(server, benchlib.fresh_roots(server, name, HOST_NAMES[:1]), installer=name)
             for name in installers
@@ -218,8 +179,6 @@ def main() -> int:
             results[name] = [cold, warm, *steps]
     finally:
         benchlib.tear_down(mirror_server, server, base)
-        if uv_installed:
-            UV_TARGET.unlink(missing_ok=True)
 
     print(f"\n## 36 pinned packages, 1 host over the test sshd (medians over {runs} run(s); 2-core box)\n")
     rows = [s for group in results.values() for s in group]

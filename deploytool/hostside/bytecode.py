@@ -8,8 +8,10 @@ So, for each ``.py`` under the new venv's ``site-packages``: when the previous r
 (the same inode, as uv links both from its cache, or the same bytes) and a valid ``.pyc`` for it, that ``.pyc``
 is reused: hard-linked when the source itself is (Python replaces a ``.pyc`` by renaming, never writes one in
 place, so this shares no more than uv's linked sources do), else copied, the same-bytes source of this release
-given the old one's mtime, which the ``.pyc`` records. Then ``compileall`` compiles what is left, on every CPU, skipping
-up-to-date files. Files that do not compile (Python-2-only test files some packages ship) are skipped as pip does.
+given the old one's mtime, which the ``.pyc`` records. Then ``compileall`` compiles what is left: only the files
+not reused, one by one (walking the tree again to check every reused ``.pyc`` cost half of this step), or, when
+nothing was reused, the whole tree on every CPU. Files that do not compile (Python-2-only test files some packages
+ship) are skipped as pip does.
 
 Arguments (one JSON line on stdin): ``venv`` (the new venv), ``previous`` (the previous release's venv, or "").
 Answer: ``ok``, ``reused``, ``compiled`` (files compiled here, counted by ``.pyc`` written). Standard library
@@ -75,18 +77,21 @@ def _reuse_one(new: str, old: str) -> bool:
     return True
 
 
-def reuse(new_site: str, old_site: str) -> int:
-    """Copy every reusable ``.pyc`` of ``old_site`` into ``new_site``; return how many."""
-    reused = 0
+def reuse(new_site: str, old_site: str) -> tuple[int, list[str]]:
+    """Copy every reusable ``.pyc`` of ``old_site`` into ``new_site``; return how many, and the sources left to
+    compile (the files ``compileall.compile_dir`` would visit: every ``.py`` outside ``__pycache__``)."""
+    reused, left = 0, []
     for directory, dirs, files in os.walk(new_site):
         dirs[:] = [name for name in dirs if name != "__pycache__"]
         relative = os.path.relpath(directory, new_site)
         for name in files:
             if name.endswith(".py"):
-                old = os.path.normpath(os.path.join(old_site, relative, name))
-                if _reuse_one(os.path.join(directory, name), old):
+                source = os.path.join(directory, name)
+                if _reuse_one(source, os.path.normpath(os.path.join(old_site, relative, name))):
                     reused += 1
-    return reused
+                else:
+                    left.append(source)
+    return reused, left
 
 
 def _count_pyc(site: str) -> int:
@@ -98,10 +103,16 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     if new_site is None:
         return {"ok": False, "error": f"no site-packages under {args['venv']}"}
     old_site = site_packages(str(args["previous"])) if args.get("previous") else None
-    reused = reuse(new_site, old_site) if old_site else 0
-    before = _count_pyc(new_site)
-    compileall.compile_dir(new_site, quiet=2, workers=1 if reused else 0)  # a pool only pays for real work
-    return {"ok": True, "reused": reused, "compiled": _count_pyc(new_site) - before}
+    reused, left = reuse(new_site, old_site) if old_site else (0, [])
+    if not reused:
+        before = _count_pyc(new_site)
+        compileall.compile_dir(new_site, quiet=2, workers=0)  # all of it, on every CPU
+        return {"ok": True, "reused": 0, "compiled": _count_pyc(new_site) - before}
+    before = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
+    for source in left:
+        compileall.compile_file(source, quiet=2)
+    after = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
+    return {"ok": True, "reused": reused, "compiled": after - before}
 
 
 if __name__ == "__main__":
