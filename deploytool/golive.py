@@ -71,15 +71,23 @@ def _seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 3600
 
 
+def _mapping_problem(value: Any, keys: Sequence[str], expected: str) -> str | None:
+    """A mapping holding only ``keys``, or what is wrong with it."""
+    if not isinstance(value, dict):
+        return f"expected {expected}, got {value!r:.80}"
+    unknown = [key for key in value if key not in keys]
+    if unknown:
+        return f"unknown key {unknown[0]!r} (allowed: {', '.join(keys)})"
+    return None
+
+
 def restart_problem(value: Any) -> str | None:
     """What is wrong with a ``restart`` value, or None."""
     if _str_list(value):
         return None
-    if not isinstance(value, dict):
-        return f"expected a list of commands, or a mapping with gunicorn_pidfile (and start), got {value!r:.80}"
-    unknown = [key for key in value if key not in RESTART_KEYS]
-    if unknown:
-        return f"unknown key {unknown[0]!r} (a restart mapping has {', '.join(RESTART_KEYS)})"
+    problem = _mapping_problem(value, RESTART_KEYS, "a list of commands, or a mapping with gunicorn_pidfile")
+    if problem is not None:
+        return problem
     pidfile = value.get("gunicorn_pidfile")
     if not isinstance(pidfile, str) or not pidfile.startswith(("/", "{{")):
         return f"gunicorn_pidfile: expected the absolute path of gunicorn's pid file, got {pidfile!r:.80}"
@@ -98,11 +106,9 @@ def health_problem(value: Any) -> str | None:
     """What is wrong with a ``health_check`` value, or None (``None`` itself: no check)."""
     if value is None:
         return None
-    if not isinstance(value, dict):
-        return f"expected a mapping with url or command, got {value!r:.80}"
-    unknown = [key for key in value if key not in HEALTH_KEYS]
-    if unknown:
-        return f"unknown key {unknown[0]!r} (a health_check has {', '.join(HEALTH_KEYS)})"
+    problem = _mapping_problem(value, HEALTH_KEYS, "a mapping with url or command")
+    if problem is not None:
+        return problem
     if ("url" in value) == ("command" in value):
         return "expected exactly one of url (must answer 2xx) or command (must exit 0)"
     for key in ("url", "command", "contains"):
