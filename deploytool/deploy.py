@@ -259,9 +259,9 @@ def run_deploy(
                     describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
                     + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
                 )
-            rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit)
+            rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit, finished=live)
             try:
-                live |= deploy_batches(rollout, release)
+                deploy_batches(rollout, release)
             except KeyboardInterrupt as stop:
                 # A host-side step under way runs to its end whatever happens here: it is waited for.
                 raise DeployError(interrupted_batches(stop, rollout, release.id, release)) from None
@@ -339,9 +339,9 @@ def run_rollback(
                 abort_all(targets, limit=limit)
                 raise
             report.release = chosen
-            rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit)
+            rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit, finished=done)
             try:
-                done |= rollback_batches(rollout, chosen)
+                rollback_batches(rollout, chosen)
             except KeyboardInterrupt as stop:
                 raise DeployError(interrupted_batches(stop, rollout, chosen, None)) from None
             return chosen

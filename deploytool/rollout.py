@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import journal, phases
@@ -160,6 +160,7 @@ class Rollout:
     log: EventLog
     batch_size: int | str | None
     limit: int
+    finished: set[str] = field(default_factory=set)  # hosts this run finished on (journaled, unlocked)
 
     def __post_init__(self) -> None:
         self.previous = {target.name: target.state.current for target in self.targets}
@@ -195,6 +196,7 @@ def deploy_batches(rollout: Rollout, release: Release) -> set[str]:
         entry = entries[target.name]
         with rollout.log.phase(target.name, "finish"):
             phases.finish(target, entry, prune=_prune_list(target, entry))
+        rollout.finished.add(target.name)
 
     finished = rollout.each(rollout.targets, finish)
     if finished.failed:
@@ -311,6 +313,7 @@ def rollback_batches(rollout: Rollout, chosen: str) -> set[str]:
                 phases.finish(target)
             else:
                 phases.finish(target, entries[target.name])
+        rollout.finished.add(target.name)
 
     finished = rollout.each(rollout.switched, finish)
     if not failures:
@@ -360,6 +363,7 @@ def interrupted_batches(
             event = "deploy" if release is not None else "rollback"
             entry = entry_for(target, event, live_on, commit)
             phases.finish(target, replace(entry, previous=rollout.previous[target.name]))
+            rollout.finished.add(target.name)
 
         rollout.each(live, end)
     where = {t.name: f"{t.name}: live on {live_on}" for t in live}
