@@ -92,9 +92,9 @@ def _lock(target: phases.Target, owner: dict[str, str | int], log: EventLog) -> 
         if lost is None:  # someone else cleared or took it meanwhile
             raise
         state = phases.check(target, owner)
-        now = time.time()
+        at = time.time()
         note = f"took over the lock of {lost.holder} (that process is gone){lost.standing}"
-        log.add(Event(target.name, "takeover", OK, now, now, note))
+        log.add(Event(target.name, "takeover", OK, at, at, note))
         return state
 
 

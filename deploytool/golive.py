@@ -43,9 +43,6 @@ class Restart:
     def __bool__(self) -> bool:
         return bool(self.commands or self.gunicorn_pidfile)
 
-    def strings(self) -> tuple[str, ...]:
-        return (*self.commands, *([self.gunicorn_pidfile] if self.gunicorn_pidfile else []), *self.start)
-
 
 @dataclass(frozen=True)
 class HealthCheck:
@@ -58,9 +55,6 @@ class HealthCheck:
     timeout: float = 5
     deadline: float = 60
     interval: float = 1
-
-    def strings(self) -> tuple[str, ...]:
-        return tuple(text for text in (self.url, self.command, self.contains) if text is not None)
 
 
 def _str_list(value: Any) -> bool:

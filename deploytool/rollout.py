@@ -180,9 +180,9 @@ class Rollout:
         return [], len(cut), len(cut)
 
 
-def deploy_batches(rollout: Rollout, release: Release) -> set[str]:
-    """Make ``release`` live on every host, batch by batch; return the hosts finished. On a failed batch, put
-    every host back and raise the `DeployError` that says where each host stands."""
+def deploy_batches(rollout: Rollout, release: Release) -> None:
+    """Make ``release`` live on every host, batch by batch (``rollout.finished`` names the hosts finished). On a
+    failed batch, put every host back and raise the `DeployError` that says where each host stands."""
     entries = {t.name: entry_for(t, "deploy", release.id, release.commit) for t in rollout.targets}
 
     def publish_one(target: phases.Target) -> Published:
@@ -206,7 +206,6 @@ def deploy_batches(rollout: Rollout, release: Release) -> set[str]:
             f"then fab unlock --stage {rollout.targets[0].host.stage} --hosts "
             + ",".join(t.name for t, _ in finished.failed)
         )
-    return {target.name for target in rollout.targets}
 
 
 def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
@@ -292,9 +291,10 @@ def _switch_back(
     return f"back on {previous or 'no release'}{on_the_way}"
 
 
-def rollback_batches(rollout: Rollout, chosen: str) -> set[str]:
-    """Switch every host to ``chosen``, batch by batch (restarted and checked); return the hosts finished. A
-    failed batch stops the rollback: the hosts already on ``chosen`` stay there, the rest are left as they were."""
+def rollback_batches(rollout: Rollout, chosen: str) -> None:
+    """Switch every host to ``chosen``, batch by batch, restarted and checked (``rollout.finished`` names the
+    hosts finished). A failed batch stops the rollback: the hosts already on ``chosen`` stay there, the rest are
+    left as they were."""
     entries: dict[str, journal.Entry] = {}
 
     def publish_one(target: phases.Target) -> Published:
@@ -318,7 +318,7 @@ def rollback_batches(rollout: Rollout, chosen: str) -> set[str]:
     finished = rollout.each(rollout.switched, finish)
     if not failures:
         finished.raise_if_failed("rollback", lambda t: t.name)
-        return {target.name for target, _ in finished.done}
+        return
     lines = []
     for target, error in failures:
         if isinstance(error, ConnectionLost):

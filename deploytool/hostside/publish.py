@@ -62,15 +62,21 @@ class Publish:
         return ["sudo", "-n", "--", *argv]
 
     def execute(
-        self, argv: list[str], stdin: str = "", timeout: float | None = None, stdout_only: bool = False
+        self,
+        argv: list[str],
+        stdin: str = "",
+        timeout: float | None = None,
+        stdout_only: bool = False,
+        privileged: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one command (through sudo when asked), never raising for a failed one; ``stdin`` follows the
-        password line sudo reads."""
+        """Run one command (through sudo when asked and ``privileged``), never raising for a failed one;
+        ``stdin`` follows the password line sudo reads."""
         password = self.args.get("password")
-        feed = password + "\n" if self.args.get("sudo") and password is not None else ""
+        sudo = privileged and self.args.get("sudo")
+        feed = password + "\n" if sudo and password is not None else ""
         try:
             return subprocess.run(
-                self.privileged(argv),
+                self.privileged(argv) if privileged else argv,
                 input=feed + stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
@@ -198,20 +204,28 @@ class Publish:
                 if self.shell("starting: " + command, command).returncode != 0:
                     raise Failed()
 
-    def reexec(self, gunicorn: dict[str, Any]) -> bool:
-        """gunicorn's graceful re-exec (the ``gunicorn_reexec`` program); False when no master runs to re-exec."""
-        started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
-        request = json.dumps({"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}) + "\n"
-        argv = [self.args["etc"]["python"], "-c", gunicorn["program"], "gunicorn_reexec"]
-        done = self.execute(argv, request, timeout=float(gunicorn["timeout"]) + 30, stdout_only=True)
+    def program(
+        self, name: str, source: str, request: dict[str, Any], timeout: float, privileged: bool = True
+    ) -> tuple[dict[str, Any] | None, str]:
+        """Run a host-side program shipped with the arguments (``etc_install``'s way) on one JSON line: its JSON
+        answer (None if it gave none) and, for that case, what it said instead."""
+        argv = [self.args["etc"]["python"], "-c", source, name]
+        done = self.execute(argv, json.dumps(request) + "\n", timeout, stdout_only=True, privileged=privileged)
         lines = [line for line in (done.stdout or "").splitlines() if line.strip()]
         try:
             answer = json.loads(lines[-1]) if lines else None
         except ValueError:
             answer = None
-        if not isinstance(answer, dict):
-            said = (done.stderr or "").strip() or (done.stdout or "").strip() or "no answer"
-            self.note(step, False, started, f"exit {done.returncode}: {said}")
+        said = (done.stderr or "").strip() or (done.stdout or "").strip() or "no answer"
+        return (answer if isinstance(answer, dict) else None), f"exit {done.returncode}: {said}"
+
+    def reexec(self, gunicorn: dict[str, Any]) -> bool:
+        """gunicorn's graceful re-exec (the ``gunicorn_reexec`` program); False when no master runs to re-exec."""
+        started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
+        request = {"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}
+        answer, said = self.program("gunicorn_reexec", gunicorn["program"], request, float(gunicorn["timeout"]) + 30)
+        if answer is None:
+            self.note(step, False, started, said)
             raise Failed()
         output = str(answer.get("output") or "") + ("\n" + str(answer["error"]) if answer.get("error") else "")
         if answer.get("ok") is not True:
@@ -232,20 +246,10 @@ class Publish:
         what = check.get("url") or check.get("command")
         request = {key: value for key, value in check.items() if key != "program"}
         request["env"] = self.args.get("env", {})
-        argv = [self.args["etc"]["python"], "-c", check["program"], "health"]
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
-        answer: Any = None
-        try:
-            done = subprocess.run(
-                argv, input=json.dumps(request) + "\n", capture_output=True, text=True, errors="replace", timeout=limit
-            )
-            lines = [line for line in done.stdout.splitlines() if line.strip()]
-            answer = json.loads(lines[-1]) if lines else None
-            said = done.stderr.strip()
-        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
-            said = str(error)
-        if not isinstance(answer, dict):
-            self.note("health check: " + what, False, started, "the check did not answer: " + (said or "no output"))
+        answer, said = self.program("health", check["program"], request, limit, privileged=False)
+        if answer is None:
+            self.note("health check: " + what, False, started, "the check did not answer: " + said)
             raise Failed()
         ok = answer.get("ok") is True
         outcome = "passed ({} attempts); last: {}".format(answer.get("attempts"), answer.get("last"))
