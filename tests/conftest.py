@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from deploytool.installer import UV_PIN, UV_VERSION
+from deploytool.installer import TOOLS_READY, UV_PIN, UV_VERSION
 from tests import sshd
+from tests.isolation import shared_build
 from tests.wheelfactory import make_wheel, repack_installed
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -27,6 +28,72 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
+SHARED = "DEPLOYTOOL_TEST_SHARED"  # the directory every worker of this run shares (what is built once)
+_OWN_SHARED = pytest.StashKey[str]()
+
+#: Fixtures that start or need a real service (sshd, an HTTP mirror, pip, a deploy): tests using any of them are
+#: integration tests, left out of the fast tier (``scripts/test --fast``, ``-m "not integration"``), as are the
+#: modules marked ``integration`` as a whole (pip, gunicorn, index servers).
+SERVICE_FIXTURES = {
+    "ssh_server",
+    "bastion",
+    "mirror",
+    "uv_mirror",
+    "uv_wheel_dir",
+    "ssh_project",
+    "local_project",
+    "tools_template",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: needs real services or tools (sshd, HTTP, gunicorn, pip); not in the fast tier"
+    )
+    config.addinivalue_line(
+        "markers", "cold_hosts: the test's hosts start with nothing at all (no tools venv made ahead of the test)"
+    )
+    if not hasattr(config, "workerinput") and SHARED not in os.environ:  # the controller (or a run without xdist)
+        shared = Path(tempfile.mkdtemp(prefix="deploytool-tests-shared-"))
+        shared.chmod(0o755)  # the hosts' user reads what is built there
+        os.environ[SHARED] = config.stash[_OWN_SHARED] = str(shared)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_SHARED, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+        os.environ.pop(SHARED, None)
+
+
+#: Module-scoped fixtures that cost a deploy or more: the tests using one run on one worker, so that it is made once.
+SHARED_SETUP = {"fleet": "status-fleet"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVICE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.integration)
+        for fixture in sorted(fixtures & SHARED_SETUP.keys()):
+            item.add_marker(pytest.mark.xdist_group(SHARED_SETUP[fixture]))
+    # The sudo tests hold a machine-wide lock (the deploy account is the machine's): they go first in one suite
+    # and halfway through in the other, so that two suites running side by side (scripts/test runs one per
+    # interpreter) do not wait for each other.
+    locked = [item for item in items if _group(item) == "sudo"]
+    rest = [item for item in items if _group(item) != "sudo"]
+    at = 0 if int(os.environ.get("DEPLOYTOOL_TEST_SLOT", "0") or 0) % 2 == 0 else len(rest) // 2
+    items[:] = [*rest[:at], *locked, *rest[at:]]
+
+
+def _group(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker and marker.args else None
+
+
+def shared_directory() -> Path:
+    return Path(os.environ[SHARED])
 
 
 @pytest.fixture(scope="session")
@@ -135,10 +202,41 @@ def make_project(path: Path, inventory: dict[str, Any]) -> Project:
     return project
 
 
+@pytest.fixture(scope="session")
+def tools_template() -> Path:
+    """A complete pip tools venv of the hosts' Python (``<root>/tools/venv`` as a first deploy makes it), made
+    once per run: ``ensurepip`` costs seconds of CPU per host, paid once in a host's life but once per test
+    here, where every test starts with fresh hosts."""
+
+    def make(directory: Path) -> None:
+        subprocess.run([HOST_PYTHON, "-m", "venv", str(directory / "venv")], check=True, capture_output=True)
+        (directory / "venv" / TOOLS_READY).touch()
+
+    return shared_build(shared_directory(), f"tools-venv-{HOST_PYTHON_VERSION}", make) / "venv"
+
+
+def seed_tools(inventory: dict[str, Any], template: Path) -> None:
+    """Give every host of ``inventory`` the tools venv an earlier deploy would have left (a copy of
+    ``template``, owned like the host's directory), so that a test's first deploy is a host's n-th."""
+    for stage in inventory["stages"].values():
+        for settings in stage["hosts"].values():
+            root = Path(settings["root"])
+            owner = root.parent.stat()
+            (root / "tools").mkdir(parents=True)
+            subprocess.run(["cp", "-a", str(template), str(root / "tools" / "venv")], check=True)
+            for path in (root, root / "tools"):
+                os.chown(path, owner.st_uid, owner.st_gid)
+            subprocess.run(["chown", "-R", f"{owner.st_uid}:{owner.st_gid}", str(root / "tools")], check=True)
+
+
 @pytest.fixture
-def ssh_project(tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> Project:
-    """A project whose ``test`` stage has four hosts on the test sshd, each with a fresh root."""
-    return make_project(tmp_path / "project", ssh_inventory(ssh_server, mirror, tmp_path.name))
+def ssh_project(request: pytest.FixtureRequest, tmp_path: Path, ssh_server: sshd.SshServer, mirror: Mirror) -> Project:
+    """A project whose ``test`` stage has four hosts on the test sshd, each with a fresh root (holding only the
+    tools venv a host keeps across deploys, unless the test is marked ``cold_hosts``)."""
+    inventory = ssh_inventory(ssh_server, mirror, tmp_path.name)
+    if not request.node.get_closest_marker("cold_hosts"):
+        seed_tools(inventory, request.getfixturevalue("tools_template"))
+    return make_project(tmp_path / "project", inventory)
 
 
 def ssh_inventory(ssh_server: sshd.SshServer, mirror: Mirror, label: str) -> dict[str, Any]:
@@ -208,13 +306,14 @@ def bastion() -> Iterator[sshd.Bastion]:
 
 
 @pytest.fixture(scope="session")
-def uv_wheel_dir() -> Iterator[Path]:
-    """A directory holding the pinned uv's wheel, repacked from the test environment (made once)."""
-    directory = Path(tempfile.mkdtemp(prefix="deploytool-uv-wheel-"))
-    wheel = repack_installed("uv", directory)
-    assert wheel.name.startswith(f"uv-{UV_VERSION}-"), f"the test env's uv is not {UV_PIN}"
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+def uv_wheel_dir() -> Path:
+    """A directory holding the pinned uv's wheel, repacked from the test environment (made once per run)."""
+
+    def repack(directory: Path) -> None:
+        wheel = repack_installed("uv", directory)
+        assert wheel.name.startswith(f"uv-{UV_VERSION}-"), f"the test env's uv is not {UV_PIN}"
+
+    return shared_build(shared_directory(), "uv-wheel", repack)
 
 
 @pytest.fixture(scope="session")

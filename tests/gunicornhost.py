@@ -7,15 +7,14 @@ import importlib.metadata
 import json
 import os
 import pwd
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,14 @@ from typing import Any
 from packaging.requirements import Requirement
 
 from deploytool.etc_render import render_all
+from tests.isolation import free_port, shared_build, wait_for
 from tests.wheelfactory import repack_installed
+
+__all__ = ["free_port", "wait_for"]  # re-exported for the tests that start app servers
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 APP_SOURCE = Path(__file__).resolve().parent.parent / "example_app" / "wsgi.py"
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str, timeout: float = 5.0) -> dict[str, str]:
@@ -42,19 +38,6 @@ def get(url: str, timeout: float = 5.0) -> dict[str, str]:
         data = json.loads(answer.read())
     assert isinstance(data, dict)
     return data
-
-
-def wait_for(condition: Callable[[], object], seconds: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def serves(url: str, release: str) -> bool:
@@ -85,12 +68,32 @@ def processes() -> dict[int, tuple[int, bytes]]:
 
 
 def kill_mentioning(marker: str) -> None:
-    """SIGKILL, by pid, each process whose command line names ``marker`` (a test's own directory)."""
+    """SIGKILL, by pid, each process whose command line names ``marker`` (a test's own directory), again until
+    none is left: a gunicorn master killed after its worker forks a new worker in between, which one pass over
+    the process list would miss."""
     needle = marker.encode()
-    for pid, (_, cmdline) in processes().items():
-        if needle in cmdline and pid != os.getpid():
+
+    def survivors() -> list[int]:
+        return [
+            pid
+            for pid, (_, cmdline) in processes().items()
+            if needle in cmdline and pid != os.getpid() and _state(pid) not in ("Z", None)
+        ]
+
+    def killed_all() -> bool:
+        for pid in survivors():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        return not survivors()
+
+    wait_for(killed_all, 10, f"every process mentioning {marker} to die")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def children(pid: int) -> list[int]:
@@ -284,13 +287,22 @@ TEMPLATES = ("gunicorn/{{ app }}.conf.py.j2", "supervisor/conf.d/{{ app }}.conf.
 
 def serve_app_server(wheels: Path) -> list[str]:
     """Put gunicorn (with what it needs outside extras) and supervisor into the mirror directory ``wheels``,
-    repacked from this environment; return the pins that install gunicorn."""
-    pins = []
-    for name in ("gunicorn", *runtime_requirements("gunicorn")):
-        repack_installed(name, wheels)
-        pins.append(f"{name}=={importlib.metadata.version(name)}")
-    repack_installed("supervisor", wheels)
-    return pins
+    repacked from this environment (once per run, shared by the workers); return the pins that install
+    gunicorn."""
+    names = ("gunicorn", *runtime_requirements("gunicorn"))
+
+    def repack(directory: Path) -> None:
+        for name in (*names, "supervisor"):
+            repack_installed(name, directory)
+
+    for wheel in shared_build(shared_directory(), "app-server-wheels", repack).glob("*.whl"):
+        shutil.copy2(wheel, wheels / wheel.name)
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
+
+
+def shared_directory() -> Path:
+    """The directory this run's workers share (made by conftest.py), for what is built once."""
+    return Path(os.environ["DEPLOYTOOL_TEST_SHARED"])
 
 
 def runtime_requirements(name: str) -> list[str]:

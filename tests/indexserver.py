@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.isolation import deadline, free_port
 
 USER, PASSWORD = "uploader", "s3cret-for-tests"
 #: pypiserver's default server here is wsgiref: one thread and a listen backlog of 5, so uv's parallel requests
@@ -38,12 +39,6 @@ class IndexServer:
         return self.url + "simple/"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def index_server(base: Path) -> Iterator[IndexServer]:
     """Start pypiserver on 127.0.0.1 serving ``base/packages``; uploads need USER/PASSWORD."""
@@ -51,7 +46,7 @@ def index_server(base: Path) -> Iterator[IndexServer]:
     packages.mkdir(parents=True, exist_ok=True)
     digest = base64.b64encode(hashlib.sha1(PASSWORD.encode()).digest()).decode()
     (base / "htpasswd").write_text(f"{USER}:{{SHA}}{digest}\n")
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-c", _START, "run", "--host", "127.0.0.1", "--port", str(port),
         "--passwords", str(base / "htpasswd"), "--authenticate", "update", "--disable-fallback",
@@ -61,16 +56,17 @@ def index_server(base: Path) -> Iterator[IndexServer]:
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
-        for _ in range(200):
+        until = deadline(30)
+        while True:
             if process.poll() is not None:
                 raise RuntimeError(f"pypiserver exited: {(base / 'server.log').read_text()}")
             try:
                 with urllib.request.urlopen(url + "simple/", timeout=1):
                     break
             except (urllib.error.URLError, OSError):
+                if time.monotonic() > until:
+                    raise RuntimeError(f"pypiserver did not start: {(base / 'server.log').read_text()}") from None
                 time.sleep(0.05)
-        else:
-            raise RuntimeError(f"pypiserver did not start: {(base / 'server.log').read_text()}")
         yield IndexServer(packages, url)
     finally:
         process.terminate()

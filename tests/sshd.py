@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -14,6 +15,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.isolation import deadline, free_port, machine_lock, reserved_port, slot
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -76,16 +79,17 @@ class SshServer:
 
         One pass can miss a child forked between listing and signalling, and a stop lands asynchronously.
         """
-        deadline = time.monotonic() + deadline_s
+        until, signalled = deadline(deadline_s), set()
         while True:
+            signalled.update([self.process.pid, *self.children()])
             self.signal_all(signal.SIGSTOP)
             time.sleep(0.05)
             pids = [self.process.pid, *self.children()]
-            running = [pid for pid in pids if _state(pid) not in ("T", "t", "Z", "X", None)]
+            running = [pid for pid in pids if not _frozen(pid, signalled)]
             if not running:
                 return pids
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not freeze {running}")
+            if time.monotonic() > until:
+                raise AssertionError(f"could not freeze {running}: states {[_state(pid) for pid in running]}")
 
     def stop(self) -> None:
         self.signal_all(signal.SIGCONT)
@@ -94,6 +98,17 @@ class SshServer:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _frozen(pid: int, signalled: set[int]) -> bool:
+    """Whether ``pid`` is stopped, gone, or cannot run again before it stops.
+
+    A process in uninterruptible sleep ("D") does not stop until it leaves the kernel: a parent waiting in
+    ``vfork()`` for a child that was stopped before it could ``exec`` (Python's subprocess uses vfork) stays
+    there for good. Once a SIGSTOP is pending on it, it stops before it runs any code of its own again.
+    """
+    state = _state(pid)
+    return state in ("T", "t", "Z", "X", None) or (state == "D" and pid in signalled)
 
 
 def _state(pid: int) -> str | None:
@@ -116,6 +131,11 @@ def available() -> str | None:
 def _ensure_deploy_user() -> str:
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name
+    with machine_lock("account"):  # parallel workers and suites share the account
+        return _make_deploy_user()
+
+
+def _make_deploy_user() -> str:
     try:
         pwd.getpwnam(DEPLOY_USER)
     except KeyError:
@@ -134,12 +154,6 @@ def _password_field(user: str) -> str:
         if name == user:
             return rest.partition(":")[0]
     return "!"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((ADDRESSES[0], 0))
-        return int(probe.getsockname()[1])
 
 
 def _keygen(path: Path) -> None:
@@ -164,7 +178,7 @@ def start(
     authorized = base / "authorized_keys"
     authorized.write_text((base / "client_key.pub").read_text())
     authorized.chmod(0o644)
-    port = port or _free_port()
+    port = port or free_port(*addresses)
     host_public_key = " ".join((base / "host_key.pub").read_text().split()[:2])
     known_hosts = base / "known_hosts"
     known_hosts.write_text("".join(f"[{address}]:{port} {host_public_key}\n" for address in addresses))
@@ -180,8 +194,8 @@ def start(
     log = open(base / "sshd.log", "wb")  # noqa: SIM115 - owned by the server's lifetime
     in_netns = ["ip", "netns", "exec", netns] if netns else []
     process = subprocess.Popen([*in_netns, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    until = deadline(10)
+    while time.monotonic() < until:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited: {(base / 'sshd.log').read_text()}")
         if _listening(addresses[-1], port, netns):
@@ -210,14 +224,17 @@ def _listening(address: str, port: int, netns: str | None) -> bool:
 class Bastion:
     """Deploy hosts inside a network namespace, reachable from here only through a bastion sshd.
 
-    The namespace holds both servers: the hosts' sshd on its own loopback (127.0.0.2-3, port 2222), which
-    nothing outside the namespace can reach, and the bastion's sshd (port 2200) on the namespace's end of a
-    veth pair, which this machine can reach. Each has its own host key and client key.
+    The namespace holds both servers: the hosts' sshd on its own loopback (127.0.0.2-3), which nothing outside
+    the namespace can reach, and the bastion's sshd (port 2200) on the namespace's end of a veth pair, which this
+    machine can reach. Each has its own host key and client key. The hosts' port is held bound (not listening)
+    on 127.0.0.2-3 outside the namespace while the servers run, so a connection there from this machine is
+    refused whatever else runs here.
     """
 
     netns: str
     hosts: SshServer
     bastion: SshServer
+    outside: contextlib.ExitStack
 
     @property
     def bastion_address(self) -> str:
@@ -227,6 +244,7 @@ class Bastion:
         self.hosts.stop()
         self.bastion.stop()
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        self.outside.close()
 
 
 def netns_available() -> str | None:
@@ -248,10 +266,10 @@ def start_bastion(base: Path) -> Bastion:
     tag = secrets.token_hex(3)
     netns, outside, inside = f"dt{tag}", f"dt{tag}o", f"dt{tag}i"
     used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True, check=True).stdout
-    subnet = next(
-        f"10.213.{third}.{fourth}"
-        for third, fourth in ((random.randrange(256), 4 * random.randrange(64)) for _ in range(100))
-        if f"10.213.{third}.{fourth + 1}/" not in used
+    subnet = next(  # the third number is this worker's own, so parallel workers never pick the same one
+        f"10.213.{slot() % 256}.{fourth}"
+        for fourth in random.sample(range(0, 256, 4), 64)
+        if f"10.213.{slot() % 256}.{fourth + 1}/" not in used
     )
     prefix, last = subnet.rsplit(".", 1)
     ours, theirs = f"{prefix}.{int(last) + 1}", f"{prefix}.{int(last) + 2}"
@@ -270,6 +288,8 @@ def start_bastion(base: Path) -> Bastion:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True)
             subprocess.run(["ip", "link", "del", outside], capture_output=True)
             raise RuntimeError(f"{shlex.join(command)} failed: {made.stderr.strip()}")
-    hosts = start(base / "hosts", ADDRESSES[:2], port=2222, netns=netns)
+    outside = contextlib.ExitStack()
+    port = outside.enter_context(reserved_port(*ADDRESSES[:2]))
+    hosts = start(base / "hosts", ADDRESSES[:2], port=port, netns=netns)
     bastion = start(base / "bastion", (theirs,), port=2200, netns=netns, log_level="DEBUG1")
-    return Bastion(netns, hosts, bastion)
+    return Bastion(netns, hosts, bastion, outside)

@@ -78,8 +78,9 @@ def test_deploy_and_rollback_through_the_bastion_of_ssh_config(
     project.write_inventory()
     direct = project.fab("deploy", "--stage", "direct", check=False)
     assert direct.returncode == 1
-    assert "web1: cannot connect to 127.0.0.2:2222" in direct.stderr
-    assert "web2: cannot connect to 127.0.0.3:2222" in direct.stderr
+    port = bastion.hosts.port  # held bound outside the namespace: nothing here answers on it
+    assert f"web1: cannot connect to 127.0.0.2:{port}" in direct.stderr
+    assert f"web2: cannot connect to 127.0.0.3:{port}" in direct.stderr
     assert "Traceback" not in direct.stderr
 
     before = _tunnels(bastion)
@@ -90,8 +91,8 @@ def test_deploy_and_rollback_through_the_bastion_of_ssh_config(
     tunnels = _tunnels(bastion)[len(before) :]
     for address in HOSTS.values():
         # Fabric's connection (Paramiko names no originator) and git's ssh -W (127.0.0.1:65535) both went through.
-        assert f"originator  port 0, target {address} port 2222" in tunnels
-        assert f"originator 127.0.0.1 port 65535, target {address} port 2222" in tunnels
+        assert f"originator  port 0, target {address} port {port}" in tunnels
+        assert f"originator 127.0.0.1 port 65535, target {address} port {port}" in tunnels
 
     second = project.commit("second")
     project.fab("deploy")

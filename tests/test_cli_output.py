@@ -81,6 +81,7 @@ def test_fabric_hosts_flag_is_refused_once(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (1, "", FABRIC_HOSTS_REFUSED + "\n")
 
 
+@pytest.mark.cold_hosts  # nothing at all on the hosts beforehand, so that anything made there shows
 def test_fabric_hosts_flag_deploys_nothing(ssh_project: Project, ssh_server: SshServer) -> None:
     result = ssh_project.fab("--hosts", "web1", "deploy", check=False)
     assert result.returncode == 1 and "fab deploy --hosts web1,web2" in result.stderr

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from deploytool.deploy import plan_deploy, run_deploy
 from deploytool.errors import DeployError
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
+from tests.isolation import wait_for
 from tests.wheelfactory import make_wheel
 
 
@@ -51,6 +51,7 @@ def release_ids(project: Project, host: str = "web1") -> list[str]:
     return sorted(os.listdir(root_of(project, host) / "releases"))
 
 
+@pytest.mark.cold_hosts  # a host's very first deploy, tools venv and all
 def test_first_deploy_builds_a_release_and_switches(ssh_project: Project) -> None:
     commit = ssh_project.commit("app")
     result = ssh_project.fab("deploy", "--hosts", "web1")
@@ -118,11 +119,8 @@ def test_keep_releases_prunes_oldest_but_never_current_or_rollback_target(ssh_pr
     deployed = [e["release"] for e in journal(ssh_project, "web3") if e["event"] == "deploy"]
     assert kept == deployed[-3:]
     trash = root_of(ssh_project, "web3") / "trash"
-    for _ in range(100):  # pruned releases are deleted in the background, after the lock is released
-        if not trash.exists() or not any(trash.iterdir()):
-            break
-        time.sleep(0.1)
-    assert not trash.exists() or not any(trash.iterdir())
+    # Pruned releases are deleted in the background, after the lock is released.
+    wait_for(lambda: not trash.exists() or not any(trash.iterdir()), 10, "the pruned releases to be deleted")
 
 
 def test_a_host_running_another_python_than_the_one_checked_is_refused(ssh_project: Project) -> None:
@@ -308,10 +306,7 @@ def test_pruning_never_fails_a_good_switch(ssh_project: Project) -> None:
         ssh_project.commit(f"change {number}")
         ssh_project.fab("deploy", "--hosts", "web3")
     trash = root_of(ssh_project, "web3") / "trash"
-    for _ in range(100):  # the previous run's background deletion
-        if not trash.exists() or not any(trash.iterdir()):
-            break
-        time.sleep(0.1)
+    wait_for(lambda: not trash.exists() or not any(trash.iterdir()), 10, "the previous run's background deletion")
     shutil.rmtree(trash, ignore_errors=True)
     trash.write_text("not a directory\n")  # pruning cannot move anything there now
     ssh_project.commit("change 4")

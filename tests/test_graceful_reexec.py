@@ -15,6 +15,8 @@ from deploytool import hostside
 from deploytool.hostside import gunicorn_reexec
 from tests.gunicornhost import LocalApp, RequestLoop, children, free_port, get, kill_mentioning, serves, wait_for
 
+pytestmark = pytest.mark.integration  # real gunicorn masters on loopback ports
+
 BROKEN_APP = "raise ImportError('this release cannot start')\n"
 
 

@@ -16,6 +16,7 @@ import pytest
 from deploytool import phases
 from deploytool.deploy import connected, plan_deploy
 from deploytool.inventory import load_inventory
+from deploytool.journal import shown
 from tests.conftest import Project
 from tests.sshd import DEPLOY_USER
 from tests.test_deploy_ssh import current, journal, release_ids, root_of
@@ -44,8 +45,9 @@ def test_a_forged_journal_and_release_names_never_reach_git_on_the_laptop(ssh_pr
         result = ssh_project.fab(*args, "--hosts", "web1", check=False)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert (
-            f"web1: {root}/journal.jsonl line 2: commit '--output={pwned}' is not a commit id; the journal is damaged "
-            "or was tampered with (correct or remove that line)"
+            # shown(): quoted, and shortened past 80 characters, which tmp_path's length decides
+            f"web1: {root}/journal.jsonl line 2: commit {shown(f'--output={pwned}')} is not a commit id; the journal "
+            "is damaged or was tampered with (correct or remove that line)"
         ) in result.stderr
         assert not pwned.exists(), f"fab {' '.join(args)} let git write a file on the laptop"
     assert current(ssh_project) == f"releases/{live}" and not (root / "deploy.lock").exists()
@@ -115,6 +117,7 @@ def fill(root: Path) -> None:
     subprocess.run(["dd", "if=/dev/zero", f"of={root / 'filler'}", "bs=64k"], capture_output=True)
 
 
+@pytest.mark.cold_hosts
 def test_a_full_disk_says_so_and_never_leaves_a_lock_behind(ssh_project: Project) -> None:
     root = root_of(ssh_project)
     with tiny_filesystem(root, "4m"):

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from deploytool import installer
 from deploytool.hostside import bytecode
 from deploytool.mirror import serve, sync, write_indexes
@@ -21,6 +23,9 @@ from tests.test_pins_e2e import assert_clean_failure
 from tests.wheelfactory import make_wheel
 
 from .test_mirror import TARGET
+
+# A first deploy with uv installs it into a tools venv made by that deploy.
+pytestmark = pytest.mark.cold_hosts
 
 
 def _pyc(release: Path, module: str) -> Path:

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import Project, make_project
 from tests.wheelfactory import make_wheel
 
+pytestmark = pytest.mark.integration  # real deploys (venvs, pip)
+
 
 def deployed_version(project: Project) -> str:
     current = project.path / ".deploy/local/current"

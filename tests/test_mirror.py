@@ -34,6 +34,8 @@ from deploytool.requirements import (
 from deploytool.wheelmeta import sha256_file
 from tests.wheelfactory import make_wheel
 
+pytestmark = pytest.mark.integration  # real pip installs from the wheelhouse
+
 TARGET = TargetPython(python_version="3.11")
 POISONED = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 

@@ -30,6 +30,8 @@ from tests.conftest import HOST_PYTHON, Mirror, Project, make_project
 from tests.test_deploy_ssh import current, journal, root_of
 from tests.wheelfactory import make_wheel
 
+pytestmark = pytest.mark.integration  # real pip, uv and mirror servers
+
 # The wheels of this module; names chosen not to clash with the shared ``mirror`` fixture's demo-* wheels.
 WHEELS = {
     # name, version, Requires-Dist

@@ -12,13 +12,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Project
+from tests.isolation import free_port
 from tests.test_deploy_ssh import current, journal, release_ids, root_of
 
 SERVE = """\
@@ -50,12 +50,6 @@ RESTART = (
     "setsid {{ release_path }}/venv/bin/python serve.py {{ port }} </dev/null >>{{ shared }}/logs/app.log 2>&1 & "
     "echo $! > {{ shared }}/app.pid"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def answer(port: int) -> str:

@@ -22,6 +22,7 @@ from deploytool.deploy import plan_deploy, run_deploy, run_rollback
 from deploytool.errors import DeployError
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
+from tests.isolation import machine_lock
 from tests.sshd import SshServer
 from tests.test_deploy_ssh import current, journal, release_ids, root_of
 
@@ -31,9 +32,12 @@ TEMPLATE = "workers={{ workers }}\nrelease={{ release_id }}\n"
 PASSWORD = secrets.token_urlsafe(24) + " $'\"`;"
 TOKEN = PASSWORD.split(" ")[0]  # the unique part, searched for in files and the process list
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: the tests give the deploy user a password and a sudoers drop-in"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root: the tests give the deploy user a password and a sudoers drop-in"
+    ),
+    pytest.mark.xdist_group("sudo"),  # one worker: the account's password and drop-ins are the machine's
+]
 
 
 def _missing() -> str | None:
@@ -77,16 +81,17 @@ def sudo_user(ssh_server: SshServer) -> Iterator[str]:
     leftovers = [
         path for path in (Path("/run/sudo/ts", user), Path("/var/lib/sudo/lectured", user)) if not path.exists()
     ]
-    try:
-        give_password(user)
-        install_drop_in(SUDOERS, f"{user} ALL=(root) ALL")
-        yield user
-    finally:
-        SUDOERS.unlink(missing_ok=True)
-        # "*", not a locked "!": sshd runs without PAM and refuses locked accounts even for keys.
-        subprocess.run(["usermod", "--password", "*", user], check=True)
-        for path in leftovers:  # sudo's cached credentials and "lectured" mark, if this module created them
-            path.unlink(missing_ok=True)
+    with machine_lock("sudo"):  # another suite running here (the other interpreter's) waits for this module
+        try:
+            give_password(user)
+            install_drop_in(SUDOERS, f"{user} ALL=(root) ALL")
+            yield user
+        finally:
+            SUDOERS.unlink(missing_ok=True)
+            # "*", not a locked "!": sshd runs without PAM and refuses locked accounts even for keys.
+            subprocess.run(["usermod", "--password", "*", user], check=True)
+            for path in leftovers:  # sudo's cached credentials and "lectured" mark, if this module created them
+                path.unlink(missing_ok=True)
 
 
 def etc_root(project: Project) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HOST_NAMES, Project
+from tests.isolation import deadline
 from tests.test_deploy_ssh import current, journal, root_of
 
 TEMPLATE = "release={{ release_id }}\n"
@@ -111,7 +112,8 @@ def test_a_laptop_killed_mid_publish_leaves_every_host_wholly_on_one_release(etc
     etc_project.fab("deploy")
     first = assert_wholly_on_one_release(etc_project)
     hosts = etc_project.inventory["stages"]["test"]["hosts"]
-    hosts["web2"]["validate"] = ["sleep 3"]
+    validating = root_of(etc_project, "web2").parent / "validating"
+    hosts["web2"]["validate"] = [f"touch {validating} && sleep 3"]
     etc_project.write_inventory()
     etc_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
     record = root_of(etc_project, "web2") / "deploy.lock/switch.json"
@@ -124,16 +126,15 @@ def test_a_laptop_killed_mid_publish_leaves_every_host_wholly_on_one_release(etc
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not record.exists() and time.monotonic() < deadline and fab.poll() is None:
+        until = deadline(120)
+        while not validating.exists() and time.monotonic() < until and fab.poll() is None:
             time.sleep(0.05)
-        assert record.exists(), "web2 never started publishing"
-        time.sleep(0.5)  # web2's validate is sleeping now
+        assert record.exists() and validating.exists(), "web2 never started publishing"
         os.killpg(fab.pid, signal.SIGKILL)
     finally:
         fab.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while json.loads(record.read_text())["state"] == "publishing" and time.monotonic() < deadline:
+    until = deadline(30)
+    while json.loads(record.read_text())["state"] == "publishing" and time.monotonic() < until:
         time.sleep(0.1)
     assert json.loads(record.read_text())["state"] == "published", "the host-side step ran to its end"
     after = assert_wholly_on_one_release(etc_project)

@@ -25,7 +25,11 @@ from deploytool.errors import DeployError
 from deploytool.inventory import load_inventory
 from tests import sshd
 from tests.conftest import HOST_PYTHON, Project
+from tests.isolation import deadline
 from tests.test_deploy_ssh import current, journal, release_ids, root_of
+
+# The builds these tests stall are first deploys: the tools venv is the first virtualenv made.
+pytestmark = pytest.mark.cold_hosts
 
 
 @pytest.fixture
@@ -76,11 +80,11 @@ def start_fab(project: Project, *args: str) -> subprocess.Popen[str]:
 
 
 def wait_for(*paths: Path, process: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + 240
+    until = deadline(240)
     while not all(path.exists() for path in paths):
         if process is not None and process.poll() is not None:
             raise AssertionError(f"fab ended early:\n{process.communicate()}")
-        assert time.monotonic() < deadline, f"never reached: {paths}"
+        assert time.monotonic() < until, f"never reached: {paths}"
         time.sleep(0.05)
 
 
@@ -207,9 +211,9 @@ def test_a_connection_lost_during_publish_keeps_the_lock_until_fab_unlock(
     assert "web2: connection lost during switch" in stderr, stderr
     assert "its lock is kept" in stderr and "fab unlock --stage test --hosts web2" in stderr
     assert (root_of(ssh_project, "web2") / "deploy.lock").exists(), "the lock is kept"
-    deadline = time.monotonic() + 60
+    until = deadline(60)
     record = root_of(ssh_project, "web2") / "deploy.lock" / "switch.json"
-    while '"published"' not in record.read_text() and time.monotonic() < deadline:
+    while '"published"' not in record.read_text() and time.monotonic() < until:
         time.sleep(0.1)  # the host finishes its publish on its own
     assert not (root_of(ssh_project, "web1") / "current").exists(), "web1 (same batch) was switched back"
     unlocked = ssh_project.fab("unlock", "--hosts", "web2")

@@ -7,7 +7,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.wheelfactory import repack_installed
+
+pytestmark = pytest.mark.integration  # a real venv and pip install
 
 
 def test_a_repacked_distribution_installs_offline_and_imports(tmp_path: Path) -> None:
