@@ -243,11 +243,13 @@ class Inventory:
                 f"{self.path}: no stage named {name!r}{_suggest(name, self.stages)}; stages: {', '.join(self.stages)}"
             )
         hosts = self.stages[name]
-        if not only:
+        if only is None:
             return hosts
         wanted = [item.strip() for item in only.split(",") if item.strip()]
-        if not wanted:
-            raise InventoryError(f"{self.path}: --hosts {only!r} names no host")
+        if not wanted:  # an empty --hosts is an unset variable in a script, never "every host"
+            raise InventoryError(
+                f"{self.path}: --hosts {only!r} names no host; leave --hosts out to act on every host of the stage"
+            )
         known = {host.name: host for host in hosts}
         unknown = [item for item in wanted if item not in known]
         if unknown:

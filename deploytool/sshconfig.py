@@ -48,9 +48,10 @@ class Endpoint:
 
 
 def config_file(host: HostConfig) -> str:
-    """The ssh_config file read for ``host``: its ``ssh_config`` setting, else ``~/.ssh/config`` if it exists."""
+    """The ssh_config file read for ``host``: its ``ssh_config`` setting (``/dev/null``: none), else
+    ``~/.ssh/config`` if it exists."""
     if host.ssh_config is not None:
-        if not os.path.isfile(host.ssh_config):
+        if host.ssh_config != os.devnull and not os.path.isfile(host.ssh_config):
             missing = "does not exist" if not os.path.exists(host.ssh_config) else "is not a file"
             raise RemoteError(
                 host.name, f"ssh_config file {host.ssh_config} {missing}; fix or remove ssh_config in hosts.yml"

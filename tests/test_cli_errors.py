@@ -86,6 +86,17 @@ def test_host_name_with_a_path_in_it_is_refused_before_render_etc(tmp_path: Path
     assert not (tmp_path / "src").exists() and not (project / "build").exists()
 
 
+@pytest.mark.parametrize("task", ["deploy", "rollback", "status"])
+def test_empty_hosts_option_is_an_error_not_every_host(tmp_path: Path, task: str) -> None:
+    project = make_project(tmp_path)
+    error = fab_error(project, task, "--hosts", "")  # what `--hosts "$HOSTS"` passes when HOSTS is unset
+    assert (
+        error
+        == f"Error: {hosts_yml(project)}: --hosts '' names no host; leave --hosts out to act on every host of the stage\n"
+    )
+    assert not (project / ".deploy").exists()
+
+
 def test_duplicate_key_names_key_and_line(tmp_path: Path) -> None:
     project = make_project(tmp_path, HOSTS + "mirror: other\n")
     stderr = fab_error(project, "deploy")

@@ -361,7 +361,14 @@ def test_hosts_only_limits_keeps_order_given_and_drops_duplicates(tmp_path: Path
     inventory = load_inventory(write(tmp_path, MINIMAL))
     assert [h.name for h in inventory.hosts("production", "web1,web3")] == ["web1", "web3"]
     assert [h.name for h in inventory.hosts("production", " web3 , web1,web3,")] == ["web3", "web1"]
-    assert [h.name for h in inventory.hosts("production", "")] == ["web1", "web2", "web3"]
+    assert [h.name for h in inventory.hosts("production")] == ["web1", "web2", "web3"]
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_hosts_that_names_no_host_is_an_error_not_every_host(tmp_path: Path, only: str) -> None:
+    inventory = load_inventory(write(tmp_path, MINIMAL))
+    with pytest.raises(InventoryError, match="names no host; leave --hosts out to act on every host"):
+        inventory.hosts("production", only)
 
 
 def test_hosts_without_stage_or_default_stage(tmp_path: Path) -> None:

@@ -85,3 +85,14 @@ def test_a_proxy_jump_loop_is_reported(tmp_path: Path) -> None:
     host = make_host(tmp_path, "Host web1\n  ProxyJump a\nHost a\n  ProxyJump b\nHost b\n  ProxyJump a\n")
     with pytest.raises(RemoteError, match=r"ProxyJump hops .* loop"):
         resolve(host)
+
+
+def test_ssh_config_dev_null_reads_no_config(tmp_path: Path) -> None:
+    """The README's way to read no ssh_config at all: ``ssh_config: /dev/null`` (a character device)."""
+    host = make_host(tmp_path, "Host web1\n  HostName 10.0.0.5\n  User alice\n", address="web1", user="deploy")
+    endpoint = resolve(host)
+    assert endpoint.hostname == "10.0.0.5"  # read from the file
+    data = {"app": "demo", "root": "/srv/demo", "mirror": "http://mirror/", "ssh_config": "/dev/null"}
+    data["stages"] = {"prod": {"hosts": {"web1": {"address": "web1", "user": "deploy"}}}}
+    endpoint = resolve(parse_inventory(data, tmp_path / "hosts.yml").stages["prod"][0])
+    assert (endpoint.hostname, endpoint.user, endpoint.port) == ("web1", "deploy", 22)  # nothing read
