@@ -285,9 +285,28 @@ def render_etc(
             results.raise_if_failed("diff", lambda t: t.name)
 
 
+@task
+@task_boundary
+def version(c: Context) -> None:
+    """Print the versions of deploytool, Fabric, Invoke, Paramiko and Python (for a bug report)."""
+    import importlib.metadata
+    import platform
+    import sys
+
+    def of(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    print(f"deploytool {of('deploytool')}")
+    print(f"Fabric {of('fabric')}, Invoke {of('invoke')}, Paramiko {of('paramiko')}")
+    print(f"Python {platform.python_version()} ({sys.executable})")
+
+
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit)
+    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})

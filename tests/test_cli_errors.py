@@ -90,10 +90,8 @@ def test_host_name_with_a_path_in_it_is_refused_before_render_etc(tmp_path: Path
 def test_empty_hosts_option_is_an_error_not_every_host(tmp_path: Path, task: str) -> None:
     project = make_project(tmp_path)
     error = fab_error(project, task, "--hosts", "")  # what `--hosts "$HOSTS"` passes when HOSTS is unset
-    assert (
-        error
-        == f"Error: {hosts_yml(project)}: --hosts '' names no host; leave --hosts out to act on every host of the stage\n"
-    )
+    said = "--hosts '' names no host; leave --hosts out to act on every host of the stage"
+    assert error == f"Error: {hosts_yml(project)}: {said}\n"
     assert not (project / ".deploy").exists()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +106,15 @@ def test_dash_h_after_deploy_is_its_help(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "[--core-opts] deploy [--options]" in result.stdout.splitlines()[0]
     assert "--hosts=STRING" in result.stdout and "-h" not in result.stdout.replace("--hosts", "")
+
+
+def test_version_names_deploytool_fabric_and_python(tmp_path: Path) -> None:
+    (tmp_path / "fabfile.py").write_text("from deploytool import ns\n")  # no hosts.yml needed
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric", "version"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"deploytool {importlib.metadata.version('deploytool')}"
+    assert lines[1].startswith(f"Fabric {importlib.metadata.version('fabric')}, Invoke ")
+    assert lines[2] == f"Python {platform.python_version()} ({sys.executable})"
