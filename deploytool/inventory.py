@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -141,7 +142,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "mirror_kind": ("'find-links', 'index' or 'vendored'", _one_of("find-links", "index", "vendored"), "find-links"),
     "upload_url": ("an http(s) URL", _is_str, None),
     "installer": ("'pip' or 'uv'", _one_of("pip", "uv"), None),  # None: uv when the mirror has it, else pip
-    "python": ("a command or path", _is_str, "python3"),
+    "python": ("a command or path", _is_str, None),  # None: python3, or for a local stage the laptop's own
     "python_version": ('the hosts\' full Python version, like "3.11.2"', _is_version, None),
     "platform_machine": ("a machine name like 'x86_64'", _is_str, "x86_64"),
     "mirror_host": ("a host name", _is_str, None),
@@ -412,7 +413,9 @@ def _host_config(
         mirror_kind=merged["mirror_kind"],
         upload_url=merged["upload_url"],
         installer=merged["installer"],
-        python=merged["python"],
+        # A local stage's "host" is the laptop: its Python is the one running fab (the one the requirements were
+        # checked for), not whichever python3 comes first on PATH (pyenv, Homebrew, asdf).
+        python=merged["python"] or (sys.executable if local else "python3"),
         python_version=merged["python_version"],
         platform_machine=merged["platform_machine"],
         mirror_host=merged["mirror_host"],

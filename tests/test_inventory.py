@@ -283,6 +283,21 @@ def test_local_stage_puts_config_under_its_root_by_default(tmp_path: Path) -> No
     assert here.etc_root == str(project.resolve() / "deploy/root/etc")
 
 
+def test_local_stage_runs_the_laptops_own_python_unless_told(tmp_path: Path) -> None:
+    """The interpreter running fab (the one the requirements are checked for), not the first python3 on PATH;
+    a remote host's default stays python3, and an explicit ``python`` wins everywhere."""
+    project = tmp_path / "project"
+    project.mkdir()
+    text = (
+        "app: a\nmirror: wheels\nroot: /srv/a\nstages:\n  local: {transport: local, root: deploy/root, hosts: [here]}\n"
+        "  prod: {hosts: [web1]}\n  pinned: {transport: local, root: r, python: /opt/py/bin/python3, hosts: [there]}\n"
+    )
+    inventory = load_inventory(write(project, text))
+    assert host(inventory, "local", "here").python == sys.executable
+    assert host(inventory, "prod", "web1").python == "python3"
+    assert host(inventory, "pinned", "there").python == "/opt/py/bin/python3"
+
+
 def test_local_stage_resolves_relative_to_file_not_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = tmp_path / "project"
     project.mkdir()
