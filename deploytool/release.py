@@ -118,7 +118,10 @@ def working_tree_notes(project_root: Path, inventory_file: Path, commit: str, re
     """What a deploy of ``commit`` should say about the working tree: the uncommitted files it does not ship,
     and whether the hosts.yml it reads (always the working tree's) differs from the one in ``commit``."""
     notes = []
-    changed = git(project_root, "diff", "--name-only", "HEAD").splitlines()
+    top = Path(git(project_root, "rev-parse", "--show-toplevel"))
+    inventory_path = inventory_file.resolve().relative_to(top.resolve()).as_posix()
+    # hosts.yml is not "not deployed": it is read from the working tree, which the note below says
+    changed = [path for path in git(project_root, "diff", "--name-only", "HEAD").splitlines() if path != inventory_path]
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         notes.append(f"Note: deploying commit {commit[:12]} ({ref}); uncommitted changes are not deployed: {shown}")
