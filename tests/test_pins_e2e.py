@@ -27,6 +27,7 @@ from deploytool.layout import Layout
 from deploytool.mirror import serve, write_indexes
 from tests import sshd
 from tests.conftest import HOST_PYTHON, Mirror, Project, make_project
+from tests.isolation import machine_lock
 from tests.test_deploy_ssh import current, journal, root_of
 from tests.wheelfactory import make_wheel
 
@@ -224,26 +225,30 @@ def test_hashed_deploy_then_tampered_mirror_fails_on_the_host(
 
 @contextmanager
 def _user_file(server: sshd.SshServer, relative: str, text: str) -> Iterator[Path]:
-    """Write a file in the deploy user's home, owned by that user; restore what was there afterwards."""
+    """Write a file in the deploy user's home, owned by that user; restore what was there afterwards.
+
+    The home is the machine's, shared by every worker and suite running here: it is this test's only under a
+    machine-wide lock."""
     account = pwd.getpwnam(server.user)
     path = Path(account.pw_dir) / relative
-    saved = path.read_bytes() if path.exists() else None
-    made = [parent for parent in reversed(path.parents) if not parent.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    if os.geteuid() == 0:
-        for item in [*made, path]:
-            os.chown(item, account.pw_uid, account.pw_gid)
-    try:
-        yield path
-    finally:
-        if saved is None:
-            path.unlink(missing_ok=True)
-            for parent in reversed(made):
-                with suppress(OSError):
-                    parent.rmdir()
-        else:
-            path.write_bytes(saved)
+    with machine_lock("deploy-home"):
+        saved = path.read_bytes() if path.exists() else None
+        made = [parent for parent in reversed(path.parents) if not parent.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if os.geteuid() == 0:
+            for item in [*made, path]:
+                os.chown(item, account.pw_uid, account.pw_gid)
+        try:
+            yield path
+        finally:
+            if saved is None:
+                path.unlink(missing_ok=True)
+                for parent in reversed(made):
+                    with suppress(OSError):
+                        parent.rmdir()
+            else:
+                path.write_bytes(saved)
 
 
 # --- 3. installer: uv ----------------------------------------------------------------------------------------
