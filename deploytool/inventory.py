@@ -130,7 +130,7 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "user": ("a user name", _is_str, None),
     "port": ("a port number", _is_port, None),
     "root": ("an absolute path", _is_str, None),
-    "known_hosts": ("a path", _is_str, "~/.ssh/known_hosts"),
+    "known_hosts": ("a path", _is_str, None),  # None: each hop's UserKnownHostsFile from ssh_config
     "ssh_config": ("a path", _is_str, None),
     "gateway": ("a jump host like 'deploy@bastion:2222' (ProxyJump's form)", _is_gateway, None),
     "identity_file": ("a path", _is_str, None),
@@ -184,7 +184,7 @@ class HostConfig:
     user: str | None
     port: int | None  # None: ssh_config's, else 22
     root: str
-    known_hosts: str
+    known_hosts: str | None  # None: each hop's UserKnownHostsFile (OpenSSH's default ~/.ssh/known_hosts)
     ssh_config: str | None  # None: ~/.ssh/config if it exists
     gateway: str | None
     identity_file: str | None
@@ -402,7 +402,7 @@ def _host_config(
         user=merged["user"],
         port=merged["port"],
         root=root,
-        known_hosts=str(_resolve_path(merged["known_hosts"], inventory_root)),
+        known_hosts=str(_resolve_path(merged["known_hosts"], inventory_root)) if merged["known_hosts"] else None,
         ssh_config=str(_resolve_path(merged["ssh_config"], inventory_root)) if merged["ssh_config"] else None,
         gateway=merged["gateway"],
         identity_file=str(_resolve_path(identity, inventory_root)) if identity else None,

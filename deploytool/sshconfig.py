@@ -13,7 +13,7 @@ import getpass
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import RemoteError
 from .inventory import HostConfig
@@ -36,6 +36,7 @@ class Endpoint:
     identities_only: bool
     via: Endpoint | None = None  # the jump host the laptop reaches this one through
     proxy_command: str | None = None  # ssh_config's ProxyCommand (only when there is no jump host)
+    known_hosts: tuple[str, ...] = ()  # ssh_config's UserKnownHostsFile for this hop, expanded
 
     def describe(self) -> str:
         """``host`` or ``host:port``, as a user would recognise it in a message."""
@@ -66,10 +67,7 @@ def resolve(host: HostConfig) -> Endpoint:
     path = config_file(host)
     endpoint = _resolve(host, path, host.address, host.user, host.port, host.gateway, depth=0)
     if host.identity_file:  # hosts.yml's key wins outright, as IdentitiesOnly: no other key is offered
-        endpoint = Endpoint(
-            endpoint.alias, endpoint.hostname, endpoint.user, endpoint.port, (host.identity_file,), True,
-            endpoint.via, endpoint.proxy_command,
-        )  # fmt: skip
+        endpoint = replace(endpoint, identity_files=(host.identity_file,), identities_only=True)
     return endpoint
 
 
@@ -101,9 +99,10 @@ def _resolve(
     identities_only = options.get("identitiesonly", ["no"])[0] == "yes"
     tokens = {"%%": "%", "%d": os.path.expanduser("~"), "%h": hostname, "%r": resolved_user, "%u": _local_user()}
     keys = [_expand(name, tokens) for name in options.get("identityfile", [])]
+    known = [_expand(name, tokens) for line in options.get("userknownhostsfile", []) for name in line.split()]
     return Endpoint(
         alias, hostname, resolved_user, resolved_port, tuple(key for key in keys if os.path.isfile(key)),
-        identities_only, via, proxy_command,
+        identities_only, via, proxy_command, tuple(known),
     )  # fmt: skip
 
 

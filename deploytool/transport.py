@@ -54,19 +54,30 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
         raise UnknownHostKey(hostname, key)
 
 
-def _known_hosts(host: HostConfig) -> str:
-    known_hosts = os.path.expanduser(host.known_hosts)
-    if not os.path.exists(known_hosts):
+def _known_hosts_named(host: HostConfig, endpoint: Endpoint) -> tuple[str, ...]:
+    """The known_hosts files for ``endpoint``: hosts.yml's ``known_hosts`` for every hop when it is set, else
+    that hop's own UserKnownHostsFile from ssh_config (OpenSSH's default: ~/.ssh/known_hosts and known_hosts2)."""
+    if host.known_hosts:
+        return (os.path.expanduser(host.known_hosts),)
+    return endpoint.known_hosts or (os.path.expanduser("~/.ssh/known_hosts"),)
+
+
+def known_hosts_files(host: HostConfig, endpoint: Endpoint) -> tuple[str, ...]:
+    """Those of ``endpoint``'s known_hosts files that exist, which its key must be in; none: an error naming the
+    first."""
+    files = _known_hosts_named(host, endpoint)
+    existing = tuple(path for path in files if os.path.exists(path))
+    if not existing:
         raise RemoteError(
             host.name,
-            f"known_hosts file {known_hosts} does not exist; add the host's key to it (ssh-keyscan)",
+            f"known_hosts file {files[0]} does not exist; add the host's key to it (ssh-keyscan)",
         )
-    return known_hosts
+    return existing
 
 
-def _ssh_connection(host: HostConfig, endpoint: Endpoint, known_hosts: str) -> Connection:
+def _ssh_connection(host: HostConfig, endpoint: Endpoint) -> Connection:
     """A Fabric `Connection` to ``endpoint`` exactly as resolved (Fabric reads no ssh_config itself), through
-    its jump hosts, every hop's host key checked against ``known_hosts``."""
+    its jump hosts, every hop's host key checked against its known_hosts files (`known_hosts_files`)."""
     connect_kwargs: dict[str, Any] = {}
     if endpoint.identity_files:
         connect_kwargs["key_filename"] = list(endpoint.identity_files)
@@ -74,7 +85,7 @@ def _ssh_connection(host: HostConfig, endpoint: Endpoint, known_hosts: str) -> C
         connect_kwargs["look_for_keys"] = False
     gateway: Connection | str | bool = False
     if endpoint.via is not None:
-        gateway = _ssh_connection(host, endpoint.via, known_hosts)
+        gateway = _ssh_connection(host, endpoint.via)
     elif endpoint.proxy_command is not None:
         gateway = endpoint.proxy_command
     connection = Connection(
@@ -88,10 +99,11 @@ def _ssh_connection(host: HostConfig, endpoint: Endpoint, known_hosts: str) -> C
     )
     # Fabric accepts unknown host keys by default, its gateways included; a deploy tool must not.
     connection.client.set_missing_host_key_policy(_RejectUnknown())
-    try:
-        connection.client.load_host_keys(known_hosts)
-    except (OSError, paramiko.SSHException) as error:
-        raise RemoteError(host.name, f"cannot read known_hosts file {known_hosts}: {error}") from None
+    for known_hosts in known_hosts_files(host, endpoint):
+        try:
+            connection.client.load_host_keys(known_hosts)
+        except (OSError, paramiko.SSHException) as error:
+            raise RemoteError(host.name, f"cannot read known_hosts file {known_hosts}: {error}") from None
     return connection
 
 
@@ -104,7 +116,7 @@ def fingerprint(key: paramiko.PKey) -> str:
 def _open(host: HostConfig, connection: Connection, endpoint: Endpoint, role: str) -> None:
     """Open one hop (its gateway already open): errors name it (``bastion b1 (10.0.0.1:2222)``)."""
     where = endpoint.describe() if role == "host" else f"{role} {endpoint.alias} ({endpoint.describe()})"
-    known = host.known_hosts
+    known = " or ".join(known_hosts_files(host, endpoint))
     try:
         connection.open()
     except paramiko.BadHostKeyException as error:
@@ -151,9 +163,8 @@ def connect(host: HostConfig) -> Runner:
             host.name,
             f"identity_file {host.identity_file} {missing}; point identity_file in hosts.yml at the private key",
         )
-    known_hosts = _known_hosts(host)
     endpoint = resolve(host)
-    connection = _ssh_connection(host, endpoint, known_hosts)
+    connection = _ssh_connection(host, endpoint)
     try:
         for hop, link in zip([*endpoint.hops, endpoint], _chain(connection), strict=True):
             _open(host, link, hop, "host" if hop is endpoint else "jump host")
@@ -193,7 +204,7 @@ def _ssh_options(host: HostConfig, endpoint: Endpoint) -> list[str]:
         "-o", "BatchMode=yes",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "CheckHostIP=no",
-        "-o", f"UserKnownHostsFile={os.path.expanduser(host.known_hosts)}",
+        "-o", "UserKnownHostsFile=" + " ".join(f'"{path}"' for path in _known_hosts_named(host, endpoint)),
         "-o", f"ConnectTimeout={host.connect_timeout}",
         "-o", f"ServerAliveInterval={alive_interval(host)}",
         "-o", f"ServerAliveCountMax={ALIVE_COUNT}",

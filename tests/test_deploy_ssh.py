@@ -19,6 +19,7 @@ from deploytool.errors import DeployError
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.isolation import wait_for
+from tests.sshd import SshServer
 from tests.wheelfactory import make_wheel
 
 
@@ -231,6 +232,27 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     assert result.returncode == 1 and "does not match" in result.stderr and "Traceback" not in result.stderr
     assert f"(got ssh-ed25519 {fingerprint})" in result.stderr
     assert not (root_of(ssh_project) / "releases").exists()
+
+
+def test_without_known_hosts_in_hosts_yml_ssh_configs_user_known_hosts_file_is_read(
+    ssh_project: Project, ssh_server: SshServer, tmp_path: Path
+) -> None:
+    stage = ssh_project.inventory["stages"]["test"]
+    del stage["known_hosts"]
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host 127.0.0.2\n  UserKnownHostsFile {empty}\nHost *\n  UserKnownHostsFile {ssh_server.known_hosts}\n"
+    )
+    stage["ssh_config"] = str(config)
+    ssh_project.write_inventory()
+    ssh_project.fab("deploy", "--hosts", "web2")  # the connection and git's push both checked the key there
+    assert current(ssh_project, "web2")
+    refused = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"host key of 127.0.0.2:{ssh_server.port} is unknown: it is not in {empty}" in refused.stderr
+    assert not (root_of(ssh_project) / "current").exists()
 
 
 def test_deploy_to_four_hosts_and_one_unreachable_host_stops_all(ssh_project: Project) -> None:

@@ -228,7 +228,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert web1.port is None  # ssh_config's Port, else 22
     assert web1.ssh_config is None  # ~/.ssh/config if it exists
     assert web1.gateway is None
-    assert web1.known_hosts == str(Path("~/.ssh/known_hosts").expanduser())
+    assert web1.known_hosts is None  # each hop's UserKnownHostsFile from ssh_config (OpenSSH's default)
     assert web1.identity_file is None
     assert web1.connect_timeout == 10
     assert web1.timeout == 600
