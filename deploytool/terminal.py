@@ -11,30 +11,22 @@ every string of a ``--json`` document before it is serialised, so ``jq -r`` show
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any
 
-#: Kept as they are: the line structure of what is printed (a tab only moves the cursor right).
-KEPT = frozenset("\n\t")
-#: Format characters that reorder what is shown (bidirectional overrides and isolates, "Trojan Source").
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Control characters (Unicode category Cc: C0 but newline and tab, DEL, C1) and the format characters that
+#: reorder what is shown (bidirectional marks, overrides and isolates: "Trojan Source").
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _escaped(ch: str) -> str:
-    code = ord(ch)
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def _unsafe(ch: str) -> bool:
-    return ch not in KEPT and (unicodedata.category(ch) == "Cc" or ch in _BIDI)
 
 
 def escape_controls(text: str) -> str:
     """``text`` with every control character (ESC, CSI, BEL, CR, backspace, DEL, C1...) and bidi override
     written as a visible escape (``\\x1b``, ``\\u202e``); newlines and tabs are kept. Linear in ``len(text)``."""
-    if text.isprintable():  # the common case: nothing to do (newlines and tabs are not printable: checked below)
-        return text
-    return "".join(_escaped(ch) if _unsafe(ch) else ch for ch in text)
+    return _UNSAFE.sub(_escaped, text)
 
 
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
