@@ -30,6 +30,7 @@ from deploytool.terminal import escape_controls, redact_credentials
 from deploytool.wheelmeta import MirrorError, sha256_file
 from tests import sshd
 from tests.conftest import Project
+from tests.test_config_deploy import config_project, etc_root  # noqa: F401  (a fixture)
 from tests.test_deploy_ssh import current, root_of
 from tests.test_mirror import TARGET, upstream  # noqa: F401  (a fixture)
 from tests.test_unresponsive import own_sshd, serve_from, stall_builds, start_fab, wait_for  # noqa: F401
@@ -183,6 +184,17 @@ def test_what_a_host_prints_reaches_the_terminal_escaped(ssh_project: Project) -
         assert "\\x1b]0;PWNED\\x07\\x1b[2Kgone" in result.stderr, result.stderr
         shown = "\n".join(strings(json.loads(result.stdout))) if "--json" in args else result.stdout
         assert "\\x1b]0;PWNED\\x07\\x1b[2Kgone" in shown, shown  # the failed step's output, escaped
+
+
+def test_a_host_config_file_in_a_diff_reaches_the_terminal_escaped(config_project: Project) -> None:  # noqa: F811
+    config_project.fab("deploy", "--hosts", "web1")
+    installed = etc_root(config_project, "web1") / "demo" / "app.conf"
+    installed.write_text(installed.read_text() + f"hostile={ESC_SEQUENCES}\n")
+    for args in (("deploy", "--dry-run"), ("render-etc", "--diff")):
+        result = config_project.fab(*args, "--hosts", "web1")
+        assert_harmless(result.stdout + result.stderr)
+        # The host's file, in the diff: the CR ends a line there (difflib), everything else shows escaped.
+        assert "-hostile=\\x1b]0;PWNED\\x07\\x1b[2K\\x1b[1A" in result.stdout and "\\x9b31m" in result.stdout
 
 
 def strings(value: Any) -> Iterator[str]:
