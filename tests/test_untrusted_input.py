@@ -119,7 +119,9 @@ def test_hostile_answers_are_each_that_hosts_problem_and_bounded(ssh_project: Pr
         "root_exists": True, "current": RELEASE, "releases": [RELEASE], "journal": [],
         "lock": {"held": True, "owner": json.dumps({"pid": 2**64, "user": f"mallory{ESC_SEQUENCES}"})},
         "details": [{"id": RELEASE, "venv": True, "dists": [], "requirements": requirements}],
+        "health": {"ok": False, "last": f"HTTP 500: {ESC_SEQUENCES}"},
     })  # fmt: skip
+    ssh_project.inventory["stages"]["test"]["hosts"]["web2"]["health_check"] = {"url": "http://127.0.0.1:9/"}
     hostile_python(ssh_project, "web3", {"ok": False, "error": f"nope{ESC_SEQUENCES}"})
     hostile_python(ssh_project, "web4", {"ok": True}, junk=20 * 1024 * 1024)  # past the 16 MiB bound
     ssh_project.write_inventory()
@@ -136,6 +138,8 @@ def test_hostile_answers_are_each_that_hosts_problem_and_bounded(ssh_project: Pr
         assert rows["web1"]["current"] == current(ssh_project).removeprefix("releases/")
         if args[0] == "status":
             assert rows["web2"]["lock"]["user"] == "mallory\\x1b]0;PWNED\\x07\\x1b[2K\\x1b[1A\\x0d\\x9b31m"
+            assert rows["web2"]["health"] == "failing: HTTP 500: \\x1b]0;PWNED\\x07\\x1b[2K\\x1b[1A\\x0d\\x9b31m"
+            assert "failing: HTTP 500: \\x1b]0;PWNED" in text.stdout
             assert not rows["web3"]["reachable"] and "nope\\x1b]0;PWNED" in rows["web3"]["error"]
 
 
