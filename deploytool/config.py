@@ -20,6 +20,7 @@ from .hostside import source
 from .inventory import HostConfig, Inventory
 from .layout import Layout
 from .phases import Target
+from .shell_templates import command_environment
 from .snapshot import extract, relative_to_project
 from .switch import ConfigSwitch
 
@@ -44,12 +45,9 @@ def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
     }
 
 
-_COMMANDS = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-
-
 def _render(text: str, variables: dict[str, Any], where: str, host: str) -> str:
     try:
-        return _COMMANDS.from_string(text).render(variables)
+        return command_environment(where).from_string(text).render(variables)
     except jinja2.UndefinedError as error:
         raise TemplateError(
             f"hosts.yml: {where} of host {host} ({text!r:.80}): {error}; define it in hosts.yml vars"

@@ -75,7 +75,7 @@ def _holder_is_gone(owner_text: str) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a pid no process can have (the host wrote 2**64)
         return False
     return False
 

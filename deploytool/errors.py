@@ -12,6 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 from fabric.connection import Connection
 from invoke.exceptions import Exit
 
+from .terminal import for_terminal
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -42,16 +44,20 @@ class LockedError(RemoteError):
 
 
 class _ReaderGone:
-    """``sys.stdout`` that, once its reader has gone (``fab releases | head -1``), sends the rest of the output
-    to /dev/null instead of raising BrokenPipeError: the task carries on (a deploy is never cut short by its
-    output) and ends with its own status, quietly."""
+    """``sys.stdout`` as a task writes to it, through `terminal.for_terminal` (every control character escaped:
+    whatever a host said reaches the terminal as text, never as an escape sequence; a URL's ``user:password@``
+    redacted), and, once its reader has
+    gone (``fab releases | head -1``), the rest of the output sent to /dev/null instead of raising
+    BrokenPipeError: the task carries on (a deploy is never cut short by its output) and ends with its own
+    status, quietly."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
         try:
-            return int(self._stream.write(text))
+            self._stream.write(for_terminal(text))
+            return len(text)
         except BrokenPipeError:
             self._to_devnull()
             return len(text)
@@ -94,8 +100,9 @@ FABRIC_HOSTS_REFUSED = (
 
 
 def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a DeployError raised by a task body into a one-line ``Error: ...`` and exit status 1; output to a
-    closed pipe ends quietly; Fabric's ``-H`` is refused before the task does anything."""
+    """Turn a DeployError raised by a task body into a one-line ``Error: ...`` and exit status 1; what the task
+    prints, and that line, pass `terminal.for_terminal`; output to a closed pipe ends
+    quietly; Fabric's ``-H`` is refused before the task does anything."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -107,6 +114,6 @@ def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
             with _quiet_when_reader_gone():
                 return func(*args, **kwargs)
         except DeployError as error:
-            raise Exit(f"Error: {error}", code=1) from None
+            raise Exit(for_terminal(f"Error: {error}"), code=1) from None
 
     return wrapper

@@ -11,17 +11,21 @@ from __future__ import annotations
 import base64
 import email.parser
 import hashlib
+import ipaddress
 import os
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
 from deploytool.mirror_index import TIMEOUT
 from deploytool.simple_api import download_sha256, index_wheels
+from deploytool.terminal import redact_credentials
 from deploytool.wheelmeta import MirrorError, read_wheel_metadata, sha256_file
 
 
@@ -81,14 +85,65 @@ def _form(wheel: Path) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect as urllib does, but the ``Authorization`` header goes only to the origin (scheme, host,
+    port) it was meant for: a redirect elsewhere gets the request without it (urllib would pass it on)."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in [key for key in new.headers if key.lower() == "authorization"]:
+                del new.headers[name]
+            new.unredirected_hdrs = {k: v for k, v in new.unredirected_hdrs.items() if k.lower() != "authorization"}
+        return new
+
+
+def check_upload_url(upload_url: str) -> None:
+    """Refuse an ``upload_url`` that would expose the credentials: plain ``http://`` to anything but loopback,
+    or credentials written into the URL (they come from TWINE_USERNAME/TWINE_PASSWORD or keyring)."""
+    parts = urllib.parse.urlsplit(upload_url)
+    shown = redact_credentials(upload_url)
+    if parts.username is not None or parts.password is not None:
+        raise MirrorError(
+            f"upload_url {shown} carries credentials: remove them from hosts.yml and set TWINE_USERNAME and "
+            "TWINE_PASSWORD (or store them in keyring)"
+        )
+    if parts.scheme.lower() == "https":
+        return
+    if parts.scheme.lower() == "http" and _loopback(parts.hostname or ""):
+        return
+    raise MirrorError(
+        f"upload_url {shown}: credentials are never sent over plain http except to this machine (loopback); "
+        "use https://"
+    )
+
+
+def _loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
 def _post(upload_url: str, wheel: Path, auth: tuple[str, str] | None) -> None:
     body, content_type = _form(wheel)
     headers = {"Content-Type": content_type, "User-Agent": "deploytool"}
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     request = urllib.request.Request(upload_url, data=body, headers=headers, method="POST")
+    opener = urllib.request.build_opener(_SameOriginCredentials())
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with opener.open(request, timeout=TIMEOUT) as response:
             response.read()
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
@@ -118,6 +173,7 @@ def publish_to_index(wheelhouse: Path, upload_url: str, index_url: str) -> Uploa
 
     After uploading, each file is downloaded from the index and its sha256 compared with the local one.
     """
+    check_upload_url(upload_url)
     wheels = sorted(wheelhouse.glob("*.whl"))
     served = _served(index_url, wheels)
     report, conflicts, missing = UploadReport(), [], []

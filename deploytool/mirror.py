@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import html
 import io
 import json
@@ -19,7 +20,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,7 @@ from packaging.version import Version
 from deploytool import mirror_index
 from deploytool.mirror_index import WheelLink, choose_wheel, list_wheels
 from deploytool.remote import ChunkedStream
-from deploytool.requirements import Pin, RequirementsError, logical_lines, read_requirements
+from deploytool.requirements import HASH_ALGORITHMS, Pin, RequirementsError, logical_lines, read_requirements
 from deploytool.wheelmeta import MirrorError, TargetPython, parse_metadata, read_wheel_metadata, sha256_file
 
 __all__ = [
@@ -165,15 +166,21 @@ def upload(files: list[Path], wheelhouse: Path, *, user: str) -> list[str]:
 
 
 def _pip(args: list[str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    """pip with its own configuration ignored: ``--isolated`` (no user config, no ``PIP_*`` variables), no
+    config file at all, and the ``PIP_*`` variables removed from its environment, so that only the sources
+    given in ``args`` (``--index-url <upstream>``) are asked. A CA bundle (``PIP_CERT``) is kept: it adds no
+    source, and a TLS-intercepting proxy may need it."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    cert = os.environ.get("PIP_CERT")
+    command = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check", "--no-input"]
+    command += ["--cert", cert] if cert else []
+    return subprocess.run([*command, *args], capture_output=True, text=True, check=False, env=env)
 
 
-def _source_url(upstream: str | None, filename: str) -> str:
+def _source_url(upstream: str, filename: str) -> str:
     """Where ``filename`` came from: its link on the upstream's PEP 503 project page (pip's own log does not
     name it reliably across versions), else the index URL itself."""
-    if not upstream:
-        return PYPI + " (pip's configured index)"
     project = canonicalize_name(parse_wheel_filename(filename)[0])
     page_url = urljoin(upstream.rstrip("/") + "/", f"{project}/")
     try:
@@ -220,15 +227,49 @@ def _build(pin: Pin, work: Path, target: TargetPython, index: list[str]) -> Path
     return built[0]
 
 
-def _wanted(requirement_files: Iterable[Path], target: TargetPython, report: SyncReport) -> list[Pin]:
+def _wanted(
+    requirement_files: Iterable[Path], target: TargetPython, report: SyncReport
+) -> tuple[list[Pin], dict[tuple[str, Version], list[Pin]]]:
+    """The pins to mirror (one per name and version), and every pin of each that lists ``--hash`` values."""
     wanted: dict[tuple[str, str], Pin] = {}
+    hashed: dict[tuple[str, Version], list[Pin]] = {}
     for path in requirement_files:
         for pin in read_requirements(path).active(target):
             if pin.version is None:
                 report.skipped.append(f"{pin.location}: {pin.display} (editable, not mirrored)")
-            else:
-                wanted.setdefault((pin.key, pin.version), pin)
-    return list(wanted.values())
+                continue
+            wanted.setdefault((pin.key, pin.version), pin)
+            if pin.hashes:
+                hashed.setdefault((pin.key, Version(pin.version)), []).append(pin)
+    return list(wanted.values()), hashed
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_problem(path: Path, pins: Sequence[Pin]) -> str | None:
+    """Why ``path`` (a downloaded file) is not what ``pins`` allow: each pin listing ``--hash`` values must list
+    the file's (as pip's ``--require-hashes``); None when it matches them all."""
+    for pin in pins:
+        algorithms = {value.partition(":")[0] for value in pin.hashes}
+        actual = {f"{algorithm}:{_digest(path, algorithm)}" for algorithm in algorithms if algorithm in HASH_ALGORITHMS}
+        if not actual & set(pin.hashes):
+            got = _digest(path, "sha256")
+            return (
+                f"{pin.location}: {pin.display}: {path.name} from upstream has sha256 {got}, which its --hash "
+                "values do not list: not added (the upstream file is not the one pinned)"
+            )
+    return None
+
+
+def _name_version(filename: str) -> tuple[str, Version]:
+    name, version, _, _ = parse_wheel_filename(filename)
+    return str(name), version
 
 
 def sync(
@@ -243,8 +284,10 @@ def sync(
     """Fill the wheelhouse with exactly the pinned wheels of the role files for the target, and ``tools``.
 
     Pins already in the wheelhouse are not fetched again; missing ones come from ``upstream`` (a
-    PEP 503 index URL; pip's configured index when None) in one ``pip download``; pins with only an
-    sdist are built into a wheel once. New files are added write-once and logged in MANIFEST.jsonl.
+    PEP 503 index URL; PyPI when None) and from nowhere else (pip's configuration is ignored) in one ``pip
+    download``; a file whose pins list ``--hash`` values must match one of them, or nothing is added; pins
+    with only an sdist are built into a wheel once. New files are added write-once and logged in
+    MANIFEST.jsonl with the URL they came from.
     ``tools`` (deploytool's own pinned uv) are wheels or nothing: one upstream lacks is reported as skipped.
     """
     check_wheelhouse(wheelhouse)
@@ -255,25 +298,40 @@ def sync(
         offered.setdefault((link.name, link.version), []).append(link)
     missing = []
     tool_keys = {pin.key for pin in tools}
-    for pin in [*_wanted(requirement_files, target, report), *tools]:
+    wanted, hashed = _wanted(requirement_files, target, report)
+    for pin in [*wanted, *tools]:
         assert pin.version is not None
         if choose_wheel(offered.get((pin.key, Version(pin.version)), []), target):
             report.present.append(pin.display)
         else:
             missing.append(pin)
-    index = ["--index-url", upstream] if upstream else []
+    upstream = upstream or PYPI
+    index = ["--index-url", upstream]
     if missing:
         with tempfile.TemporaryDirectory(prefix="deploytool-sync-") as tmp:
             work = Path(tmp)
             misses = _download(missing, work / "wheels", target, index)
-            for wheel in sorted((work / "wheels").glob("*.whl")) if (work / "wheels").is_dir() else []:
+            downloaded = sorted((work / "wheels").glob("*.whl")) if (work / "wheels").is_dir() else []
+            problems = [
+                problem
+                for wheel in downloaded
+                if (problem := hash_problem(wheel, hashed.get(_name_version(wheel.name), [])))
+            ]
+            if problems:
+                headline = f"{upstream}: refusing files that do not match their pins (nothing added):"
+                raise MirrorError(headline + "".join(f"\n  {problem}" for problem in problems))
+            for wheel in downloaded:
                 if _add(wheel, wheelhouse, _source_url(upstream, wheel.name), user):
                     report.added.append(wheel.name)
             for pin in [miss for miss in misses if miss.key in tool_keys]:
                 report.skipped.append(f"{pin.display}: no wheel for {target.describe()} upstream")
             for number, pin in enumerate(miss for miss in misses if miss.key not in tool_keys):
                 built = _build(pin, work / f"build-{number}", target, index)
-                sdist = next((work / f"build-{number}" / "sdist").iterdir()).name
+                sdist_path = next((work / f"build-{number}" / "sdist").iterdir())
+                sdist = sdist_path.name
+                pinned = hashed.get((pin.key, Version(str(pin.version))), [])
+                if pinned and hash_problem(sdist_path, pinned) and hash_problem(built, pinned):
+                    raise MirrorError(str(hash_problem(sdist_path, pinned)))
                 if _add(built, wheelhouse, f"built from sdist {sdist}", user):
                     report.added.append(built.name)
                     report.built.append(built.name)
@@ -353,14 +411,24 @@ def _spec(text: str) -> tuple[str, list[str]]:
     return " ".join(words[:split]), words[split:]
 
 
+def _pinned_sha256(options: list[str]) -> set[str]:
+    """The sha256 digests a requirement line's ``--hash`` options pin (``--hash=sha256:X`` or ``--hash sha256:X``)."""
+    values = [word.partition("=")[2] or (options[i + 1] if i + 1 < len(options) else "")
+              for i, word in enumerate(options) if word.partition("=")[0] == "--hash"]  # fmt: skip
+    return {value.partition(":")[2] for value in values if value.startswith("sha256:")}
+
+
 def hash_requirements(path: Path, wheelhouse: Path, target: TargetPython) -> list[Path]:
     """Rewrite the role file and its includes so each pin carries ``--hash`` for its wheels.
 
     Hashes of every wheel of that version in the wheelhouse are listed (at least one must fit the
-    target), so hosts can install with ``--require-hashes``. Comments and includes are kept.
-    Return the files that changed.
+    target), so hosts can install with ``--require-hashes``. Comments and includes are kept. A pin that
+    already lists sha256 hashes must list every such wheel's (but a wheel built here from an sdist, which has no
+    upstream hash): a wheelhouse file that differs from what was pinned is an error naming the pin, and nothing
+    is rewritten. Return the files that changed.
     """
     reqs = read_requirements(path, check_hashes=False)
+    built = {str(record.get("filename")): str(record.get("source", "")) for record in read_manifest(wheelhouse)}
     offered: dict[tuple[str, Version], list[WheelLink]] = {}
     for link in list_wheels(str(wheelhouse)):
         offered.setdefault((link.name, link.version), []).append(link)
@@ -372,7 +440,7 @@ def hash_requirements(path: Path, wheelhouse: Path, target: TargetPython) -> lis
                 if line.text.startswith(("-e", "--editable")):
                     problems.append(f"{file}:{line.number}: editable requirements cannot be installed with --hash")
                 continue
-            spec, _ = _spec(line.text)
+            spec, options = _spec(line.text)
             req = Requirement(spec)
             version = Version(next(iter(req.specifier)).version)
             wheels = offered.get((canonicalize_name(req.name), version), [])
@@ -383,6 +451,21 @@ def hash_requirements(path: Path, wheelhouse: Path, target: TargetPython) -> lis
                 )
                 continue
             hashes = sorted({sha256_file(Path(link.location)) for link in wheels})
+            pinned = _pinned_sha256(options)
+            differing = [
+                link.filename
+                for link in wheels
+                if pinned
+                and sha256_file(Path(link.location)) not in pinned
+                and not built.get(link.filename, "").startswith("built from sdist")
+            ]
+            if differing:
+                problems.append(
+                    f"{file}:{line.number}: {spec}: its --hash values do not match {', '.join(differing)} in "
+                    f"{wheelhouse} (sha256 {', '.join(sha256_file(wheelhouse / name) for name in differing)}); "
+                    "not rewritten: find out which file is right (fab mirror.verify) before changing the pin"
+                )
+                continue
             new = " \\\n".join([spec, *(f"    --hash=sha256:{digest}" for digest in hashes)])
             edits.setdefault(file, {})[line.number] = (
                 line.last,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .events import FAILED, Event, EventLog
+from .terminal import clean_document, for_terminal
 
 FAILURE_LINES = 8  # lines of a failed phase's output shown without --verbose
 JSON_VERSION = 1
@@ -42,7 +43,7 @@ class Progress:
         return "\n".join([text.rstrip(), *(f"{'':<{self.width}}  | {line}" for line in output)])
 
     def __call__(self, event: Event) -> None:
-        text = self.line(event)
+        text = for_terminal(self.line(event))  # also when written to a stream of its own
         with self._lock:
             out = self.out or sys.stdout
             out.write(text + "\n")
@@ -123,4 +124,6 @@ class RunReport:
 
 
 def dumps(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=True)
+    """A ``--json`` document as printed: every string's control characters escaped (`terminal`), as in the
+    table, so a field read with ``jq -r`` is as harmless as the table."""
+    return json.dumps(clean_document(document), indent=2, sort_keys=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urldefrag, urlparse, urlsplit
@@ -30,6 +32,7 @@ __all__ = [
     "TargetPython",
     "check_nested",
     "logical_lines",
+    "parse_requirement_texts",
     "pip_install_args",
     "read_requirements",
     "requirements_digest",
@@ -132,12 +135,14 @@ class RequirementSet:
         return list(chosen.values())
 
 
-def logical_lines(path: Path) -> list[LogicalLine]:
-    """Split a requirement file into logical lines the way pip does (joins, then comments)."""
+def logical_lines(path: Path, text: str | None = None) -> list[LogicalLine]:
+    """Split a requirement file (or ``text``, said to be ``path``'s) into logical lines the way pip does (joins,
+    then comments)."""
     lines: list[LogicalLine] = []
     pending: list[str] = []
     start = 0
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8") if text is None else text
+    for number, raw in enumerate(text.splitlines(), 1):
         if raw.endswith("\\") and not _COMMENT.search(raw):
             start = start or number
             pending.append(raw[:-1])
@@ -159,14 +164,17 @@ class _Reader:
     problems: list[str] = field(default_factory=list)
     seen: set[Path] = field(default_factory=set)
     require_hashes: bool = False
+    #: Data only (text a host sent): relative POSIX path -> text. Includes are looked up here, never on disk.
+    texts: Mapping[str, str] | None = None
 
     def read(self, path: Path, stack: tuple[Path, ...]) -> None:
-        resolved = path.resolve()
+        resolved = path.resolve() if self.texts is None else path
         if resolved in self.seen:
             return
         self.seen.add(resolved)
         self.files.append(path)
-        for line in logical_lines(path):
+        text = None if self.texts is None else self.texts[path.as_posix()]
+        for line in logical_lines(path, text):
             if line.text:
                 self.line(line, (*stack, resolved))
 
@@ -202,6 +210,8 @@ class _Reader:
             self.problems.append(f"{where}: unsupported option {option} (remove it)")
 
     def include(self, line: LogicalLine, where: str, value: str, stack: tuple[Path, ...]) -> None:
+        if self.texts is not None:
+            return self.include_text(where, line.file, value, stack)
         target = Path(os.path.normpath(line.file.parent / value))
         if target.resolve() in stack:
             chain = " -> ".join(p.name for p in (*stack[stack.index(target.resolve()) :], target))
@@ -210,6 +220,20 @@ class _Reader:
             self.problems.append(f"{where}: included file {target} does not exist")
         else:
             self.read(target, stack)
+
+    def include_text(self, where: str, file: Path, value: str, stack: tuple[Path, ...]) -> None:
+        """``-r value`` among `texts` only: a path leaving them (absolute, ``..``) is a problem, not a read."""
+        assert self.texts is not None
+        name = posixpath.normpath(posixpath.join(posixpath.dirname(file.as_posix()), value)) if value else ""
+        if not name or value.startswith(("/", "~")) or name == ".." or name.startswith("../") or "\0" in value:
+            self.problems.append(f"{where}: -r {value} is not followed: an include must name a file of the release")
+        elif Path(name) in stack:
+            chain = " -> ".join(p.name for p in (*stack[stack.index(Path(name)) :], Path(name)))
+            self.problems.append(f"{where}: -r {value} makes an include cycle: {chain}")
+        elif name not in self.texts:
+            self.problems.append(f"{where}: included file {name} is not in the release")
+        else:
+            self.read(Path(name), stack)
 
     def editable(self, line: LogicalLine, where: str, url: str) -> None:
         base, fragment = urldefrag(url)
@@ -306,6 +330,24 @@ def read_requirements(path: Path, *, check_hashes: bool = True) -> RequirementSe
         count = len(reader.problems)
         raise RequirementsError(f"{path}: {count} problem{'s' * (count > 1)} in requirements:", reader.problems)
     return RequirementSet(path, tuple(reader.files), tuple(pins))
+
+
+def parse_requirement_texts(files: Mapping[str, str], relative: str, *, check_hashes: bool = True) -> RequirementSet:
+    """Parse ``files[relative]`` and its ``-r`` includes as data: ``files`` maps relative POSIX paths to their
+    text (as a host sent them), an include is looked up among them and nowhere else (an absolute path or one
+    leaving them with ``..`` is a problem, never read), and nothing touches the laptop's file system. Raise
+    RequirementsError listing every rule broken, as `read_requirements` does."""
+    texts = {posixpath.normpath(name): text for name, text in files.items()}
+    root = posixpath.normpath(relative)
+    if root not in texts:
+        raise RequirementsError(f"{relative}: requirements file not found", [])
+    reader = _Reader(texts=texts)
+    reader.read(Path(root), ())
+    pins = reader.finish(check_hashes)
+    if reader.problems:
+        count = len(reader.problems)
+        raise RequirementsError(f"{root}: {count} problem{'s' * (count > 1)} in requirements:", reader.problems)
+    return RequirementSet(Path(root), tuple(reader.files), tuple(pins))
 
 
 def _show(req: Requirement) -> str:

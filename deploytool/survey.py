@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -28,7 +26,8 @@ from .hostside import run_module
 from .hostside.survey import RELEASE_MARK
 from .inventory import HostConfig
 from .release import RELEASE_ID
-from .requirements import Pin, read_requirements, requirements_digest
+from .requirements import Pin, parse_requirement_texts, requirements_digest
+from .terminal import escape_controls
 from .transport import close, connect
 from .wheelmeta import TargetPython
 
@@ -39,10 +38,11 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def printable(value: Any, limit: int = 200) -> str | None:
-    """``value`` as text fit for a terminal (no control characters, at most ``limit`` characters), or None."""
+    """``value`` as text fit for a terminal (control characters and newlines shown escaped, at most ``limit``
+    characters), or None."""
     if not isinstance(value, str):
         return None
-    text = "".join(ch if ch.isprintable() else "?" for ch in value)
+    text = escape_controls(value[: limit * 6]).replace("\n", "\\n").replace("\t", "\\t")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -331,15 +331,16 @@ def release_pins(detail: ReleaseDetail, relative: str, target: TargetPython) -> 
 
 
 def _parse_pins(files: Mapping[str, str], relative: str, target: TargetPython) -> ReleasePins:
+    """Text from a host is data: parsed in memory (`parse_requirement_texts`), an include followed only to
+    another file the host sent, never to a file of the laptop."""
     if posixpath.normpath(relative) not in files:
         return ReleasePins({}, None, f"{relative} is not in the release")
-    with tempfile.TemporaryDirectory(prefix="deploytool-survey-") as tmp:
-        for path, text in files.items():
-            (Path(tmp) / path).parent.mkdir(parents=True, exist_ok=True)
-            (Path(tmp) / path).write_text(text, encoding="utf-8")
-        try:
-            reqs = read_requirements(Path(tmp) / relative)
-            pins: dict[str, Pin] = {pin.key: pin for pin in reqs.active(target)}
-        except DeployError as error:
-            return ReleasePins({}, None, str(error).replace(f"{tmp}/", ""))
-        return ReleasePins(pins, requirements_digest(reqs))
+    try:
+        reqs = parse_requirement_texts(files, relative)
+        pins: dict[str, Pin] = {pin.key: pin for pin in reqs.active(target)}
+        digest = requirements_digest(reqs)
+    except DeployError as error:
+        return ReleasePins({}, None, str(error))
+    except (ValueError, LookupError, TypeError, RecursionError) as error:  # e.g. a marker that cannot be evaluated
+        return ReleasePins({}, None, f"{relative}: cannot be read: {type(error).__name__}: {printable(str(error))}")
+    return ReleasePins(pins, digest)

@@ -27,6 +27,7 @@ from .release import Release, resolve_commit, working_tree_notes
 from .report import Progress, RunReport, dumps
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
+from .transport import show_library_messages
 
 JSON_HELP = "print one JSON document (documented in the README) instead of progress lines and a table"
 VERBOSE_HELP = "show what each host printed in every phase, not only in a failed one"
@@ -37,6 +38,7 @@ def _run_and_report(
 ) -> None:
     """Run a flow with progress lines (or silently, for --json), then print the summary (or the document); a
     failure still prints them, then ends in the one-line ``Error:``."""
+    show_library_messages(verbose)
     if not as_json:
         report.log.listeners = [Progress(hosts, verbose=verbose)]
     try:

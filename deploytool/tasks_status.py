@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,8 +14,9 @@ from .errors import DeployError, task_boundary
 from .fleet import describe_failures
 from .inventory import HostConfig, Inventory
 from .pins import target_python
+from .report import dumps
 from .snapshot import relative_to_project
-from .status import host_status, status_document, status_lines
+from .status import HostStatus, host_status, status_document, status_lines
 from .survey import HostSurvey, survey_hosts
 
 JSON_HELP = "print one JSON document (keys documented in the README) instead of the table"
@@ -33,10 +33,19 @@ def _finish(
     lines: list[str], document: dict[str, Any], as_json: bool, surveys: Sequence[HostSurvey], what: str
 ) -> None:
     """Print the table or the document, then fail naming every unreachable host."""
-    print(json.dumps(document, indent=2, sort_keys=True) if as_json else "\n".join(lines))
+    print(dumps(document) if as_json else "\n".join(lines))
     failures = [(f"{s.host.stage}/{s.host.name}", DeployError(s.error or "")) for s in surveys if not s.reachable]
     if failures:
         raise DeployError(describe_failures(what, failures))
+
+
+def _status_of(survey: HostSurvey, relative: Any) -> HostStatus:
+    """The status row of one host; an answer that breaks the laptop's reading is that host's error only."""
+    try:
+        return host_status(survey, relative(survey.host), target_python(survey.host))
+    except (ValueError, LookupError, TypeError, OverflowError, RecursionError) as error:
+        survey.error = f"its answer could not be read: {type(error).__name__}: {error}"
+        return HostStatus(survey.host.stage, survey.host.name, error=survey.error)
 
 
 @task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json_": JSON_HELP})
@@ -46,7 +55,7 @@ def status(c: Context, stage: str | None = None, hosts: str | None = None, json_
     inventory, selected = selected_hosts(c, stage, hosts)
     relative = _relative(inventory)
     surveys = survey_hosts(selected, relative, all_releases=False, verify=True)
-    statuses = [host_status(survey, relative(survey.host), target_python(survey.host)) for survey in surveys]
+    statuses = [_status_of(survey, relative) for survey in surveys]
     _finish(status_lines(statuses), status_document(statuses), json_, surveys, "status")
 
 

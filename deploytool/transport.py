@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+import re
 import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,13 +25,104 @@ from typing import Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
+from invoke.config import Config as InvokeConfig
 from invoke.context import Context
 from invoke.exceptions import CommandTimedOut, ThreadException
+from invoke.runners import Local
 from invoke.watchers import StreamWatcher
 
 from .errors import RemoteError
 from .inventory import HostConfig
 from .sshconfig import Endpoint, resolve
+from .terminal import escape_controls
+
+#: Characters of stdout, and of stderr, that one command on a host may answer; beyond it the rest is read and
+#: dropped, and the command fails as `AnswerTooLarge` (a host is not trusted: its answers are bounded).
+ANSWER_LIMIT = 16 * 1024 * 1024
+
+
+class AnswerTooLarge(Exception):
+    """A command's output went past `ANSWER_LIMIT` (raised by the runners below, named per host by `run`)."""
+
+    def __init__(self, stream: str, limit: int) -> None:
+        super().__init__(f"its {stream} went past {limit // (1024 * 1024)} MiB (refused)")
+
+
+class _Bounded:
+    """Invoke's output reading, bounded and linear: Invoke joins everything read so far for its watchers after
+    every chunk of 1000 bytes (quadratic: 16 MB of output cost 11 s of CPU), and keeps all of it. Here chunks
+    are 64 KiB, the join happens only for watchers that look at the text (not `_Clock`), and past
+    `answer_limit` characters the rest is read and dropped, and the result refused."""
+
+    read_chunk_size = 65536
+    answer_limit = ANSWER_LIMIT
+    watchers: list[StreamWatcher]
+    too_large: str | None = None
+
+    def _handle_output(self, buffer_: list[str], hide: bool, output: Any, reader: Callable[[int], Any]) -> None:
+        size = 0
+        runner: Any = self
+        for data in runner.read_proc_output(reader):
+            size += len(data)
+            if size > self.answer_limit:
+                self.too_large = self.too_large or ("output" if reader == runner.read_proc_stdout else "error output")
+                continue  # read to the end (the host is not left blocked on a full pipe), kept nowhere
+            if not hide:
+                runner.write_our_output(stream=output, string=data)
+            buffer_.append(data)
+            self.respond(buffer_)
+
+    def respond(self, buffer_: list[str]) -> None:
+        if all(isinstance(watcher, _Clock) for watcher in self.watchers):
+            for watcher in self.watchers:
+                watcher.submit("")
+            return
+        super().respond(buffer_)  # type: ignore[misc]
+
+    def generate_result(self, **kwargs: Any) -> Any:
+        if self.too_large:
+            raise AnswerTooLarge(self.too_large, self.answer_limit)
+        return super().generate_result(**kwargs)  # type: ignore[misc]
+
+
+class BoundedRemote(_Bounded, Remote):  # type: ignore[misc]
+    """Fabric's runner with bounded, linear output reading."""
+
+
+class BoundedLocal(_Bounded, Local):
+    """Invoke's local runner with bounded, linear output reading."""
+
+
+class _LibraryMessages(logging.Handler):
+    """Where paramiko's log goes (its transport thread logs a dying connection's traceback, line by line, at
+    ERROR): nowhere by default, since `run` reports what happened to the host in its own words; with
+    `show_library_messages` (``--verbose``), one line per message on stderr, traceback lines left out."""
+
+    verbose = False
+    #: The lines of a logged traceback (paramiko logs one line per record): headers, frames, exception lines.
+    _TRACEBACK = re.compile(r"Traceback |During handling |The above exception |\s|$|[\w.]+(Error|Exception|Exit)\b")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.verbose or record.levelno < logging.WARNING:
+            return
+        try:
+            text = record.getMessage().strip().splitlines()
+        except Exception:  # a message that cannot be formatted is not worth a traceback either
+            return
+        if text and not self._TRACEBACK.match(record.getMessage()):
+            sys.stderr.write(escape_controls(f"{record.name}: {text[0]}") + "\n")
+
+
+_LIBRARY = _LibraryMessages()
+for _name in ("paramiko", "invoke", "fabric"):
+    logging.getLogger(_name).addHandler(_LIBRARY)
+    logging.getLogger(_name).propagate = False  # never up to the root logger, nor Python's last-resort printing
+
+
+def show_library_messages(verbose: bool) -> None:
+    """Show paramiko's (and Invoke's, Fabric's) warnings and errors as one line each on stderr (``--verbose``)."""
+    _LIBRARY.verbose = verbose
 
 
 class Runner(Protocol):
@@ -95,7 +189,10 @@ def _ssh_connection(host: HostConfig, endpoint: Endpoint) -> Connection:
         gateway=gateway,
         connect_timeout=host.connect_timeout,
         connect_kwargs=connect_kwargs,
-        config=Config(overrides={"run": {"echo_stdin": False}}, ssh_config=paramiko.SSHConfig()),
+        config=Config(
+            overrides={"run": {"echo_stdin": False}, "runners": {"remote": BoundedRemote}},
+            ssh_config=paramiko.SSHConfig(),
+        ),
     )
     # Fabric accepts unknown host keys by default, its gateways included; a deploy tool must not.
     connection.client.set_missing_host_key_policy(_RejectUnknown())
@@ -154,7 +251,7 @@ def _chain(connection: Connection) -> list[Connection]:
 def connect(host: HostConfig) -> Runner:
     """Open a connection to ``host``: raises `RemoteError` with a reason the user can act on."""
     if host.is_local:
-        local: Runner = Context()
+        local: Runner = Context(InvokeConfig(overrides={"runners": {"local": BoundedLocal}}))
         _links[id(local)] = _Link(host)
         return local
     if host.identity_file and not os.path.isfile(host.identity_file):
@@ -345,17 +442,28 @@ def run(c: Runner, command: str, *, phase: str = "", label: Callable[[str], str]
             f"{phase or 'a remote command'} did not finish within {limit} s{where}; the host still answers: "
             "if it is just slow, raise timeout in hosts.yml",
         ) from None
+    except AnswerTooLarge as error:
+        raise RemoteError(host.name, f"{phase or 'a remote command'}: {error}") from None
     except (ThreadException, paramiko.SSHException, EOFError, OSError) as error:
         if link.interrupted:
             raise Interrupted(host.name, f"interrupted on the laptop{during}") from None
         if not isinstance(c, Connection):
             raise
-        raise ConnectionLost(host.name, f"connection lost{during} ({type(error).__name__}: {error})") from None
+        raise ConnectionLost(host.name, f"connection lost{during} ({_cause(error)})") from None
     if result.return_code == -1 and _connection_ended(c):
         if link.interrupted:
             raise Interrupted(host.name, f"interrupted on the laptop{during}")
         raise ConnectionLost(host.name, f"connection lost{during}{label(result.stderr)}")
     return result
+
+
+def _cause(error: BaseException) -> str:
+    """``Type: message`` of ``error`` in one line; for Invoke's ThreadException (whose text holds each thread's
+    whole traceback), of the first exception a thread raised."""
+    if isinstance(error, ThreadException) and error.exceptions:
+        error = error.exceptions[0].value
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def interrupt(c: Runner) -> None:

@@ -307,7 +307,7 @@ def test_hostile_answers_are_refused_field_by_field(tmp_path: Path) -> None:
     }
     survey = parse_survey(_host(tmp_path), answer)
     assert survey.current is None and survey.releases == (FIRST,) and survey.entries == []
-    assert survey.lock.held and survey.lock.user == "?[31mevil" and survey.lock.release is None
+    assert survey.lock.held and survey.lock.user == "\\x1b[31mevil" and survey.lock.release is None
     detail = survey.details[FIRST]
     assert detail.manifest is not None and detail.manifest.commit is None
     assert dict(detail.requirements) == {"r.txt": "a==1\n"}
