@@ -30,6 +30,7 @@ from deploytool.terminal import escape_controls, redact_credentials
 from deploytool.wheelmeta import MirrorError, sha256_file
 from tests import sshd
 from tests.conftest import Project
+from tests.isolation import deadline
 from tests.test_config_deploy import config_project, etc_root  # noqa: F401  (a fixture)
 from tests.test_deploy_ssh import current, root_of
 from tests.test_mirror import TARGET, upstream  # noqa: F401  (a fixture)
@@ -427,13 +428,13 @@ def test_a_host_whose_sshd_dies_mid_build_shows_no_library_traceback(
         wait_for(marker, process=fab)
         own_sshd.signal_all(signal.SIGKILL)  # the listening sshd and every session: the host's sshd is gone
         closer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        deadline = time.monotonic() + 20
+        until = deadline(20)
         while True:  # the killed sshd lets go of its port when it is gone
             try:
                 closer.bind((address, port))
                 break
             except OSError:
-                assert time.monotonic() < deadline, "the sshd never let go of its port"
+                assert time.monotonic() < until, "the sshd never let go of its port"
                 time.sleep(0.05)
         closer.listen(16)
         threading.Thread(target=_close_every_connection, args=(closer,), daemon=True).start()
