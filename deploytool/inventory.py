@@ -158,9 +158,13 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "health_check": ("a mapping with url or command", _no_problem("health_check"), None),
     "batch_size": ('a number of hosts or a percentage like "25%"', _no_problem("batch_size"), None),
     "parallel": ("a whole number >= 1", _is_positive_int, 16),
+    "confirm": ("true or false", _is_bool, False),
+    "notify": ("a list of commands", _is_str_list, []),
+    "notify_timeout": ("a number of seconds", _is_positive_int, 30),
 }
-#: Settings of a whole stage (how its hosts are worked through): allowed at the top level and in a stage only.
-STAGE_ONLY = ("batch_size", "parallel")
+#: Settings of a whole stage (how its hosts are worked through, whether a run asks first, who hears of it):
+#: allowed at the top level and in a stage only.
+STAGE_ONLY = ("batch_size", "parallel", "confirm", "notify", "notify_timeout")
 TOP_LEVEL: dict[str, tuple[str, _Check]] = {
     "app": ("a name", _is_str),
     "default_stage": ("a stage name", _is_str),
@@ -212,6 +216,9 @@ class HostConfig:
     batch_size: int | str | None = None  # hosts per batch: a number or "N%"; None: all at once
     parallel: int = 16  # hosts worked on at once
     timeout: int = 600  # seconds a build may take; the other phases get at most SHORT_PHASE_TIMEOUT of it
+    confirm: bool = False  # deploy and rollback ask on the terminal first (--yes answers)
+    notify: tuple[str, ...] = ()  # commands run on the laptop (sh -c) when a deploy or rollback ends
+    notify_timeout: int = 30  # seconds each notify command may take
 
     @property
     def is_local(self) -> bool:
@@ -432,6 +439,9 @@ def _host_config(
         batch_size=merged["batch_size"],
         parallel=merged["parallel"],
         timeout=merged["timeout"],
+        confirm=merged["confirm"],
+        notify=tuple(merged["notify"]),
+        notify_timeout=merged["notify_timeout"],
     )
 
 

@@ -114,14 +114,19 @@ def check_release_id(release_id: str) -> str:
     return release_id
 
 
+def uncommitted_files(project_root: Path, inventory_file: Path) -> list[str]:
+    """Tracked files whose working-tree content differs from HEAD (a deploy does not ship them), but hosts.yml:
+    it is not "not deployed", it is read from the working tree (`working_tree_notes` says so)."""
+    top = Path(git(project_root, "rev-parse", "--show-toplevel"))
+    inventory_path = inventory_file.resolve().relative_to(top.resolve()).as_posix()
+    return [path for path in git(project_root, "diff", "--name-only", "HEAD").splitlines() if path != inventory_path]
+
+
 def working_tree_notes(project_root: Path, inventory_file: Path, commit: str, ref: str) -> list[str]:
     """What a deploy of ``commit`` should say about the working tree: the uncommitted files it does not ship,
     and whether the hosts.yml it reads (always the working tree's) differs from the one in ``commit``."""
     notes = []
-    top = Path(git(project_root, "rev-parse", "--show-toplevel"))
-    inventory_path = inventory_file.resolve().relative_to(top.resolve()).as_posix()
-    # hosts.yml is not "not deployed": it is read from the working tree, which the note below says
-    changed = [path for path in git(project_root, "diff", "--name-only", "HEAD").splitlines() if path != inventory_path]
+    changed = uncommitted_files(project_root, inventory_file)
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         notes.append(f"Note: deploying commit {commit[:12]} ({ref}); uncommitted changes are not deployed: {shown}")

@@ -5,6 +5,7 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -14,16 +15,19 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import journal, phases
+from . import journal, phases, typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
+from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
 from .fleet import on_each
 from .golive import batch_size_problem
-from .release import Release, resolve_commit, working_tree_notes
+from .inventory import HostConfig
+from .notify import notify
+from .release import Release, git, resolve_commit, uncommitted_files, working_tree_notes
 from .report import Progress, RunReport, dumps
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
@@ -34,17 +38,27 @@ VERBOSE_HELP = "show what each host printed in every phase, not only in a failed
 
 
 def _run_and_report(
-    report: RunReport, hosts: Sequence[str], as_json: bool, verbose: bool, run: Callable[[], object]
+    report: RunReport,
+    hosts: Sequence[HostConfig],
+    project_root: Path,
+    as_json: bool,
+    verbose: bool,
+    run: Callable[[], object],
 ) -> None:
     """Run a flow with progress lines (or silently, for --json), then print the summary (or the document); a
-    failure still prints them, then ends in the one-line ``Error:``."""
+    failure still prints them, then ends in the one-line ``Error:``. The stage's ``notify`` commands run last,
+    whatever the outcome, and never change it."""
     show_library_messages(verbose)
     if not as_json:
-        report.log.listeners = [Progress(hosts, verbose=verbose)]
+        report.log.listeners = [Progress([host.name for host in hosts], verbose=verbose)]
+    ok = False
     try:
         run()
+        ok = report.ok
     finally:
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
+        sys.stdout.flush()
+        notify(hosts, report, ok, project_root)
 
 
 BATCH_HELP = 'hosts per batch: a number or a percentage like "25%" (default: hosts.yml batch_size, else all)'
@@ -71,6 +85,7 @@ def parse_batch_size(value: str | None) -> int | str | None:
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
+        "yes": YES_HELP,
     },
 )
 @task_boundary
@@ -83,6 +98,7 @@ def deploy(
     batch_size: str | None = None,
     json: bool = False,
     verbose: bool = False,
+    yes: bool = False,
 ) -> None:
     """Deploy a commit: new release on every host, then switch, restart and check them batch by batch."""
     inventory, selected = selected_hosts(c, stage, hosts)
@@ -94,17 +110,21 @@ def deploy(
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return
+    if selected[0].confirm and not yes:
+        root, commit = inventory.project_root, plan.release.commit
+        subject = git(root, "log", "-1", "--format=%s", commit)
+        lines = deploy_lines(plan.release.id, commit, subject, ref, selected, uncommitted_files(root, inventory.path))
+        ask(selected, "deploy", lines, yes)
     password = flow.configured_sudo_password(selected, c.config)
     release = plan.release
     report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
     if not json:
         print(f"Deploying {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
-    names = [host.name for host in selected]
 
     def run() -> None:
         flow.run_deploy(plan, inventory.project_root, report, password, flow.ask_sudo_password, batch_size=batch)
 
-    _run_and_report(report, names, json, verbose, run)
+    _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
         print(f"Deployed {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
 
@@ -118,6 +138,7 @@ def deploy(
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
+        "yes": YES_HELP,
     },
 )
 @task_boundary
@@ -129,18 +150,19 @@ def rollback(
     batch_size: str | None = None,
     json: bool = False,
     verbose: bool = False,
+    yes: bool = False,
 ) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
-    _, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
+    ask(selected, "roll back", rollback_lines(to, selected), yes)
     password = flow.configured_sudo_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
-    names = [host.name for host in selected]
 
     def run() -> None:
         flow.run_rollback(selected, to, report, password, flow.ask_sudo_password, batch_size=batch)
 
-    _run_and_report(report, names, json, verbose, run)
+    _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
         print(f"Rolled back {len(selected)} host(s) to {report.release}")
 
@@ -316,5 +338,6 @@ def namespace() -> Collection:
 
 
 ns = namespace()
+typos.install()  # fab's task part of the command line is parsed after the fabfile imported this
 
 __all__ = ["DeployError", "deploy", "namespace", "ns", "releases", "rollback", "unlock"]
