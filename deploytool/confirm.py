@@ -71,6 +71,7 @@ def deploy_lines(
         f"commit       {commit[:12]} {subject}" + (f" ({ref})" if ref != "HEAD" else ""),
         f"hosts        {', '.join(host.name for host in hosts)} ({len(hosts)})",
         f"uncommitted  {files} (not deployed)" if uncommitted else "uncommitted  none",
+        "(fab deploy --dry-run shows what each host runs now and the commits that would go out)",
     ]
 
 

@@ -88,7 +88,13 @@ def notify(
     document = (dumps(report.to_json()) + "\n").encode()
     env = {**os.environ, **environment(hosts, report, ok)}
     for index, command in enumerate(hosts[0].notify):
-        problem = run_one(command, document, env, hosts[0].notify_timeout, cwd)
+        try:
+            problem = run_one(command, document, env, hosts[0].notify_timeout, cwd)
+        except KeyboardInterrupt:  # Ctrl-C while a notify command runs: stop notifying, keep the run's outcome
+            left = len(hosts[0].notify) - index
+            err.write(f"Warning: interrupted during notify[{index}]: {left} notify command(s) stopped or not run\n")
+            err.flush()
+            return
         if problem is not None:
             said, _, output = problem.partition("\n")
             text = f"Warning: notify[{index}] ({command}) {said.rstrip(':')} (the {report.command} is not affected)"

@@ -27,7 +27,7 @@ from .fleet import on_each
 from .golive import batch_size_problem
 from .inventory import HostConfig
 from .notify import notify
-from .release import Release, git, resolve_commit, uncommitted_files, working_tree_notes
+from .release import Release, check_release_id, git, resolve_commit, uncommitted_files, working_tree_notes
 from .report import Progress, RunReport, dumps
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
@@ -155,6 +155,8 @@ def rollback(
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
+    if to is not None:
+        check_release_id(to)  # before asking about it
     ask(selected, "roll back", rollback_lines(to, selected), yes)
     password = flow.configured_sudo_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.inventory import SETTINGS
 from tests.test_cli_errors import HOSTS, fab_error, make_project
 
 
@@ -92,3 +93,12 @@ def test_confirm_and_notify_are_settings_of_a_stage_not_of_a_host(tmp_path: Path
     (tmp_path / "other").mkdir()
     project = make_project(tmp_path / "other", HOSTS.replace("    transport: local\n", "    notify: curl x\n"))
     assert "stages.local.notify: expected a list of commands, got 'curl x'" in fab_error(project, "releases")
+
+
+def test_every_setting_is_in_the_readme_settings_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| setting | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    rows = " ".join(line.split("|")[1] for line in table.splitlines()[2:])
+    missing = [key for key in SETTINGS if f"`{key}`" not in rows]
+    assert not missing, f"settings missing from the README's table: {missing}"

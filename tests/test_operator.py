@@ -4,19 +4,23 @@ without changing its outcome, and ``export-ignore`` keeps paths out of a release
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import select
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Project
-from tests.isolation import wait_for
+from tests.isolation import free_port, wait_for
 
 pytestmark = pytest.mark.integration  # real deploys (venvs, pip)
 
@@ -118,8 +122,8 @@ def test_a_confirm_stage_without_a_terminal_or_yes_refuses_before_any_host(local
         "asking (CI, scripts). Nothing was changed\n"
     )
     assert not (local_project.path / ".deploy").exists()
-    # a stage without confirm is not asked about, terminal or not
-    status, output = fab_on_terminal(local_project, None, "deploy", "--stage", "local", "--dry-run")
+    # a dry run changes nothing: it does not ask
+    status, output = fab_on_terminal(local_project, None, "deploy", "--dry-run")
     assert status == 0 and "[y/N]" not in output
 
 
@@ -218,3 +222,48 @@ def test_export_ignore_paths_are_not_in_the_release(local_project: Project) -> N
     assert (current / "app.py").is_file() and (current / "requirements/prod.txt").is_file()
     for ignored in ("tests", "docs", "benchmarks"):
         assert not (current / ignored).exists(), ignored
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_notify_example() -> dict[str, object]:
+    """The stage settings of the README's "Confirmation and notifications" example, exactly as written there."""
+    section = README.read_text().split("\n## Confirmation and notifications\n")[1]
+    block = section[section.index("```yaml\n") + len("```yaml\n") : section.index("\n```\n")]
+    stage: dict[str, object] = yaml.safe_load(block)["stages"]["production"]
+    return stage
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's webhook example runs curl")
+def test_the_readme_webhook_example_posts_the_json_document(local_project: Project) -> None:
+    received: list[tuple[str, bytes]] = []
+
+    class Webhook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Content-Type"], body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        example = readme_notify_example()
+        assert isinstance(example["notify"], list) and all(isinstance(command, str) for command in example["notify"])
+        local_project.inventory["stages"]["local"]["notify"] = example["notify"][:1]  # the curl line
+        local_project.write_inventory()
+        local_project.commit("notify a webhook")
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        result = local_project.fab("deploy", env={"WEBHOOK_URL": url})
+        assert "Warning" not in result.stderr, result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(content_type, body)] = received
+    document = json.loads(body)
+    assert content_type == "application/json"
+    assert document["command"] == "deploy" and document["ok"] is True and document["stage"] == "local"
