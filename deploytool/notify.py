@@ -78,9 +78,7 @@ def run_one(command: str, document: bytes, env: dict[str, str], timeout: float, 
     return how + (":" if lines else "") + "".join(f"\n  | {line}" for line in lines)
 
 
-def notify(
-    hosts: Sequence[HostConfig], report: RunReport, ok: bool, cwd: Path, err: TextIO | None = None
-) -> None:
+def notify(hosts: Sequence[HostConfig], report: RunReport, ok: bool, cwd: Path, err: TextIO | None = None) -> None:
     """Run the stage's notify commands one after the other, each reported on stderr when it fails."""
     if not hosts or not hosts[0].notify:
         return
