@@ -485,4 +485,7 @@ def test_library_messages_are_one_line_with_verbose_and_nothing_without(capfd: p
         transport.show_library_messages(False)
         listener.close()
     assert quiet.err == "" and quiet.out == ""
-    assert verbose.err == "paramiko.transport: Exception (client): Error reading SSH protocol banner\n", verbose.err
+    # One line: paramiko's own words, which end in "[Errno 104] Connection reset by peer" when the close comes as
+    # a reset rather than an end of file (a matter of timing); its traceback lines are not shown.
+    assert verbose.err.count("\n") == 1 and "Traceback" not in verbose.err, verbose.err
+    assert verbose.err.startswith("paramiko.transport: Exception (client): Error reading SSH protocol banner")
