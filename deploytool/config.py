@@ -16,7 +16,6 @@ import jinja2
 
 from .etc import RenderedEtc, TemplateError, install_args, render_all, tar_bytes
 from .golive import HealthCheck, Restart
-from .hostside import source
 from .inventory import HostConfig, Inventory
 from .layout import Layout
 from .phases import Target
@@ -148,8 +147,8 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
 
 
 def health_args(check: HealthCheck) -> dict[str, Any]:
-    """The ``health`` program and its arguments (a rendered check), for ``publish`` and ``survey``."""
-    return {"program": source("health"), **asdict(check)}
+    """The ``health`` module's arguments (a rendered check), for ``publish`` and ``survey``."""
+    return asdict(check)
 
 
 def _restart_args(host: HostConfig) -> dict[str, Any] | None:
@@ -159,5 +158,5 @@ def _restart_args(host: HostConfig) -> dict[str, Any] | None:
         return None
     gunicorn = None
     if restart.gunicorn_pidfile:
-        gunicorn = {"program": source("gunicorn_reexec"), "pidfile": restart.gunicorn_pidfile, "timeout": host.timeout}
+        gunicorn = {"pidfile": restart.gunicorn_pidfile, "timeout": host.timeout}
     return {"commands": list(restart.commands), "gunicorn": gunicorn, "start": list(restart.start)}

@@ -25,9 +25,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import hostside, installer, journal
+from . import hostrun as hostside
+from . import installer, journal
 from .errors import DeployError, LockedError, RemoteError
-from .hostside import ModuleFailed, run_module
+from .hostrun import ModuleFailed, run_module
 from .inventory import HostConfig
 from .layout import Layout
 from .release import RELEASE_ID, Release, is_release_id

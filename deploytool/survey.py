@@ -24,7 +24,7 @@ from . import journal
 from .config import health_args, render_commands
 from .errors import DeployError
 from .fleet import on_each
-from .hostside import run_module
+from .hostrun import run_module
 from .hostside.survey import RELEASE_MARK
 from .inventory import HostConfig
 from .release import RELEASE_ID

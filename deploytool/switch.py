@@ -1,6 +1,6 @@
 """The laptop's side of the host-side ``publish`` step: make a release live on one host, wholly or not at all.
 
-`publish` sends the release's config switch (the ``etc_install`` program and its arguments, both ways), the
+`publish` sends the release's config switch (``etc_install``'s arguments, both ways), the
 ``validate`` and ``after_switch`` commands and the environment naming the release, and gets back what happened,
 which it validates like anything else a host says. The lock stays held; `phases.finish` journals and unlocks.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from . import journal
 from .errors import RemoteError
-from .hostside import ModuleFailed, run_module, source
+from .hostrun import ModuleFailed, run_module
 from .phases import Target
 from .release import RELEASE_ID
 
@@ -151,12 +151,7 @@ def publish(
         "link": layout.release_link(release_id) if release_id else None,
         "previous": previous,
         "entry": entry.to_json() if entry is not None else None,
-        "etc": {
-            "program": source("etc_install"),
-            "python": host.python,
-            "install": list(config.install),
-            "restore": list(config.restore),
-        },
+        "etc": {"install": list(config.install), "restore": list(config.restore)},
         "sudo": host.sudo,
         "password": target.password if host.sudo else None,
         "validate": list(config.validate),
