@@ -18,9 +18,9 @@ from .etc import RenderedEtc, TemplateError, install_args, render_all, tar_bytes
 from .golive import HealthCheck, Restart
 from .inventory import HostConfig, Inventory
 from .layout import Layout
-from .phases import Target
 from .snapshot import extract, relative_to_project
 from .switch import ConfigSwitch
+from .target import Target
 
 
 def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:

@@ -1,39 +1,37 @@
-"""The deploy and rollback flows across a stage's hosts: laptop checks, prepare everywhere, then switch.
+"""The deploy and rollback flows across a stage's hosts: laptop checks, prepare everywhere, then go live.
 
     deploy:   plan (laptop only: commit, requirements, config)  ->  connect
-              -> prepare on every host in parallel (check + lock, push, build)
-              -> switch every host (config, current, after-switch, journal, prune, unlock)
-    rollback: connect -> check + lock everywhere -> choose one target for all -> switch everywhere
+              -> prepare on every host in parallel (check + lock, push, build: `phases`)
+              -> publish batch by batch (config, current, after-switch, restart, health), then finish
+                 everywhere (journal, prune, unlock): `rollout`
+    rollback: connect -> check + lock everywhere -> choose one target for all -> publish and finish, batch by batch
 
-"prepare" and "switch" are separate phases so that nothing goes live until every host is ready.
+Prepare and publish are separate so that nothing goes live until every host is ready.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import json
-import os
-import socket
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import journal, phases
+from . import deploylock, journal, phases
 from .config import payload, render_commands, render_commit
-from .errors import DeployError, LockedError
+from .errors import DeployError
 from .etc import RenderedEtc
-from .events import FAILED, INTERRUPTED, OK, Event, EventLog
+from .events import FAILED, INTERRUPTED, EventLog
 from .fleet import Interrupted, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
-from .release import Release, check_release_id, deployer, resolve_commit
+from .release import Release, check_release_id, resolve_commit
 from .report import HostOutcome, RunReport
-from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, now, rollback_batches
+from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, rollback_batches
+from .target import Target
 from .transport import close, connect, interrupt
 
 
@@ -45,57 +43,6 @@ class Plan:
     hosts: tuple[HostConfig, ...]
     install: dict[str, phases.InstallPlan] = field(default_factory=dict)  # host name -> what to install
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
-
-
-def _owner(action: str, release: str) -> dict[str, str | int]:
-    """Who holds a lock: what for, who, since when, and which process on which machine (so that a later run on
-    the same machine can tell that the holder is gone)."""
-    return {
-        "action": action,
-        "release": release,
-        "user": deployer(),
-        "since": now(),
-        "machine": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-
-
-def _holder_is_gone(owner_text: str) -> bool:
-    """The lock was taken by a process of this machine that no longer runs (a killed ``fab``)."""
-    try:
-        owner = json.loads(owner_text)
-    except ValueError:
-        return False
-    if not isinstance(owner, dict) or owner.get("machine") != socket.gethostname():
-        return False
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def _lock(target: phases.Target, owner: dict[str, str | int], log: EventLog) -> phases.HostState:
-    """Take the host's lock (`phases.check`); a lock left by a run of this machine that is gone is taken over,
-    after recording what that run's publish step completed, and the progress says so."""
-    try:
-        return phases.check(target, owner)
-    except LockedError as locked:
-        if not _holder_is_gone(locked.owner):
-            raise
-        lost = phases.unlock(target, only_if_owner=locked.owner)
-        if lost is None:  # someone else cleared or took it meanwhile
-            raise
-        state = phases.check(target, owner)
-        at = time.time()
-        note = f"took over the lock of {lost.holder} (that process is gone){lost.standing}"
-        log.add(Event(target.name, "takeover", OK, at, at, note))
-        return state
 
 
 AskPassword = Callable[[list[str]], str]
@@ -124,7 +71,7 @@ def ask_sudo_password(hosts: list[str]) -> str:
         raise DeployError(f"{how}. Nothing was changed") from None
 
 
-def _sudo_passwords(targets: Sequence[phases.Target], ask: AskPassword) -> None:
+def _sudo_passwords(targets: Sequence[Target], ask: AskPassword) -> None:
     """Before anything is locked or built: hosts where ``sudo -n true`` works need no password; for the others
     ``ask`` once."""
     sudo = [target for target in targets if target.host.sudo]
@@ -141,13 +88,13 @@ def _sudo_passwords(targets: Sequence[phases.Target], ask: AskPassword) -> None:
 @contextmanager
 def connected(
     hosts: Sequence[HostConfig], password: str | None = None, log: EventLog | None = None
-) -> Iterator[list[phases.Target]]:
+) -> Iterator[list[Target]]:
     """Open connections to every host in parallel, or fail naming each host that could not be reached."""
     log = log or EventLog()
 
-    def open_one(host: HostConfig) -> phases.Target:
-        with log.phase(host.name, "connect"):
-            return phases.Target(host, connect(host), password)
+    def open_one(host: HostConfig) -> Target:
+        with log.phase(host.name, phases.CONNECT):
+            return Target(host, connect(host), password)
 
     try:
         results = on_each(hosts, open_one, lambda host: host.name)
@@ -165,23 +112,23 @@ def connected(
             close(target.c)
 
 
-def _prepare(plan: Plan, project_root: Path, target: phases.Target, log: EventLog) -> None:
+def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
     release, name = plan.release, target.name
     try:
-        with log.phase(name, "check"):
-            state = _lock(target, _owner("deploy", release.id), log)
+        with log.phase(name, phases.CHECK):
+            state = deploylock.take(target, deploylock.owner("deploy", release.id), log)
             _check_python(target, state.python_version)
-        with log.phase(name, "push"):
+        with log.phase(name, phases.PUSH):
             phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(name)
-        with log.phase(name, "build"):
+        with log.phase(name, phases.BUILD):
             phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
 
 
-def _check_python(target: phases.Target, actual: str | None) -> None:
+def _check_python(target: Target, actual: str | None) -> None:
     """Requirements were checked for ``target_python``; a host running another Python must not install them
     (a marker like ``python_full_version < '3.11.3'`` can change what must be pinned)."""
     host, assumed = target.host, target_python(target.host).python_version
@@ -195,11 +142,11 @@ def _check_python(target: phases.Target, actual: str | None) -> None:
     )
 
 
-def _stop(target: phases.Target) -> None:
+def _stop(target: Target) -> None:
     interrupt(target.c)
 
 
-def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[phases.Target], ok: set[str]) -> None:
+def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[Target], ok: set[str]) -> None:
     """Each host's outcome from its events: failed with its first failure's reason, interrupted, ok (``ok``
     names the hosts the flow finished), or not switched; and the release its ``current`` names now."""
     current = {target.name: target.state.current for target in targets}
@@ -214,7 +161,7 @@ def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[
             result, reason = "interrupted", f"interrupted during {interrupted.phase}"
         elif host.name in ok:
             result, reason = "ok", None
-        elif any(event.phase == "revert" for event in events):
+        elif any(event.phase == phases.REVERT for event in events):
             result, reason = "reverted", "switched back: " + (report.error or "the run failed").split("\n")[0]
         else:
             result, reason = "unchanged", "not switched: " + (report.error or "the run stopped").split("\n")[0]
@@ -237,7 +184,7 @@ def run_deploy(
     report = report or RunReport("deploy", plan.hosts[0].stage, release.id, release.commit, EventLog())
     log, live = report.log, set[str]()
     limit = plan.hosts[0].parallel
-    targets: list[phases.Target] = []
+    targets: list[Target] = []
     try:
         with terminate_as_interrupt(), connected(plan.hosts, password, log) as targets:
             if password is None and ask_password is not None:
@@ -278,7 +225,7 @@ def _batch_size(hosts: Sequence[HostConfig], override: int | str | None) -> int 
     return override if override is not None else hosts[0].batch_size
 
 
-def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
+def choose_rollback_target(targets: Sequence[Target], to: str | None) -> str:
     """One release every host can return to: ``to`` if given, else each host's previous good release,
     which must agree. Refused before any host is switched."""
     if to is not None:
@@ -314,11 +261,11 @@ def run_rollback(
     report = report or RunReport("rollback", hosts[0].stage, to, None, EventLog())
     log, done = report.log, set[str]()
     limit = hosts[0].parallel
-    targets: list[phases.Target] = []
+    targets: list[Target] = []
 
-    def lock(target: phases.Target) -> None:
-        with log.phase(target.name, "check"):
-            _lock(target, _owner("rollback", to or ""), log)
+    def lock(target: Target) -> None:
+        with log.phase(target.name, phases.CHECK):
+            deploylock.take(target, deploylock.owner("rollback", to or ""), log)
 
     try:
         with terminate_as_interrupt(), connected(hosts, password, log) as targets:

@@ -33,7 +33,7 @@ class ModuleFailed(RemoteError):
     """A host-side module answered with ``{"ok": false, ...}``; ``result`` is what it said."""
 
     def __init__(self, host: str, message: str, result: Mapping[str, Any]) -> None:
-        super().__init__(host, message)
+        super().__init__(host, message, output=steps_output(result))
         self.result = result
 
 
@@ -68,6 +68,20 @@ def argv(python: str, name: str, *args: str) -> list[str]:
     return [python, "-c", program(name), *args]
 
 
+def progress(stderr: str) -> str:
+    """Where a module was, from the progress lines it wrote on stderr so far (``{"progress": <step>}``, one JSON
+    object a line, see `_common.Steps`): `` (<step>)``, or "" before its first step (for `transport.run`'s
+    "not answering" and "connection lost" messages)."""
+    for line in reversed(stderr.splitlines()):
+        try:
+            said = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(said, dict) and isinstance(said.get("progress"), str):
+            return f" ({said['progress'][:200]})"
+    return ""
+
+
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
     """The module's JSON object, or a `RemoteError` saying what came back instead."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -76,13 +90,25 @@ def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int)
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        said = [line.strip() for line in stderr.splitlines() if line.strip()]
+        said = [line.strip() for line in stderr.splitlines() if line.strip() and not progress(line)]
         detail = " | ".join(said[-4:]) or (lines[-1][:200] if lines else "no output")
         raise RemoteError(host, f"{name} failed (exit {exit_code}): {detail}")
     if exit_code != 0 or answer.get("ok") is False:
         message = answer.get("error")
         raise ModuleFailed(host, str(message) if message else f"{name} failed (exit {exit_code})", answer)
     return answer
+
+
+def steps_output(answer: Mapping[str, Any]) -> str:
+    """What a module's reported ``steps`` printed, each under its title (for a failure's lines and --verbose)."""
+    steps = answer.get("steps")
+    if not isinstance(steps, list):
+        return ""
+    parts = []
+    for step in steps:
+        if isinstance(step, dict) and isinstance(step.get("output"), str) and step["output"].strip():
+            parts.append(f"[{step.get('step')}]\n{step['output']}".rstrip())
+    return "\n".join(parts)
 
 
 def run_module(
@@ -101,6 +127,6 @@ def run_module(
     dropped connection raise as `transport.run` says, not as the module's failure."""
     stdin = ChunkedStream(stdin_line(args))
     result = transport.run(
-        c, command(python, name, sudo=sudo), phase=phase or name, hide=True, warn=True, in_stream=stdin
+        c, command(python, name, sudo=sudo), phase=phase or name, label=progress, hide=True, warn=True, in_stream=stdin
     )
     return parse_answer(host, name, result.stdout, result.stderr, result.return_code)

@@ -1,23 +1,27 @@
-"""The laptop's side of the host-side ``publish`` step: make a release live on one host, wholly or not at all.
+"""The laptop's side of the host-side ``publish`` module: make a release live on one host, wholly or not at all.
 
 `publish` sends the release's config switch (``etc_install``'s arguments, both ways), the
 ``validate`` and ``after_switch`` commands and the environment naming the release, and gets back what happened,
-which it validates like anything else a host says. The lock stays held; `phases.finish` journals and unlocks.
+which it validates like anything else a host says (each step carries its phase: publish, restart or health).
+The lock stays held; `phases.finish` journals and unlocks.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import journal
 from .errors import RemoteError
 from .hostrun import ModuleFailed, run_module
-from .phases import Target
+from .phases import HEALTH, PUBLISH, RESTART, SWITCH
 from .release import RELEASE_ID
+from .target import Target
 
 STEP_TEXT_LIMIT = 20000
+PHASES = (PUBLISH, RESTART, HEALTH)  # the phases a publish step may belong to
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Step:
     ok: bool
     seconds: float
     output: str
+    phase: str = PUBLISH  # publish, restart or health
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,11 @@ class Published:
     ok: bool
     switched: bool
     current: str | None
-    failed_step: str | None
     error: str | None
     steps: tuple[Step, ...]
 
-    @property
-    def output(self) -> str:
-        """Every step's output, each under its title, for --verbose and failures."""
-        return "\n".join(f"[{step.step}]\n{step.output}".rstrip() for step in self.steps if step.output.strip())
-
     def failure(self) -> str:
-        """``<step> failed: <its last lines>``, as the Script steps say it."""
+        """``<step> failed: <its last lines>``, as every host-side step failure reads."""
         failed = next((step for step in self.steps if not step.ok), None)
         if failed is None:
             return self.error or "publish failed"
@@ -68,11 +67,16 @@ class Published:
         return f"{failed.step} failed: {' | '.join(lines[-6:]) or 'no output'}"
 
 
+def steps_output(steps: Sequence[Step]) -> str:
+    """The steps' output, each under its title, for --verbose and failures."""
+    return "\n".join(f"[{step.step}]\n{step.output}".rstrip() for step in steps if step.output.strip())
+
+
 class PublishFailed(RemoteError):
     """``publish`` did not complete; ``published`` says how far it got (``switched``: current moved)."""
 
     def __init__(self, host: str, published: Published) -> None:
-        super().__init__(host, published.failure(), output=published.output)
+        super().__init__(host, published.failure(), output=steps_output(published.steps))
         self.published = published
 
 
@@ -93,18 +97,18 @@ def parse_published(host: str, answer: dict[str, Any], asked: tuple[str | None, 
             step.get("ok") is True,
             float(step["seconds"]) if isinstance(step.get("seconds"), (int, float)) else 0.0,
             _text(step.get("output", ""), "step output", host),
+            step.get("phase") if step.get("phase") in PHASES else PUBLISH,
         )
         for step in steps
     )
     current = answer.get("current")
     if current not in asked or (current is not None and not RELEASE_ID.fullmatch(str(current))):
         raise RemoteError(host, f"publish answered that current is {current!r:.80}, which it was not asked about")
-    error, failed = answer.get("error"), answer.get("failed_step")
+    error = answer.get("error")
     return Published(
         ok=answer.get("ok") is True,
         switched=answer.get("switched") is True,
         current=current,
-        failed_step=_text(failed, "failed step", host) if failed is not None else None,
         error=_text(error, "error", host) if error is not None else None,
         steps=parsed,
     )
@@ -136,7 +140,6 @@ def publish(
     config: ConfigSwitch,
     *,
     entry: journal.Entry | None = None,
-    phase: str = "switch",
 ) -> Published:
     """Install ``release_id``'s config (validated), point ``current`` at it and run the after-switch commands;
     ``None`` means no release (config and ``current`` removed). Raises `PublishFailed` when a step failed."""
@@ -153,7 +156,7 @@ def publish(
         "entry": entry.to_json() if entry is not None else None,
         "etc": {"install": list(config.install), "restore": list(config.restore)},
         "sudo": host.sudo,
-        "password": target.password if host.sudo else None,
+        "password": target.sudo_password,
         "validate": list(config.validate),
         "after_switch": list(config.after_switch),
         "restart": config.restart,
@@ -162,7 +165,7 @@ def publish(
         "command_timeout": host.timeout,
     }
     try:
-        answer = run_module(target.c, target.name, host.python, "publish", args, phase=phase)
+        answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)
     except ModuleFailed as failed:
         answer = dict(failed.result)
     published = parse_published(target.name, answer, (release_id, previous))

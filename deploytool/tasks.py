@@ -14,7 +14,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import journal, phases
+from . import deploylock, journal
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .dryrun import print_plan
@@ -25,6 +25,7 @@ from .fleet import on_each
 from .golive import batch_size_problem
 from .release import Release, resolve_commit, working_tree_notes
 from .report import Progress, RunReport, dumps
+from .target import Target, incomplete, read_state
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
 
@@ -146,7 +147,7 @@ def rollback(
 R = TypeVar("R")
 
 
-def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
+def release_rows(target: Target) -> list[dict[str, str | None]]:
     """One host's releases, newest first: id, commit, when, who, and a mark (current, previous, incomplete)."""
     state = target.state
     deployed = {e.release: e for e in state.entries if e.event == "deploy" and e.status == "ok"}
@@ -166,7 +167,7 @@ def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
     return rows
 
 
-def format_releases(target: phases.Target) -> list[str]:
+def format_releases(target: Target) -> list[str]:
     """Lines describing one host's releases, newest first: id, commit, when, who, and which is current."""
     lines = [f"{target.name} ({target.host.root}):"]
     rows = release_rows(target)
@@ -179,7 +180,7 @@ def format_releases(target: phases.Target) -> list[str]:
     return lines
 
 
-def releases_document(target: phases.Target) -> dict[str, object]:
+def releases_document(target: Target) -> dict[str, object]:
     """One host's entry in ``fab releases --json``."""
     back_to = journal.rollback_target(target.state.entries, target.state.current, target.state.releases)
     return {"host": target.name, "root": target.host.root, "current": target.state.current, "previous": back_to,
@@ -190,8 +191,8 @@ def _on_each_selected(
     c: Context,
     stage: str | None,
     hosts: str | None,
-    func: Callable[[phases.Target], R],
-    show: Callable[[phases.Target, R], str],
+    func: Callable[[Target], R],
+    show: Callable[[Target, R], str],
     what: str,
 ) -> None:
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
@@ -211,12 +212,12 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
     """List each host's releases: id, commit, when, who, and which is current."""
     if not json:
         _on_each_selected(
-            c, stage, hosts, phases.read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
         )
         return
     _, selected = selected_hosts(c, stage, hosts)
     with flow.connected(selected) as targets:
-        results = on_each(targets, phases.read_state, lambda t: t.name)
+        results = on_each(targets, read_state, lambda t: t.name)
     found = {target.name: releases_document(target) for target, _ in results.done}
     failed = {target.name: {"host": target.name, "error": str(error)} for target, error in results.failed}
     entries = [found.get(host.name) or failed[host.name] for host in selected]
@@ -229,10 +230,10 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
 
-    def unlock_one(target: phases.Target) -> tuple[phases.LostRun | None, list[str], str]:
-        return (phases.unlock(target), *phases.incomplete(target))
+    def unlock_one(target: Target) -> tuple[deploylock.LostRun | None, list[str], str]:
+        return (deploylock.unlock(target), *incomplete(target))
 
-    def show(target: phases.Target, found: tuple[phases.LostRun | None, list[str], str]) -> str:
+    def show(target: Target, found: tuple[deploylock.LostRun | None, list[str], str]) -> str:
         lost, incomplete, problem = found
         said = f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
         for release_id in incomplete:

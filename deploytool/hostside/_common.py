@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 PACKAGE = "deploytool.hostside"
 EXIT_FAILED = 2  # a module that ran and answered ``ok: false``: its JSON still comes back on stdout
@@ -205,6 +205,71 @@ class Sudo:
         if self.authenticated:
             run(["sudo", "-k"], timeout=30)
             self.authenticated = False
+
+
+# -- steps ---------------------------------------------------------------------------------------------------
+class StepFailed(Exception):
+    """The current step failed; `Steps` has recorded why."""
+
+
+class Steps:
+    """The steps of one module run as the laptop reads them: each ``step`` (its title), ``phase``, ``ok``,
+    ``seconds`` and ``output`` (its end), in the answer. A failed step ends the run: ``error`` is ``<step> failed:
+    <its last lines>``, the way every step failure reads."""
+
+    def __init__(self, phase: str, timeout: float = 600.0) -> None:
+        self.phase = phase
+        self.timeout = timeout
+        self.steps: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    @property
+    def current(self) -> dict[str, Any]:
+        return self.steps[-1]
+
+    def begin(self, title: str) -> None:
+        """Start step ``title``, and say so at once on stderr as one JSON line (``{"progress": title}``): if the
+        host stops answering or the connection drops, the laptop can tell where it was."""
+        self.close()
+        self.started = time.monotonic()
+        self.steps.append({"step": title, "phase": self.phase, "ok": True, "seconds": 0.0, "output": ""})
+        try:
+            sys.stderr.write(json.dumps({"progress": title, "phase": self.phase}) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        if self.steps:
+            self.current["seconds"] = round(time.monotonic() - self.started, 3)
+
+    def say(self, output: str) -> None:
+        self.current["output"] = (self.current["output"] + output)[-OUTPUT_LIMIT:]
+
+    def fail(self, output: str = "") -> NoReturn:
+        self.say(output)
+        self.current["ok"] = False
+        self.close()
+        raise StepFailed(self.current["step"])
+
+    def run(self, argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as part of the current step; a failure fails the step with its output."""
+        done = run(argv, stdin, self.timeout)
+        if done.returncode != 0:
+            self.fail(done.stdout or "")
+        self.say(done.stdout or "")
+        return done
+
+    def answer(self, **fields: Any) -> dict[str, Any]:
+        """The module's answer: ``ok`` unless a step failed (``failed_step`` and ``error`` then say which)."""
+        self.close()
+        failed = next((step for step in self.steps if not step["ok"]), None)
+        answer: dict[str, Any] = {"ok": failed is None, "steps": self.steps, "failed_step": None, "error": None}
+        if failed is not None:
+            detail = tail(failed["output"]) or "no output"
+            answer.update(failed_step=failed["step"], error="{} failed: {}".format(failed["step"], detail))
+        answer.update(fields)
+        return answer
 
 
 # -- shipping modules ------------------------------------------------------------------------------------------
