@@ -85,11 +85,8 @@ def progress(stderr: str) -> str:
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
     """The module's JSON object, or a `RemoteError` saying what came back instead."""
     lines = [line for line in stdout.splitlines() if line.strip()]
-    try:
-        answer = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
+    answer = _common.json_answer(stdout)
+    if answer is None:
         said = [line.strip() for line in stderr.splitlines() if line.strip() and not progress(line)]
         detail = " | ".join(said[-4:]) or (lines[-1][:200] if lines else "no output")
         raise RemoteError(host, f"{name} failed (exit {exit_code}): {detail}")

@@ -8,8 +8,8 @@ named one as ``__main__``. A module on the host runs a module shipped with it (`
 
 Here too: the layout's names (`LOCK`, `OWNER`, ..., `list_releases`), lock ownership (`lock_is_ours`), the ``PATH``
 that hosts.yml commands get (`command_path`), running a program and reading its JSON answer (`run`,
-`json_answer`), sudo that is given the password only when it asks (`Sudo`), `detach` and the answer footer
-(`serve`). Standard library only, Python 3.8 syntax.
+`json_answer`, `answer_of`), sudo that is given the password only when it asks (`Sudo`), the steps a module
+reports (`Steps`), `detach` and the answer footer (`serve`). Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,14 @@ def owner_text(lock: str) -> str:
             return handle.read(OWNER_LIMIT).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def remove(path: str) -> None:
+    """Remove ``path``: a directory tree, or a file or link (a hand-made lock may be either)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
 
 
 def lock_is_ours(owner_path: str, run: str) -> bool:

@@ -37,13 +37,6 @@ class Refused(Exception):
         self.answer.update(extra)
 
 
-def _remove(path: str) -> None:
-    if os.path.islink(path) or not os.path.isdir(path):
-        os.unlink(path)
-    else:
-        shutil.rmtree(path)
-
-
 def take_lock(root: str, owner: dict[str, Any]) -> None:
     """Make ``<root>/deploy.lock`` holding ``owner``, or raise `Refused` (locked, or the disk is full)."""
     lock = os.path.join(root, LOCK)
@@ -74,7 +67,7 @@ def remove_lock(root: str) -> None:
     """Remove the lock (just taken by this call: nothing happened under it)."""
     lock = os.path.join(root, LOCK)
     try:
-        _remove(lock)
+        _common.remove(lock)
     except OSError as error:
         raise Refused("lock", f"cannot remove the lock {lock}: {error.strerror}") from None
 

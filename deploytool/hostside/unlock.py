@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 from . import _common
@@ -44,10 +43,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     removed = False
     if run_token(owner) is None:
         try:
-            if os.path.isdir(lock) and not os.path.islink(lock):
-                shutil.rmtree(lock)
-            else:
-                os.unlink(lock)
+            _common.remove(lock)
             removed = True
         except OSError as error:
             answer.update(ok=False, error=f"cannot remove the lock {lock}: {error.strerror or error}")
