@@ -21,13 +21,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import journal, phases
-from .config import config_switch
 from .errors import DeployError
 from .events import FAILED, INTERRUPTED, OK, Event, EventLog, reason_of
 from .fleet import Interrupted, Results, describe_failures, interruption, on_each
 from .golive import batches
 from .release import Release
-from .switch import Published, PublishFailed, publish, steps_output
+from .switch import Published, PublishFailed, config_switch, publish, steps_output
 from .target import Target, read_state
 from .transport import ConnectionLost, resume
 

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import journal
-from .config import health_args, render_commands
+from .config import render_commands
 from .errors import DeployError
 from .fleet import on_each
 from .hostrun import run_module
@@ -29,6 +29,7 @@ from .hostside.survey import RELEASE_MARK
 from .inventory import HostConfig
 from .release import RELEASE_ID
 from .requirements import Pin, read_requirements, requirements_digest
+from .switch import health_args
 from .transport import close, connect
 from .wheelmeta import TargetPython
 

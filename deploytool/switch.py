@@ -1,6 +1,7 @@
 """The laptop's side of the host-side ``publish`` module: make a release live on one host, wholly or not at all.
 
-`publish` sends the release's config switch (``etc_install``'s arguments, both ways), the
+`config_switch` builds what a publish of one release over another needs (``etc_install``'s arguments both ways,
+the rendered validate, after-switch and restart commands and health check); `publish` sends it, the
 ``validate`` and ``after_switch`` commands and the environment naming the release, and gets back what happened,
 which it validates like anything else a host says (each step carries its phase: publish, restart or health).
 The lock stays held; `phases.finish` journals and unlocks.
@@ -8,14 +9,20 @@ The lock stays held; `phases.finish` journals and unlocks.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import journal
+from .config import render_commands
 from .errors import RemoteError
+from .etc import install_args
+from .golive import HealthCheck
 from .hostrun import ModuleFailed, run_module
+from .inventory import HostConfig
+from .layout import Layout
 from .phases import HEALTH, PUBLISH, RESTART, SWITCH
 from .release import RELEASE_ID
 from .target import Target
@@ -35,6 +42,50 @@ class ConfigSwitch:
     after_switch: tuple[str, ...] = ()
     restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
     health: dict[str, Any] | None = None
+
+
+def _empty_etc(layout: Layout) -> str:
+    """A directory that never exists: the "config" of no release (installing it removes the other's files)."""
+    return posixpath.join(layout.root, "tools", "empty-etc")
+
+
+def config_switch(target: Target, release_id: str | None, previous: str | None) -> ConfigSwitch:
+    """The installer arguments that put ``release_id``'s config in place of ``previous``'s, and that put it back.
+
+    A release without ``etc/`` has no config: switching to it removes the files the other one installed; so does
+    switching to no release at all (``release_id`` None)."""
+    host, layout = target.host, target.layout
+    etc_root = host.etc_root
+    new_etc = layout.etc(release_id) if release_id else _empty_etc(layout)
+    previous_etc = layout.etc(previous) if previous else None
+    install = install_args(new_etc, etc_root, previous_etc)
+    # With no previous release, restoring means removing what the new one installed.
+    restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
+    rendered = render_commands(host, release_id, previous)
+    return ConfigSwitch(
+        install=install,
+        restore=restore,
+        validate=rendered.validate,
+        after_switch=rendered.after_switch,
+        restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
+        health=health_args(rendered.health_check) if release_id and rendered.health_check else None,
+    )
+
+
+def health_args(check: HealthCheck) -> dict[str, Any]:
+    """The ``health`` module's arguments (a rendered check), for ``publish`` and ``survey``."""
+    return asdict(check)
+
+
+def _restart_args(host: HostConfig) -> dict[str, Any] | None:
+    """The publish module's ``restart`` argument: the commands, or gunicorn's re-exec and its start commands."""
+    restart = host.restart
+    if not restart:
+        return None
+    gunicorn = None
+    if restart.gunicorn_pidfile:
+        gunicorn = {"pidfile": restart.gunicorn_pidfile, "timeout": host.timeout}
+    return {"commands": list(restart.commands), "gunicorn": gunicorn, "start": list(restart.start)}
 
 
 @dataclass(frozen=True)
