@@ -11,28 +11,24 @@ Prepare and publish are separate so that nothing goes live until every host is r
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from . import deploylock, journal, phases
+from . import deploylock, journal, phases, sudo
 from .config import payload, render_commands, render_commit
 from .errors import DeployError
 from .etc import RenderedEtc
 from .events import FAILED, INTERRUPTED, EventLog
-from .fleet import Interrupted, describe_failures, interruption, on_each, terminate_as_interrupt
+from .fleet import connected, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
 from .release import Release, check_release_id, resolve_commit
 from .report import HostOutcome, RunReport
 from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, rollback_batches
 from .target import Target
-from .transport import close, connect, interrupt
+from .transport import interrupt
 
 
 @dataclass
@@ -43,73 +39,6 @@ class Plan:
     hosts: tuple[HostConfig, ...]
     install: dict[str, phases.InstallPlan] = field(default_factory=dict)  # host name -> what to install
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
-
-
-AskPassword = Callable[[list[str]], str]
-
-
-def configured_sudo_password(hosts: Sequence[HostConfig], config: Any) -> str | None:
-    """The sudo password as Fabric users give it (config ``sudo.password``: ``fab --prompt-for-sudo-password``,
-    the environment variable FABRIC_SUDO_PASSWORD, a fabric.yml), when any host uses sudo; never stored."""
-    if not any(host.sudo for host in hosts):
-        return None
-    return (config.get("sudo") or {}).get("password") or None
-
-
-def ask_sudo_password(hosts: list[str]) -> str:
-    """Ask once on the terminal for the password ``hosts`` need for sudo; without a terminal, say how to give it."""
-    how = (
-        f"sudo: true, and the deploy user needs a password for sudo on {', '.join(hosts)}: give it with "
-        "fab --prompt-for-sudo-password or in the environment variable FABRIC_SUDO_PASSWORD "
-        "(or allow the deploy user passwordless sudo there)"
-    )
-    if not sys.stdin.isatty():
-        raise DeployError(f"{how}; there is no terminal to ask on. Nothing was changed")
-    try:
-        return getpass.getpass("sudo password for the deploy user (used for /etc and service commands): ")
-    except EOFError:
-        raise DeployError(f"{how}. Nothing was changed") from None
-
-
-def _sudo_passwords(targets: Sequence[Target], ask: AskPassword) -> None:
-    """Before anything is locked or built: hosts where ``sudo -n true`` works need no password; for the others
-    ``ask`` once."""
-    sudo = [target for target in targets if target.host.sudo]
-    if not sudo:
-        return
-    probed = on_each(sudo, phases.sudo_without_password, lambda t: t.name)
-    needing = [t for t, free in probed.done if not free] + [t for t, _ in probed.failed]
-    if needing:
-        password = ask(sorted((t.name for t in needing), key=[t.name for t in targets].index))
-        for target in needing:
-            target.password = password
-
-
-@contextmanager
-def connected(
-    hosts: Sequence[HostConfig], password: str | None = None, log: EventLog | None = None
-) -> Iterator[list[Target]]:
-    """Open connections to every host in parallel, or fail naming each host that could not be reached."""
-    log = log or EventLog()
-
-    def open_one(host: HostConfig) -> Target:
-        with log.phase(host.name, phases.CONNECT):
-            return Target(host, connect(host), password)
-
-    try:
-        results = on_each(hosts, open_one, lambda host: host.name)
-    except Interrupted as stop:
-        for _, target in stop.results.done:
-            close(target.c)
-        raise DeployError(f"{interruption(stop)} while connecting: nothing was changed") from None
-    targets = [target for _, target in results.done]
-    try:
-        if results.failed:
-            raise DeployError(describe_failures("connecting", [(host.name, error) for host, error in results.failed]))
-        yield sorted(targets, key=lambda target: [h.name for h in hosts].index(target.name))
-    finally:
-        for target in targets:
-            close(target.c)
 
 
 def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
@@ -173,7 +102,7 @@ def run_deploy(
     project_root: Path,
     report: RunReport | None = None,
     password: str | None = None,
-    ask_password: AskPassword | None = None,
+    ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
 ) -> RunReport:
     """Prepare the release on every host, then make it live batch by batch (`rollout.deploy_batches`); any
@@ -188,7 +117,7 @@ def run_deploy(
     try:
         with terminate_as_interrupt(), connected(plan.hosts, password, log) as targets:
             if password is None and ask_password is not None:
-                _sudo_passwords(targets, ask_password)
+                sudo.passwords(targets, ask_password)
             try:
                 prepared = on_each(
                     targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, _stop, limit
@@ -253,7 +182,7 @@ def run_rollback(
     to: str | None,
     report: RunReport | None = None,
     password: str | None = None,
-    ask_password: AskPassword | None = None,
+    ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
 ) -> str:
     """Switch every host back to the previous good release (or ``to``), batch by batch, restarted and checked;
@@ -270,7 +199,7 @@ def run_rollback(
     try:
         with terminate_as_interrupt(), connected(hosts, password, log) as targets:
             if password is None and ask_password is not None:
-                _sudo_passwords(targets, ask_password)
+                sudo.passwords(targets, ask_password)
             try:
                 locked = on_each(targets, lock, lambda t: t.name, _stop, limit)
             except KeyboardInterrupt as stop:

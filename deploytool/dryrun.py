@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import render_commands
-from .deploy import Plan, connected
+from .deploy import Plan
 from .errors import DeployError
 from .etc import diff_against, format_diffs
-from .fleet import on_each
+from .fleet import connected, on_each
 from .golive import batches
 from .inventory import Inventory
 from .pins import extract_requirement_files

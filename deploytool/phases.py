@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shlex
 import subprocess
 from collections.abc import Sequence
 from contextlib import suppress
@@ -179,12 +178,6 @@ def _drop_removed(target: Target, removed: object) -> None:
     """Forget the incomplete releases ``build`` moved away (it names them; only known names count)."""
     if isinstance(removed, list):
         target.state.releases = [rid for rid in target.state.releases if rid not in removed]
-
-
-def sudo_without_password(target: Target) -> bool:
-    """Whether the deploy user may use sudo on this host without a password (``sudo -n true``): one call."""
-    result = target.c.run(shlex.join(["sudo", "-n", "true"]), hide=True, warn=True, in_stream=False)
-    return bool(result.ok)
 
 
 def finish(

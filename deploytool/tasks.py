@@ -14,14 +14,14 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import deploylock, journal
+from . import deploylock, journal, sudo
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
-from .fleet import on_each
+from .fleet import connected, on_each
 from .golive import batch_size_problem
 from .release import Release, resolve_commit, working_tree_notes
 from .report import Progress, RunReport, dumps
@@ -93,7 +93,7 @@ def deploy(
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return
-    password = flow.configured_sudo_password(selected, c.config)
+    password = sudo.configured_password(selected, c.config)
     release = plan.release
     report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
     if not json:
@@ -101,7 +101,7 @@ def deploy(
     names = [host.name for host in selected]
 
     def run() -> None:
-        flow.run_deploy(plan, inventory.project_root, report, password, flow.ask_sudo_password, batch_size=batch)
+        flow.run_deploy(plan, inventory.project_root, report, password, sudo.ask_password, batch_size=batch)
 
     _run_and_report(report, names, json, verbose, run)
     if not json:
@@ -132,12 +132,12 @@ def rollback(
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     _, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
-    password = flow.configured_sudo_password(selected, c.config)
+    password = sudo.configured_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
     names = [host.name for host in selected]
 
     def run() -> None:
-        flow.run_rollback(selected, to, report, password, flow.ask_sudo_password, batch_size=batch)
+        flow.run_rollback(selected, to, report, password, sudo.ask_password, batch_size=batch)
 
     _run_and_report(report, names, json, verbose, run)
     if not json:
@@ -198,7 +198,7 @@ def _on_each_selected(
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
     then fail naming every host where it failed."""
     _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
+    with connected(selected) as targets:
         results = on_each(targets, func, lambda t: t.name)
     order = [target.name for target in targets]
     for target, value in sorted(results.done, key=lambda item: order.index(item[0].name)):
@@ -216,7 +216,7 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
         )
         return
     _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
+    with connected(selected) as targets:
         results = on_each(targets, read_state, lambda t: t.name)
     found = {target.name: releases_document(target) for target, _ in results.done}
     failed = {target.name: {"host": target.name, "error": str(error)} for target, error in results.failed}
@@ -275,7 +275,7 @@ def render_etc(
         for path in written:
             print(f"wrote {path.relative_to(base.parent) if not out else path}")
     if diff:
-        with flow.connected(selected) as targets:
+        with connected(selected) as targets:
             results = on_each(
                 targets,
                 lambda t: diff_against(t.c, t.host.etc_root, rendered[t.name], python=t.host.python, host=t.name),
