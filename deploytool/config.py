@@ -1,5 +1,5 @@
-"""The rendered config of a release: template variables, rendering every host up front, and the commands
-that install a release's ``etc/`` at the switch (validated, restorable, through sudo where asked)."""
+"""The rendered config of a release: template variables, rendering every host's ``etc-mock/`` up front, and
+the hosts.yml commands rendered for a release (`render_commands`). What the switch does with them is `switch`'s."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ import getpass
 import posixpath
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from .etc import RenderedEtc, TemplateError, install_args, render_all, tar_bytes
-from .golive import HealthCheck, Restart
-from .hostside import source
+from .etc import RenderedEtc, TemplateError, render_all, tar_bytes
+from .golive import Restart
 from .inventory import HostConfig, Inventory
 from .layout import Layout
-from .phases import Target
 from .shell_templates import command_environment
 from .snapshot import extract, relative_to_project
-from .switch import ConfigSwitch
 
 
 def template_variables(host: HostConfig, release_id: str) -> dict[str, Any]:
@@ -115,47 +112,3 @@ def render_commit(
 def payload(rendered: RenderedEtc) -> str:
     """The rendered tree as base64 text (a tar with ``etc/`` at its top) for the build step's stdin."""
     return base64.b64encode(tar_bytes(rendered)).decode("ascii")
-
-
-def _empty_etc(layout: Layout) -> str:
-    """A directory that never exists: the "config" of no release (installing it removes the other's files)."""
-    return posixpath.join(layout.root, "tools", "empty-etc")
-
-
-def config_switch(target: Target, release_id: str | None, previous: str | None) -> ConfigSwitch:
-    """The installer arguments that put ``release_id``'s config in place of ``previous``'s, and that put it back.
-
-    A release without ``etc/`` has no config: switching to it removes the files the other one installed; so does
-    switching to no release at all (``release_id`` None)."""
-    host, layout = target.host, target.layout
-    etc_root = host.etc_root
-    new_etc = layout.etc(release_id) if release_id else _empty_etc(layout)
-    previous_etc = layout.etc(previous) if previous else None
-    install = install_args(new_etc, etc_root, previous_etc)
-    # With no previous release, restoring means removing what the new one installed.
-    restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
-    rendered = render_commands(host, release_id, previous)
-    return ConfigSwitch(
-        install=install,
-        restore=restore,
-        validate=rendered.validate,
-        after_switch=rendered.after_switch,
-        restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
-        health=health_args(rendered.health_check) if release_id and rendered.health_check else None,
-    )
-
-
-def health_args(check: HealthCheck) -> dict[str, Any]:
-    """The ``health`` program and its arguments (a rendered check), for ``publish`` and ``survey``."""
-    return {"program": source("health"), **asdict(check)}
-
-
-def _restart_args(host: HostConfig) -> dict[str, Any] | None:
-    """The publish module's ``restart`` argument: the commands, or gunicorn's re-exec and its start commands."""
-    restart = host.restart
-    if not restart:
-        return None
-    gunicorn = None
-    if restart.gunicorn_pidfile:
-        gunicorn = {"program": source("gunicorn_reexec"), "pidfile": restart.gunicorn_pidfile, "timeout": host.timeout}
-    return {"commands": list(restart.commands), "gunicorn": gunicorn, "start": list(restart.start)}

@@ -1,40 +1,34 @@
-"""The deploy and rollback flows across a stage's hosts: laptop checks, prepare everywhere, then switch.
+"""The deploy and rollback flows across a stage's hosts: laptop checks, prepare everywhere, then go live.
 
     deploy:   plan (laptop only: commit, requirements, config)  ->  connect
-              -> prepare on every host in parallel (check + lock, push, build)
-              -> switch every host (config, current, after-switch, journal, prune, unlock)
-    rollback: connect -> check + lock everywhere -> choose one target for all -> switch everywhere
+              -> prepare on every host in parallel (check + lock, push, build: `phases`)
+              -> publish batch by batch (config, current, after-switch, restart, health), then finish
+                 everywhere (journal, prune, unlock): `rollout`
+    rollback: connect -> check + lock everywhere -> choose one target for all -> publish and finish, batch by batch
 
-"prepare" and "switch" are separate phases so that nothing goes live until every host is ready.
+Prepare and publish are separate so that nothing goes live until every host is ready.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import json
-import os
-import socket
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from . import journal, phases
+from . import deploylock, journal, phases, sudo
 from .config import payload, render_commands, render_commit
-from .errors import DeployError, LockedError
+from .errors import DeployError
 from .etc import RenderedEtc
-from .events import FAILED, INTERRUPTED, OK, Event, EventLog
-from .fleet import Interrupted, describe_failures, interruption, on_each, terminate_as_interrupt
+from .events import FAILED, INTERRUPTED, EventLog
+from .fleet import connected, describe_failures, interruption, on_each, terminate_as_interrupt
 from .inventory import HostConfig, Inventory
 from .pins import check_pins, target_python
-from .release import Release, check_release_id, deployer, resolve_commit
+from .release import Release, check_release_id, resolve_commit
 from .report import HostOutcome, RunReport
-from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, now, rollback_batches
-from .transport import close, connect, interrupt
+from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, rollback_batches
+from .target import Target
+from .transport import interrupt
 
 
 @dataclass
@@ -47,141 +41,23 @@ class Plan:
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
 
 
-def _owner(action: str, release: str) -> dict[str, str | int]:
-    """Who holds a lock: what for, who, since when, and which process on which machine (so that a later run on
-    the same machine can tell that the holder is gone)."""
-    return {
-        "action": action,
-        "release": release,
-        "user": deployer(),
-        "since": now(),
-        "machine": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-
-
-def _holder_is_gone(owner_text: str) -> bool:
-    """The lock was taken by a process of this machine that no longer runs (a killed ``fab``)."""
-    try:
-        owner = json.loads(owner_text)
-    except ValueError:
-        return False
-    if not isinstance(owner, dict) or owner.get("machine") != socket.gethostname():
-        return False
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # OverflowError: a pid no process can have (the host wrote 2**64)
-        return False
-    return False
-
-
-def _lock(target: phases.Target, owner: dict[str, str | int], log: EventLog) -> phases.HostState:
-    """Take the host's lock (`phases.check`); a lock left by a run of this machine that is gone is taken over,
-    after recording what that run's publish step completed, and the progress says so."""
-    try:
-        return phases.check(target, owner)
-    except LockedError as locked:
-        if not _holder_is_gone(locked.owner):
-            raise
-        lost = phases.unlock(target, only_if_owner=locked.owner)
-        if lost is None:  # someone else cleared or took it meanwhile
-            raise
-        state = phases.check(target, owner)
-        at = time.time()
-        note = f"took over the lock of {lost.holder} (that process is gone){lost.standing}"
-        log.add(Event(target.name, "takeover", OK, at, at, note))
-        return state
-
-
-AskPassword = Callable[[list[str]], str]
-
-
-def configured_sudo_password(hosts: Sequence[HostConfig], config: Any) -> str | None:
-    """The sudo password as Fabric users give it (config ``sudo.password``: ``fab --prompt-for-sudo-password``,
-    the environment variable FABRIC_SUDO_PASSWORD, a fabric.yml), when any host uses sudo; never stored."""
-    if not any(host.sudo for host in hosts):
-        return None
-    return (config.get("sudo") or {}).get("password") or None
-
-
-def ask_sudo_password(hosts: list[str]) -> str:
-    """Ask once on the terminal for the password ``hosts`` need for sudo; without a terminal, say how to give it."""
-    how = (
-        f"sudo: true, and the deploy user needs a password for sudo on {', '.join(hosts)}: give it with "
-        "fab --prompt-for-sudo-password or in the environment variable FABRIC_SUDO_PASSWORD "
-        "(or allow the deploy user passwordless sudo there)"
-    )
-    if not sys.stdin.isatty():
-        raise DeployError(f"{how}; there is no terminal to ask on. Nothing was changed")
-    try:
-        return getpass.getpass("sudo password for the deploy user (used for /etc and service commands): ")
-    except EOFError:
-        raise DeployError(f"{how}. Nothing was changed") from None
-
-
-def _sudo_passwords(targets: Sequence[phases.Target], ask: AskPassword) -> None:
-    """Before anything is locked or built: hosts where ``sudo -n true`` works need no password; for the others
-    ``ask`` once."""
-    sudo = [target for target in targets if target.host.sudo]
-    if not sudo:
-        return
-    probed = on_each(sudo, phases.sudo_without_password, lambda t: t.name)
-    needing = [t for t, free in probed.done if not free] + [t for t, _ in probed.failed]
-    if needing:
-        password = ask(sorted((t.name for t in needing), key=[t.name for t in targets].index))
-        for target in needing:
-            target.password = password
-
-
-@contextmanager
-def connected(
-    hosts: Sequence[HostConfig], password: str | None = None, log: EventLog | None = None
-) -> Iterator[list[phases.Target]]:
-    """Open connections to every host in parallel, or fail naming each host that could not be reached."""
-    log = log or EventLog()
-
-    def open_one(host: HostConfig) -> phases.Target:
-        with log.phase(host.name, "connect"):
-            return phases.Target(host, connect(host), password)
-
-    try:
-        results = on_each(hosts, open_one, lambda host: host.name)
-    except Interrupted as stop:
-        for _, target in stop.results.done:
-            close(target.c)
-        raise DeployError(f"{interruption(stop)} while connecting: nothing was changed") from None
-    targets = [target for _, target in results.done]
-    try:
-        if results.failed:
-            raise DeployError(describe_failures("connecting", [(host.name, error) for host, error in results.failed]))
-        yield sorted(targets, key=lambda target: [h.name for h in hosts].index(target.name))
-    finally:
-        for target in targets:
-            close(target.c)
-
-
-def _prepare(plan: Plan, project_root: Path, target: phases.Target, log: EventLog) -> None:
+def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
     release, name = plan.release, target.name
     try:
-        with log.phase(name, "check"):
-            state = _lock(target, _owner("deploy", release.id), log)
+        with log.phase(name, phases.CHECK):
+            state = deploylock.take(target, deploylock.owner("deploy", release.id), log)
             _check_python(target, state.python_version)
-        with log.phase(name, "push"):
+        with log.phase(name, phases.PUSH):
             phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(name)
-        with log.phase(name, "build"):
+        with log.phase(name, phases.BUILD):
             phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
 
 
-def _check_python(target: phases.Target, actual: str | None) -> None:
+def _check_python(target: Target, actual: str | None) -> None:
     """Requirements were checked for ``target_python``; a host running another Python must not install them
     (a marker like ``python_full_version < '3.11.3'`` can change what must be pinned)."""
     host, assumed = target.host, target_python(target.host).python_version
@@ -195,11 +71,11 @@ def _check_python(target: phases.Target, actual: str | None) -> None:
     )
 
 
-def _stop(target: phases.Target) -> None:
+def _stop(target: Target) -> None:
     interrupt(target.c)
 
 
-def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[phases.Target], ok: set[str]) -> None:
+def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[Target], ok: set[str]) -> None:
     """Each host's outcome from its events: failed with its first failure's reason, interrupted, ok (``ok``
     names the hosts the flow finished), or not switched; and the release its ``current`` names now."""
     current = {target.name: target.state.current for target in targets}
@@ -214,7 +90,7 @@ def _outcomes(report: RunReport, hosts: Sequence[HostConfig], targets: Sequence[
             result, reason = "interrupted", f"interrupted during {interrupted.phase}"
         elif host.name in ok:
             result, reason = "ok", None
-        elif any(event.phase == "revert" for event in events):
+        elif any(event.phase == phases.REVERT for event in events):
             result, reason = "reverted", "switched back: " + (report.error or "the run failed").split("\n")[0]
         else:
             result, reason = "unchanged", "not switched: " + (report.error or "the run stopped").split("\n")[0]
@@ -226,7 +102,7 @@ def run_deploy(
     project_root: Path,
     report: RunReport | None = None,
     password: str | None = None,
-    ask_password: AskPassword | None = None,
+    ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
 ) -> RunReport:
     """Prepare the release on every host, then make it live batch by batch (`rollout.deploy_batches`); any
@@ -237,11 +113,11 @@ def run_deploy(
     report = report or RunReport("deploy", plan.hosts[0].stage, release.id, release.commit, EventLog())
     log, live = report.log, set[str]()
     limit = plan.hosts[0].parallel
-    targets: list[phases.Target] = []
+    targets: list[Target] = []
     try:
         with terminate_as_interrupt(), connected(plan.hosts, password, log) as targets:
             if password is None and ask_password is not None:
-                _sudo_passwords(targets, ask_password)
+                sudo.passwords(targets, ask_password)
             try:
                 prepared = on_each(
                     targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, _stop, limit
@@ -278,7 +154,7 @@ def _batch_size(hosts: Sequence[HostConfig], override: int | str | None) -> int 
     return override if override is not None else hosts[0].batch_size
 
 
-def choose_rollback_target(targets: Sequence[phases.Target], to: str | None) -> str:
+def choose_rollback_target(targets: Sequence[Target], to: str | None) -> str:
     """One release every host can return to: ``to`` if given, else each host's previous good release,
     which must agree. Refused before any host is switched."""
     if to is not None:
@@ -306,7 +182,7 @@ def run_rollback(
     to: str | None,
     report: RunReport | None = None,
     password: str | None = None,
-    ask_password: AskPassword | None = None,
+    ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
 ) -> str:
     """Switch every host back to the previous good release (or ``to``), batch by batch, restarted and checked;
@@ -314,16 +190,16 @@ def run_rollback(
     report = report or RunReport("rollback", hosts[0].stage, to, None, EventLog())
     log, done = report.log, set[str]()
     limit = hosts[0].parallel
-    targets: list[phases.Target] = []
+    targets: list[Target] = []
 
-    def lock(target: phases.Target) -> None:
-        with log.phase(target.name, "check"):
-            _lock(target, _owner("rollback", to or ""), log)
+    def lock(target: Target) -> None:
+        with log.phase(target.name, phases.CHECK):
+            deploylock.take(target, deploylock.owner("rollback", to or ""), log)
 
     try:
         with terminate_as_interrupt(), connected(hosts, password, log) as targets:
             if password is None and ask_password is not None:
-                _sudo_passwords(targets, ask_password)
+                sudo.passwords(targets, ask_password)
             try:
                 locked = on_each(targets, lock, lambda t: t.name, _stop, limit)
             except KeyboardInterrupt as stop:

@@ -6,17 +6,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import phases
 from .config import render_commands
-from .deploy import Plan, connected
+from .deploy import Plan
 from .errors import DeployError
 from .etc import diff_against, format_diffs
-from .fleet import on_each
+from .fleet import connected, on_each
 from .golive import batches
 from .inventory import Inventory
 from .pins import extract_requirement_files
 from .release import git
 from .requirements import read_requirements
+from .target import Target, read_state
 
 Say = Callable[[str], None]
 
@@ -39,14 +39,14 @@ def requirement_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return lines
 
 
-def _running_commit(target: phases.Target) -> str | None:
-    """The commit ``current`` runs, by the journal (whose commit ids `phases.read_state` has validated)."""
+def _running_commit(target: Target) -> str | None:
+    """The commit ``current`` runs, by the journal (whose commit ids `target.read_state` has validated)."""
     current = target.state.current
     commits = [entry.commit for entry in target.state.entries if entry.release == current and entry.commit]
     return commits[-1] if commits else None
 
 
-def _host_report(inventory: Inventory, plan: Plan, target: phases.Target) -> list[str]:
+def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
     new = plan.release.commit
     old = _running_commit(target)
     lines = [f"{target.name}: runs {target.state.current or 'nothing yet'}" + (f" ({old[:12]})" if old else "")]
@@ -92,7 +92,7 @@ def print_plan(inventory: Inventory, plan: Plan, say: Say, batch_size: int | str
     if len(cut) > 1:
         say(f"in {len(cut)} batches: " + "; ".join(", ".join(batch) for batch in cut))
     with connected(plan.hosts) as targets:
-        states = on_each(targets, phases.read_state, lambda t: t.name)
+        states = on_each(targets, read_state, lambda t: t.name)
         states.raise_if_failed("reading the hosts", lambda t: t.name)
         reports = on_each(targets, lambda t: _host_report(inventory, plan, t), lambda t: t.name)
         for _, lines in sorted(reports.done, key=lambda item: item[0].name):

@@ -4,11 +4,11 @@ The work is split in two modules, one concept each:
 
 * :mod:`deploytool.etc_render` -- render templates to a :class:`RenderedEtc` (and the list of
   variables templates can use), write it to a local dir, pack it as a tar;
-* :mod:`deploytool.etc_install` -- the host side: the one-command installer used by deploy and
-  rollback, and the diff of a render against the host's current files.
+* :mod:`deploytool.etc_install` -- the installer's arguments (its rules; the host-side module
+  ``publish`` runs it at the switch), and the diff of a render against the host's current files.
 """
 
-from deploytool.etc_install import SUDO_PROMPT, FileDiff, diff_against, format_diffs, install_args, install_command
+from deploytool.etc_install import FileDiff, diff_against, format_diffs, install_args
 from deploytool.etc_render import (
     EtcPathError,
     RenderedEtc,
@@ -21,7 +21,6 @@ from deploytool.etc_render import (
 )
 
 __all__ = [
-    "SUDO_PROMPT",
     "EtcPathError",
     "FileDiff",
     "RenderErrors",
@@ -30,7 +29,6 @@ __all__ = [
     "diff_against",
     "format_diffs",
     "install_args",
-    "install_command",
     "render_all",
     "render_host",
     "tar_bytes",

@@ -1,13 +1,13 @@
 """Install a release's rendered etc/ into the host's /etc, and preview the change as diffs.
 
-The installer is a host-side program of this package (:mod:`deploytool.hostside.etc_install`, standard
-library only) run with ``python3 -c <its source>`` inside the switch script, rather than POSIX sh: it must
+The installer is a host-side module of this package (:mod:`deploytool.hostside.etc_install`, standard
+library only) that the host-side ``publish`` module runs (shipped with it) at the switch, rather than POSIX sh: it must
 validate *every* destination before touching any (so a refusal leaves /etc unchanged), resolve symlinks
 (``realpath``), write each file to a temporary name in its final directory, fsync and ``rename`` it, and cope
 with any file name -- all awkward and fragile with find/while-read loops, trivial in Python.  Paths are passed
-as argv, and the command line is built with ``shlex.join``.
+as argv (``install_args``).
 
-Rules of the installer (``install_command``):
+Rules of the installer:
 
 * every regular file under ``release_etc`` goes to the same relative path under ``etc_root``;
   missing parent directories are created 0o755; content and mode (``& 0o777``) come from the
@@ -38,9 +38,8 @@ Rules of the installer (``install_command``):
 * stdout: one ``backed up <path>`` / ``installed <path>`` / ``removed <path>`` /
   ``restored <path>`` line per change (``<path>`` under ``etc_root``) and a summary line.
 
-With ``sudo=True`` the whole script -- which only reads the release and writes etc_root --
-runs as root: ``sudo -n`` (fails at once if a password is needed) or, given ``sudo_prompt``,
-``sudo -S -p <prompt>`` so the caller answers the prompt with an invoke ``Responder``.
+With ``sudo: true`` the installer -- which only reads the release and writes etc_root -- runs as root
+(``publish`` runs it with ``sudo -n`` once sudo has the password, see ``hostside._common.Sudo``).
 """
 
 from __future__ import annotations
@@ -48,23 +47,13 @@ from __future__ import annotations
 import base64
 import difflib
 import posixpath
-import shlex
 from dataclasses import dataclass
 from typing import Literal
 
 from deploytool.errors import RemoteError
 from deploytool.etc_render import EtcPathError, RenderedEtc
-from deploytool.hostside import run_module, source
+from deploytool.hostrun import run_module
 from deploytool.transport import Runner
-
-SUDO_PROMPT = "[deploytool sudo password]: "
-
-
-def _privileged(argv: list[str], sudo: bool, sudo_prompt: str | None) -> str:
-    if sudo:
-        prefix = ["sudo", "-S", "-p", sudo_prompt] if sudo_prompt else ["sudo", "-n"]
-        argv = [*prefix, "--", *argv]
-    return shlex.join(argv)
 
 
 def _absolute(path: str, what: str) -> str:
@@ -80,24 +69,6 @@ def install_args(release_etc: str, etc_root: str, previous_release_etc: str | No
         _absolute(etc_root, "etc_root"),
         _absolute(previous_release_etc, "previous release etc directory") if previous_release_etc else "",
     )
-
-
-def install_command(
-    release_etc: str,
-    etc_root: str,
-    previous_release_etc: str | None,
-    sudo: bool,
-    *,
-    sudo_prompt: str | None = None,
-    python: str = "python3",
-) -> str:
-    """Build the one shell command that installs release_etc into etc_root (see module docstring).
-
-    For rollback pass the target release's etc as `release_etc` and the release being left as
-    `previous_release_etc`.  Exit status 0 on success, 1 with a message on stderr otherwise.
-    """
-    argv = [python, "-c", source("etc_install"), *install_args(release_etc, etc_root, previous_release_etc)]
-    return _privileged(argv, sudo, sudo_prompt)
 
 
 Status = Literal["new", "changed", "unchanged", "unreadable"]

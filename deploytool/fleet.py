@@ -17,6 +17,11 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from .errors import DeployError, RemoteError
+from .events import EventLog
+from .inventory import HostConfig
+from .phases import CONNECT
+from .target import Target
+from .transport import close, connect
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,3 +161,31 @@ def _collect(
             results.failed.append((item, error))
         else:
             results.done.append((item, value))  # type: ignore[arg-type]
+
+
+@contextmanager
+def connected(
+    hosts: Sequence[HostConfig], password: str | None = None, log: EventLog | None = None
+) -> Iterator[list[Target]]:
+    """Open connections to every host in parallel (a `Target` each, in ``hosts``' order), or fail naming each host
+    that could not be reached; every connection is closed on the way out."""
+    log = log or EventLog()
+
+    def open_one(host: HostConfig) -> Target:
+        with log.phase(host.name, CONNECT):
+            return Target(host, connect(host), password)
+
+    try:
+        results = on_each(hosts, open_one, lambda host: host.name)
+    except Interrupted as stop:
+        for _, target in stop.results.done:
+            close(target.c)
+        raise DeployError(f"{interruption(stop)} while connecting: nothing was changed") from None
+    targets = [target for _, target in results.done]
+    try:
+        if results.failed:
+            raise DeployError(describe_failures("connecting", [(host.name, error) for host, error in results.failed]))
+        yield sorted(targets, key=lambda target: [h.name for h in hosts].index(target.name))
+    finally:
+        for target in targets:
+            close(target.c)

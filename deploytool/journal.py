@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .release import is_commit_id, is_release_id
+from .release import deployer, is_commit_id, is_release_id, utc_now
 
 EVENTS = ("deploy", "rollback", "unlock")
+
+
+def now() -> str:
+    """The time as journal lines and lock owners record it (UTC, seconds)."""
+    return utc_now().isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,16 @@ class Entry:
     user: str | None = None
     time: str | None = None
     reason: str | None = None
+
+    @classmethod
+    def ok(cls, event: str, release: str, previous: str | None, commit: str | None, reason: str | None = None) -> Entry:
+        """This run's line for ``release``: it went live (a ``reason`` says what went wrong all the same)."""
+        return cls(event, release, "ok", previous, commit, deployer(), now(), reason)
+
+    @classmethod
+    def failed(cls, event: str, release: str, previous: str | None, commit: str | None, reason: str) -> Entry:
+        """This run's line for ``release``: it failed (never a rollback target), and why."""
+        return cls(event, release, "failed", previous, commit, deployer(), now(), reason)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {

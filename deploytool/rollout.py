@@ -10,7 +10,7 @@
 
 A deploy calls `deploy_batches`, a rollback `rollback_batches` (a failed batch stops a rollback: the hosts
 already rolled back stay there, as the operator asked). Each host's publish shows as up to three events,
-``publish`` (or ``revert``), ``restart`` and ``health``, made from the steps the host reported.
+``publish`` (or ``revert``), ``restart`` and ``health``: the phase each step the host reported carries.
 """
 
 from __future__ import annotations
@@ -21,50 +21,38 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import journal, phases
-from .config import config_switch
 from .errors import DeployError
 from .events import FAILED, INTERRUPTED, OK, Event, EventLog, reason_of
 from .fleet import Interrupted, Results, describe_failures, interruption, on_each
 from .golive import batches
-from .release import Release, deployer, utc_now
-from .switch import Published, PublishFailed, publish
+from .release import Release
+from .switch import Published, PublishFailed, config_switch, publish, steps_output
+from .target import Target, read_state
 from .transport import ConnectionLost, resume
-
-#: Step names of the publish module and the event phase they belong to (the rest belong to the main phase).
-_STEP_PHASES: tuple[tuple[str, str], ...] = (
-    ("restarting: ", "restart"),
-    ("starting: ", "restart"),
-    ("graceful restart", "restart"),
-    ("health check: ", "health"),
-)
-
-
-def now() -> str:
-    return utc_now().isoformat(timespec="seconds")
 
 
 def entry_for(
-    target: phases.Target, event: str, release_id: str, commit: str | None, failure: object = None, **fields: str
+    target: Target, event: str, release_id: str, commit: str | None, failure: object = None, **fields: str
 ) -> journal.Entry:
     """A journal line for ``target``: ok, or failed with the reason ``failure`` (``fields`` override)."""
-    status = "failed" if failure is not None else "ok"
-    reason = reason_of(target.name, failure) if failure is not None else None
-    entry = journal.Entry(event, release_id, status, target.state.current, commit, deployer(), now(), reason)
+    previous = target.state.current
+    if failure is None:
+        entry = journal.Entry.ok(event, release_id, previous, commit)
+    else:
+        entry = journal.Entry.failed(event, release_id, previous, commit, reason_of(target.name, failure))
     return replace(entry, **fields)
 
 
-def failed_deploy(release: Release, target: phases.Target, error: object) -> journal.Entry:
+def failed_deploy(release: Release, target: Target, error: object) -> journal.Entry:
     return entry_for(target, "deploy", release.id, release.commit, error)
 
 
-def abort_all(
-    targets: Sequence[phases.Target], release: Release | None = None, reason: str = "", limit: int = 16
-) -> str:
+def abort_all(targets: Sequence[Target], release: Release | None = None, reason: str = "", limit: int = 16) -> str:
     """Clean up every host this run still holds: the half-built ``release`` removed and its failure journaled
     (for a deploy), the lock released. Hosts it does not hold (never locked, already cleaned up) are left alone.
     Returns a note naming the hosts that could not be cleaned up (not answering), or ""."""
 
-    def clean(target: phases.Target) -> None:
+    def clean(target: Target) -> None:
         resume(target.c)  # after an interruption: cleaning up reconnects where it must
         if release is None:
             phases.abort(target, None, None)
@@ -82,19 +70,15 @@ def abort_all(
     )
 
 
-def _phase_of(step: str, main: str) -> str:
-    return next((phase for prefix, phase in _STEP_PHASES if step.startswith(prefix)), main)
-
-
 def _log_steps(
     log: EventLog, host: str, main: str, started: float, published: Published, failure: Exception | None
 ) -> None:
     """One event per phase the host's steps belong to: the main phase takes the wall time not spent restarting
     and checking (the SSH round trip included); a failed step fails its phase, with the error as the reason."""
     end = time.time()
-    grouped: dict[str, list[Any]] = {main: [], "restart": [], "health": []}
+    grouped: dict[str, list[Any]] = {main: [], phases.RESTART: [], phases.HEALTH: []}
     for step in published.steps:
-        grouped[_phase_of(step.step, main)].append(step)
+        grouped[main if step.phase == phases.PUBLISH else step.phase].append(step)
     spent = {name: sum(step.seconds for step in steps) for name, steps in grouped.items() if name != main}
     start, main_end = started, max(started, end - sum(spent.values()))
     for name, steps in grouped.items():
@@ -105,14 +89,14 @@ def _log_steps(
             name == main and failure is not None and all(step.ok for step in published.steps)
         )
         reason = reason_of(host, failure) if failed and failure is not None else None
-        output = "\n".join(f"[{step.step}]\n{step.output}".rstrip() for step in steps if step.output.strip())
+        output = steps_output(steps)
         log.add(Event(host, name, FAILED if failed else OK, start, stop, reason, output))
         start = stop
 
 
 def publish_logged(
     log: EventLog,
-    target: phases.Target,
+    target: Target,
     phase: str,
     release_id: str | None,
     previous: str | None,
@@ -136,14 +120,14 @@ def publish_logged(
     return published
 
 
-def lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
+def lost_in_switch(target: Target, error: ConnectionLost) -> str:
     """The host's connection dropped (or it stopped answering) during its switch. Its ``publish`` runs to its end
     there whatever happens to the connection (a restart, a health check still going), so this run's lock is kept:
     `fab unlock` reads how far it got (``deploy.lock/switch.json``) and journals it. Say where ``current`` points
     now if the host can be reached again."""
     unlock = f"fab unlock --stage {target.host.stage} --hosts {target.name}"
     try:
-        now_on = phases.read_state(target).current or "no release"
+        now_on = read_state(target).current or "no release"
     except DeployError:
         return f"{error}; where {target.name} stands is unknown and its lock is kept: once it answers, {unlock}"
     return (
@@ -156,7 +140,7 @@ def lost_in_switch(target: phases.Target, error: ConnectionLost) -> str:
 class Rollout:
     """One run going live on ``targets`` (all prepared and locked): what it has switched so far."""
 
-    targets: Sequence[phases.Target]
+    targets: Sequence[Target]
     log: EventLog
     batch_size: int | str | None
     limit: int
@@ -164,12 +148,12 @@ class Rollout:
 
     def __post_init__(self) -> None:
         self.previous = {target.name: target.state.current for target in self.targets}
-        self.switched: list[phases.Target] = []  # current moved to the new release in this run
+        self.switched: list[Target] = []  # current moved to the new release in this run
 
-    def each(self, items: Sequence[phases.Target], func: Callable[[phases.Target], Any]) -> Results[Any, Any]:
+    def each(self, items: Sequence[Target], func: Callable[[Target], Any]) -> Results[Any, Any]:
         return on_each(items, func, lambda t: t.name, limit=self.limit)
 
-    def in_batches(self, publish_one: Callable[[phases.Target], Published]) -> tuple[list[Any], int, int]:
+    def in_batches(self, publish_one: Callable[[Target], Published]) -> tuple[list[Any], int, int]:
         """Publish batch by batch until one fails: (that batch's failures, its number, how many batches)."""
         cut = batches(self.targets, self.batch_size)
         for number, batch in enumerate(cut, 1):
@@ -185,16 +169,18 @@ def deploy_batches(rollout: Rollout, release: Release) -> None:
     failed batch, put every host back and raise the `DeployError` that says where each host stands."""
     entries = {t.name: entry_for(t, "deploy", release.id, release.commit) for t in rollout.targets}
 
-    def publish_one(target: phases.Target) -> Published:
-        return publish_logged(rollout.log, target, "publish", release.id, target.state.current, entries[target.name])
+    def publish_one(target: Target) -> Published:
+        return publish_logged(
+            rollout.log, target, phases.PUBLISH, release.id, target.state.current, entries[target.name]
+        )
 
     failures, number, count = rollout.in_batches(publish_one)
     if failures:
         raise DeployError(_revert_run(rollout, release, failures, number, count))
 
-    def finish(target: phases.Target) -> None:
+    def finish(target: Target) -> None:
         entry = entries[target.name]
-        with rollout.log.phase(target.name, "finish"):
+        with rollout.log.phase(target.name, phases.FINISH):
             phases.finish(target, entry, prune=_prune_list(target, entry))
         rollout.finished.add(target.name)
 
@@ -208,14 +194,14 @@ def deploy_batches(rollout: Rollout, release: Release) -> None:
         )
 
 
-def _prune_list(target: phases.Target, entry: journal.Entry) -> list[str]:
+def _prune_list(target: Target, entry: journal.Entry) -> list[str]:
     entries = [*target.state.entries, entry]
     present = [*target.state.releases, entry.release]
     return journal.releases_to_prune(entries, present, target.host.keep_releases, current=entry.release)
 
 
 def _revert_run(
-    rollout: Rollout, release: Release, failures: list[tuple[phases.Target, DeployError]], number: int, count: int
+    rollout: Rollout, release: Release, failures: list[tuple[Target, DeployError]], number: int, count: int
 ) -> str:
     """Batch ``number`` failed: switch back every host this run switched (the failed ones whose current moved
     included), drop the release on the others, mark it failed in every journal; the message for the user."""
@@ -228,7 +214,7 @@ def _revert_run(
     lines = {name: _said(name, error) for name, error in errors.items()}
     lines |= {t.name: lost_in_switch(t, errors[t.name]) for t in lost}  # type: ignore[arg-type]
 
-    def revert(target: phases.Target) -> str:
+    def revert(target: Target) -> str:
         failure = errors.get(target.name, f"not kept: {why}")
         return _switch_back(rollout, target, release, rollout.previous[target.name], failure)
 
@@ -257,14 +243,12 @@ def _said(name: str, error: object) -> str:
     return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
-def _switch_back(
-    rollout: Rollout, target: phases.Target, release: Release, previous: str | None, failure: object
-) -> str:
+def _switch_back(rollout: Rollout, target: Target, release: Release, previous: str | None, failure: object) -> str:
     """Point ``current`` at ``previous`` again, with its config, restarted and checked; journal the revert and
     the failure, drop the release, unlock. Returns where the host stands; raises if it could not go back."""
     name, problem, back = target.name, "", False
     try:
-        publish_logged(rollout.log, target, "revert", previous, release.id)
+        publish_logged(rollout.log, target, phases.REVERT, previous, release.id)
         back = True
     except PublishFailed as again:
         back, problem = again.published.switched, reason_of(name, again)  # current moved back even if a check failed
@@ -297,18 +281,18 @@ def rollback_batches(rollout: Rollout, chosen: str) -> None:
     left as they were."""
     entries: dict[str, journal.Entry] = {}
 
-    def publish_one(target: phases.Target) -> Published:
+    def publish_one(target: Target) -> Published:
         current = target.state.current
         commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
         entries[target.name] = entry_for(target, "rollback", chosen, commit)
         if current == chosen:
-            return Published(True, False, current, None, None, ())
-        return publish_logged(rollout.log, target, "publish", chosen, current, entries[target.name])
+            return Published(True, False, current, None, ())
+        return publish_logged(rollout.log, target, phases.PUBLISH, chosen, current, entries[target.name])
 
     failures, number, count = rollout.in_batches(publish_one)
 
-    def finish(target: phases.Target) -> None:
-        with rollout.log.phase(target.name, "finish"):
+    def finish(target: Target) -> None:
+        with rollout.log.phase(target.name, phases.FINISH):
             if rollout.previous[target.name] == chosen:
                 phases.finish(target)
             else:
@@ -344,20 +328,18 @@ def rollback_batches(rollout: Rollout, chosen: str) -> None:
     raise DeployError(summary + ":\n  " + "\n  ".join(lines))
 
 
-def interrupted_batches(
-    stop: KeyboardInterrupt, rollout: Rollout, live_on: str, release: Release | None, finish: bool = True
-) -> str:
+def interrupted_batches(stop: KeyboardInterrupt, rollout: Rollout, live_on: str, release: Release | None) -> str:
     """Ctrl-C or SIGTERM between or during batches: hosts already live are finished there (journaled, unlocked),
     the others cleaned up; say where every host stands."""
-    results: Results[phases.Target, object] = stop.results if isinstance(stop, Interrupted) else Results([], [], [])
+    results: Results[Target, object] = stop.results if isinstance(stop, Interrupted) else Results([], [], [])
     live = list(rollout.switched) + [t for t, _ in results.done if t not in rollout.switched]
     failed = {t.name: error for t, error in results.failed}
     reason = f"{interruption(stop)} on the laptop before this host switched"
     rest = [t for t in rollout.targets if t not in live and t.name not in failed]
     stuck = abort_all(rest, release, reason, limit=rollout.limit)
-    if finish and live:
+    if live:
 
-        def end(target: phases.Target) -> None:
+        def end(target: Target) -> None:
             resume(target.c)
             commit = release.commit if release is not None else None
             event = "deploy" if release is not None else "rollback"

@@ -19,14 +19,15 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import journal
-from .config import health_args, render_commands
+from .config import render_commands
 from .errors import DeployError
 from .fleet import on_each
-from .hostside import run_module
+from .hostrun import run_module
 from .hostside.survey import RELEASE_MARK
 from .inventory import HostConfig
 from .release import RELEASE_ID
 from .requirements import Pin, parse_requirement_texts, requirements_digest
+from .switch import health_args
 from .terminal import escape_controls
 from .transport import close, connect
 from .wheelmeta import TargetPython

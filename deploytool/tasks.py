@@ -15,7 +15,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import journal, phases, typos
+from . import deploylock, journal, sudo, typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
@@ -23,12 +23,13 @@ from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
-from .fleet import on_each
+from .fleet import connected, on_each
 from .golive import batch_size_problem
 from .inventory import HostConfig
 from .notify import notify
 from .release import Release, check_release_id, git, resolve_commit, uncommitted_files, working_tree_notes
 from .report import Progress, RunReport, dumps
+from .target import Target, incomplete, read_state
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
 from .transport import show_library_messages
@@ -115,14 +116,14 @@ def deploy(
         subject = git(root, "log", "-1", "--format=%s", commit)
         lines = deploy_lines(plan.release.id, commit, subject, ref, selected, uncommitted_files(root, inventory.path))
         ask(selected, "deploy", lines, yes)
-    password = flow.configured_sudo_password(selected, c.config)
+    password = sudo.configured_password(selected, c.config)
     release = plan.release
     report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
     if not json:
         print(f"Deploying {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
 
     def run() -> None:
-        flow.run_deploy(plan, inventory.project_root, report, password, flow.ask_sudo_password, batch_size=batch)
+        flow.run_deploy(plan, inventory.project_root, report, password, sudo.ask_password, batch_size=batch)
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -158,11 +159,11 @@ def rollback(
     if to is not None:
         check_release_id(to)  # before asking about it
     ask(selected, "roll back", rollback_lines(to, selected), yes)
-    password = flow.configured_sudo_password(selected, c.config)
+    password = sudo.configured_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
 
     def run() -> None:
-        flow.run_rollback(selected, to, report, password, flow.ask_sudo_password, batch_size=batch)
+        flow.run_rollback(selected, to, report, password, sudo.ask_password, batch_size=batch)
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -172,7 +173,7 @@ def rollback(
 R = TypeVar("R")
 
 
-def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
+def release_rows(target: Target) -> list[dict[str, str | None]]:
     """One host's releases, newest first: id, commit, when, who, and a mark (current, previous, incomplete)."""
     state = target.state
     deployed = {e.release: e for e in state.entries if e.event == "deploy" and e.status == "ok"}
@@ -192,7 +193,7 @@ def release_rows(target: phases.Target) -> list[dict[str, str | None]]:
     return rows
 
 
-def format_releases(target: phases.Target) -> list[str]:
+def format_releases(target: Target) -> list[str]:
     """Lines describing one host's releases, newest first: id, commit, when, who, and which is current."""
     lines = [f"{target.name} ({target.host.root}):"]
     rows = release_rows(target)
@@ -205,7 +206,7 @@ def format_releases(target: phases.Target) -> list[str]:
     return lines
 
 
-def releases_document(target: phases.Target) -> dict[str, object]:
+def releases_document(target: Target) -> dict[str, object]:
     """One host's entry in ``fab releases --json``."""
     back_to = journal.rollback_target(target.state.entries, target.state.current, target.state.releases)
     return {"host": target.name, "root": target.host.root, "current": target.state.current, "previous": back_to,
@@ -216,14 +217,14 @@ def _on_each_selected(
     c: Context,
     stage: str | None,
     hosts: str | None,
-    func: Callable[[phases.Target], R],
-    show: Callable[[phases.Target, R], str],
+    func: Callable[[Target], R],
+    show: Callable[[Target, R], str],
     what: str,
 ) -> None:
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
     then fail naming every host where it failed."""
     _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
+    with connected(selected) as targets:
         results = on_each(targets, func, lambda t: t.name)
     order = [target.name for target in targets]
     for target, value in sorted(results.done, key=lambda item: order.index(item[0].name)):
@@ -237,12 +238,12 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
     """List each host's releases: id, commit, when, who, and which is current."""
     if not json:
         _on_each_selected(
-            c, stage, hosts, phases.read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
         )
         return
     _, selected = selected_hosts(c, stage, hosts)
-    with flow.connected(selected) as targets:
-        results = on_each(targets, phases.read_state, lambda t: t.name)
+    with connected(selected) as targets:
+        results = on_each(targets, read_state, lambda t: t.name)
     found = {target.name: releases_document(target) for target, _ in results.done}
     failed = {target.name: {"host": target.name, "error": str(error)} for target, error in results.failed}
     entries = [found.get(host.name) or failed[host.name] for host in selected]
@@ -255,10 +256,10 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
 
-    def unlock_one(target: phases.Target) -> tuple[phases.LostRun | None, list[str], str]:
-        return (phases.unlock(target), *phases.incomplete(target))
+    def unlock_one(target: Target) -> tuple[deploylock.LostRun | None, list[str], str]:
+        return (deploylock.unlock(target), *incomplete(target))
 
-    def show(target: phases.Target, found: tuple[phases.LostRun | None, list[str], str]) -> str:
+    def show(target: Target, found: tuple[deploylock.LostRun | None, list[str], str]) -> str:
         lost, incomplete, problem = found
         said = f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
         for release_id in incomplete:
@@ -300,7 +301,7 @@ def render_etc(
         for path in written:
             print(f"wrote {path.relative_to(base.parent) if not out else path}")
     if diff:
-        with flow.connected(selected) as targets:
+        with connected(selected) as targets:
             results = on_each(
                 targets,
                 lambda t: diff_against(t.c, t.host.etc_root, rendered[t.name], python=t.host.python, host=t.name),

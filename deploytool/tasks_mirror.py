@@ -15,11 +15,11 @@ from .cli import STAGE_HELP, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
 from .index_upload import publish_to_index
 from .inventory import HostConfig, Inventory
-from .lock import lock
 from .mirror import PYPI, hash_requirements, publish, read_manifest, serve, sync, upload, write_indexes
 from .mirror_verify import verify
 from .pins import laptop_mirror, target_python
 from .release import deployer
+from .reqlock import lock
 from .requirements import check_nested, read_requirements
 from .transport import close, connect
 

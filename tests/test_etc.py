@@ -6,9 +6,9 @@ import configparser
 import io
 import os
 import re
-import shlex
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +24,13 @@ from deploytool.etc import (
     TemplateError,
     diff_against,
     format_diffs,
-    install_command,
+    install_args,
     render_all,
     render_host,
     tar_bytes,
     write_tree,
 )
+from deploytool.hostrun import argv
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 ROOT = "/srv/demo"
@@ -325,12 +326,10 @@ def release(host: Path, release_id: str, files: RenderedEtc) -> str:
 
 
 def install(release_etc: str, etc_root: Path, previous: str | None) -> tuple[int, str, str]:
-    """Run the installer command through a real shell."""
-    result = Context().run(
-        install_command(release_etc, str(etc_root), previous, False), hide=True, warn=True, in_stream=False
-    )
-    assert result is not None
-    return result.return_code, result.stdout, result.stderr
+    """Run the installer as ``publish`` does: the shipped module, its paths as words."""
+    command = argv(sys.executable, "etc_install", *install_args(release_etc, str(etc_root), previous))
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    return result.returncode, result.stdout, result.stderr
 
 
 def snapshot(top: Path) -> dict[str, tuple[bytes | str, int, int]]:
@@ -429,17 +428,16 @@ def test_install_follows_symlink_inside_etc_root(host: Path) -> None:
     assert (etc / "nginx" / "real" / "demo.conf").read_bytes() == b"v1\n"
 
 
-def test_install_command_is_one_quoted_command() -> None:
-    """Paths are argv words (never spliced into the script); sudo wraps the whole installer."""
-    command = install_command("/srv/a b/releases/r1/etc", "/etc", "/srv/x'y/etc", True)
-    argv = shlex.split(command)
-    assert argv[:5] == ["sudo", "-n", "--", "python3", "-c"]
-    assert argv[6:] == ["/srv/a b/releases/r1/etc", "/etc", "/srv/x'y/etc"]
-    prompted = shlex.split(install_command("/r/etc", "/etc", None, True, sudo_prompt="pw: "))
-    assert prompted[:5] == ["sudo", "-S", "-p", "pw: ", "--"] and prompted[-1] == ""
-    assert shlex.split(install_command("/r/etc", "/etc", None, False))[0] == "python3"
+def test_installer_arguments_are_absolute_paths_passed_as_words() -> None:
+    """Paths are argv words (never spliced into a script), normalised; relative ones are refused."""
+    assert install_args("/srv/a b/releases/r1/etc/", "/etc", "/srv/x'y/etc") == (
+        "/srv/a b/releases/r1/etc",
+        "/etc",
+        "/srv/x'y/etc",
+    )
+    assert install_args("/r/etc", "/etc", None) == ("/r/etc", "/etc", "")
     with pytest.raises(EtcPathError):
-        install_command("relative/etc", "/etc", None, False)
+        install_args("relative/etc", "/etc", None)
 
 
 # --- diffing ----------------------------------------------------------------------------------------------

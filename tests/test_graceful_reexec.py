@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import hostside
+from deploytool import hostrun
 from deploytool.hostside import gunicorn_reexec
 from tests.gunicornhost import LocalApp, RequestLoop, children, free_port, get, kill_mentioning, serves, wait_for
 
@@ -108,15 +108,15 @@ def test_new_master_that_cannot_boot_leaves_the_old_one_serving(app: LocalApp) -
     old = int(app.pidfile.read_text())
     app.release("r2", BROKEN_APP)
     app.switch("r2")
-    line = hostside.stdin_line({"pidfile": str(app.pidfile), "timeout": 30})
+    line = hostrun.stdin_line({"pidfile": str(app.pidfile), "timeout": 30})
     done = subprocess.run(
-        [sys.executable, "-c", hostside.source("gunicorn_reexec"), "gunicorn_reexec"],
+        hostrun.argv(sys.executable, "gunicorn_reexec"),
         input=line,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert done.returncode == hostside.EXIT_FAILED, done.stderr
+    assert done.returncode == hostrun.EXIT_FAILED, done.stderr
     (answer_line,) = done.stdout.splitlines()
     answer = json.loads(answer_line)
     assert answer["ok"] is False and answer["running"] is True and answer["old_pid"] == old

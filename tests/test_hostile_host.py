@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploytool import phases
-from deploytool.deploy import connected, plan_deploy
+from deploytool.deploy import plan_deploy
+from deploytool.fleet import connected
 from deploytool.inventory import load_inventory
 from deploytool.journal import shown
 from tests.conftest import Project

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ast
+import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from invoke.context import Context
 
 from deploytool.errors import RemoteError
-from deploytool.hostside import ModuleFailed, command, echo, parse_answer, run_module, source, stdin_line
+from deploytool.hostrun import ModuleFailed, argv, command, parse_answer, program, run_module, source, stdin_line
+from deploytool.hostside import _common, echo
 from deploytool.inventory import HostConfig, load_inventory
 from deploytool.transport import close, connect
 from tests.conftest import HOST_PYTHON, HOST_PYTHON_VERSION, Project
@@ -21,10 +25,12 @@ def test_echo_module_runs_locally_as_a_function() -> None:
     assert echo.main({"fail": "nope"}) == {"ok": False, "error": "nope"}
 
 
-def test_command_carries_the_module_file_and_no_arguments() -> None:
-    argv = shlex.split(command("/usr/bin/python3", "echo"))
-    assert argv == ["/usr/bin/python3", "-c", source("echo"), "echo"]
+def test_command_carries_the_module_and_what_it_imports_and_no_arguments() -> None:
+    words = shlex.split(command("/usr/bin/python3", "echo"))
+    assert words == ["/usr/bin/python3", "-c", program("echo")] == argv("/usr/bin/python3", "echo")
     assert shlex.split(command("python3", "echo", sudo=True))[:3] == ["sudo", "-n", "python3"]
+    assert _common.bundle("echo") == {"echo": source("echo"), "_common": source("_common")}
+    assert sorted(_common.bundle("publish")) == ["_common", "etc_install", "gunicorn_reexec", "health", "publish"]
     assert stdin_line({"password": "s3cret"}) == '{"password":"s3cret"}\n'  # secrets travel on stdin only
 
 
@@ -79,6 +85,28 @@ def test_module_runs_on_a_local_context() -> None:
     assert answer["args"] == {"k": "v"}
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in Path(echo.__file__).parent.glob("[a-z]*.py")))
+def test_a_shipped_module_runs_the_modules_shipped_with_it(tmp_path: Path) -> None:
+    """On the host, `_common.program` builds a nested module's command from the sources it was shipped with:
+    here ``echo``'s bootstrap runs a copy of ``_common`` that must find ``echo`` without this package's files."""
+    probe = (
+        "import json, sys\n"
+        "from . import _common\n"
+        "done = _common.run(_common.program(sys.executable, 'echo'), json.dumps({'x': 1}) + '\\n', 30, True)\n"
+        "print(json.dumps(_common.json_answer(done.stdout)))\n"
+    )
+    sources = {**_common.bundle("echo"), "probe": probe}
+    done = subprocess.run(
+        [sys.executable, "-c", _common.bootstrap(sources, "probe")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["args"] == {"x": 1}
+
+
+def test_a_module_exits_2_when_it_answers_not_ok() -> None:
+    done = subprocess.run(argv(sys.executable, "echo"), input='{"fail": "no"}\n', capture_output=True, text=True)
+    assert done.returncode == _common.EXIT_FAILED and json.loads(done.stdout) == {"error": "no", "ok": False}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in Path(echo.__file__).parent.glob("[a-z_]*.py")))
 def test_modules_parse_as_python_3_8_for_older_hosts(name: str) -> None:
     ast.parse(source(name), feature_version=(3, 8))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploytool.hostside import finish, publish, source
+from deploytool.hostside import finish, publish
 
 A, B = "20260101T000000Z-aaaaaaa", "20260102T000000Z-bbbbbbb"
 RUN = "0123456789abcdef"
@@ -43,8 +42,6 @@ def publish_args(root: Path, release: str | None, previous: str | None, **extra:
         "link": f"releases/{release}" if release else None,
         "previous": previous,
         "etc": {
-            "program": source("etc_install"),
-            "python": sys.executable,
             "install": [etc(release), str(root / "etc-root"), etc(previous) if previous else ""],
             "restore": [etc(previous), str(root / "etc-root"), etc(release) if release else ""],
         },

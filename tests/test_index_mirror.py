@@ -20,8 +20,8 @@ import pytest
 
 from deploytool.errors import DeployError, InventoryError
 from deploytool.inventory import parse_inventory
-from deploytool.lock import lock
 from deploytool.mirror import serve, write_indexes
+from deploytool.reqlock import lock
 from deploytool.requirements import check_nested, pip_install_args, read_requirements, uv_install_args
 from deploytool.wheelmeta import TargetPython
 from tests import indexserver
@@ -325,7 +325,7 @@ def test_vendored_wheels_travel_in_the_release_and_are_read_from_the_commit(ssh_
 
 def test_lock_needs_uv_and_says_so(local_project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     (local_project.path / "requirements" / "prod.in").write_text("demo-lib\n")
-    monkeypatch.setattr("deploytool.lock.shutil.which", lambda *args, **kwargs: None)
+    monkeypatch.setattr("deploytool.reqlock.shutil.which", lambda *args, **kwargs: None)
     with pytest.raises(DeployError, match="uv not found on PATH"):
         lock(local_project.path / "requirements" / "prod.in", TARGET, None)
     assert not (local_project.path / "requirements" / "prod.txt").read_text().startswith("#")

@@ -69,10 +69,3 @@ def test_no_journal_and_no_releases_yet_is_a_first_deploy(tmp_path: Path) -> Non
     answer = state.main({"root": str(tmp_path)})
     assert (answer["releases"], answer["journal"], answer["current_link"]) == ([], [], "")
     assert not (tmp_path / "deploy.lock").exists(), "reading takes no lock"
-
-
-def test_unlock_removes_the_lock_and_says_whose_it_was(tmp_path: Path) -> None:
-    state.main({"root": str(tmp_path), "lock": OWNER})
-    answer = state.main({"root": str(tmp_path), "unlock": True})
-    assert json.loads(answer["unlocked"]) == OWNER and not (tmp_path / "deploy.lock").exists()
-    assert state.main({"root": str(tmp_path), "unlock": True})["unlocked"] is None

@@ -112,7 +112,8 @@ def sudo_project(ssh_project: Project, sudo_user: str) -> Project:
         etc_root=str(etc),
         vars={"workers": 2},
         validate=['test "$(id -u)" = 0', f"id -u > {etc}/validated-by", f"grep -q workers= {etc}/demo/app.conf"],
-        after_switch=[f"id -u >> {etc}/reloaded-by"],
+        # cat: what an after-switch command reads on its stdin (issue 17: it used to be the password)
+        after_switch=[f"id -u >> {etc}/reloaded-by", f"cat >> {etc}/after-switch-stdin"],
     )
     ssh_project.write_inventory()
     ssh_project.commit(
@@ -214,6 +215,7 @@ def test_sudo_installs_root_owned_config_runs_hooks_as_root_and_rollback_restore
     assert conf.read_text() == f"workers=2\nrelease={first}\n"
     assert (etc / "cron.d/demo").is_file() and (etc / "cron.d/demo").stat().st_uid == 0
     assert (etc / "reloaded-by").read_text() == "0\n0\n0\n"
+    assert (etc / "after-switch-stdin").read_text() == "", "a command's stdin never carries the sudo password"
     assert [(e["event"], e["status"]) for e in journal(sudo_project)] == [
         ("deploy", "ok"),
         ("deploy", "ok"),

@@ -1,102 +1,10 @@
 """Host-side modules: real Python programs of this package, shipped to a host and run there, answering JSON.
 
-A module is a standard-library-only file in this package (``deploytool/hostside/<name>.py``) with a ``main(args)``
-returning a JSON-able dict. The laptop runs it in one round trip, the way Ansible runs its modules: the module's
-source is the program of ``<python> -c <source> <name>``, its arguments are one line of JSON on stdin (so a
-password or a large payload never shows in ``ps``), and its one line of JSON comes back on stdout. Nothing is
-installed on the host and no program text is built in a string.
+A module is a standard-library-only file here (``deploytool/hostside/<name>.py``) with a ``main(args)`` returning
+a JSON-able dict and ``_common.serve(main)`` as its ``__main__``. Helpers they share live in `_common` and are
+shipped with every module that imports them; the laptop's runner is `deploytool.hostrun`. Modules run with the
+host's ``python3`` (hosts.yml ``python``), so they keep to Python 3.8 syntax and the standard library, and are
+unit-tested locally by importing them (``from deploytool.hostside import state``).
 
-Modules run with the host's ``python3`` (hosts.yml ``python``), so they keep to Python 3.8 syntax and the standard
-library, and are unit-tested locally by importing them (``from deploytool.hostside import state``).
-
-What a module answers is data from a host that the laptop does not trust: `run_module` only checks that it is a
-JSON object; each caller validates the fields it uses.
+Nothing in this package runs on the laptop during a deploy.
 """
-
-from __future__ import annotations
-
-import functools
-import json
-import shlex
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-from .. import transport
-from ..errors import RemoteError
-from ..remote import ChunkedStream
-from ..transport import Runner
-
-#: Exit status a module uses for "I ran and refused/failed cleanly": its JSON still comes back on stdout.
-EXIT_FAILED = 2
-
-
-class ModuleFailed(RemoteError):
-    """A host-side module answered with ``{"ok": false, ...}``; ``result`` is what it said."""
-
-    def __init__(self, host: str, message: str, result: Mapping[str, Any]) -> None:
-        super().__init__(host, message)
-        self.result = result
-
-
-@functools.cache
-def source(name: str) -> str:
-    """The text of host-side module ``name`` (read once per process)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    if not name.isidentifier() or not path.is_file():
-        raise ValueError(f"no host-side module {name!r}")
-    return path.read_text(encoding="utf-8")
-
-
-def command(python: str, name: str, *, sudo: bool = False) -> str:
-    """The command line that runs module ``name`` (its arguments are fed on stdin)."""
-    line = argv(python, name)
-    return shlex.join(["sudo", "-n", *line] if sudo else line)
-
-
-def stdin_line(args: Mapping[str, Any]) -> str:
-    """A module's arguments as it reads them: one line of JSON."""
-    return json.dumps(args, sort_keys=True, separators=(",", ":")) + "\n"
-
-
-def argv(python: str, name: str) -> list[str]:
-    """The argument list running module ``name`` (for a step of a larger script: pipe `stdin_line` into it)."""
-    return [python, "-c", source(name), name]
-
-
-def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
-    """The module's JSON object, or a `RemoteError` saying what came back instead."""
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    try:
-        answer = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        said = [line.strip() for line in stderr.splitlines() if line.strip()]
-        detail = " | ".join(said[-4:]) or (lines[-1][:200] if lines else "no output")
-        raise RemoteError(host, f"{name} failed (exit {exit_code}): {detail}")
-    if exit_code != 0 or answer.get("ok") is False:
-        message = answer.get("error")
-        raise ModuleFailed(host, str(message) if message else f"{name} failed (exit {exit_code})", answer)
-    return answer
-
-
-def run_module(
-    c: Runner,
-    host: str,
-    python: str,
-    name: str,
-    args: Mapping[str, Any],
-    *,
-    sudo: bool = False,
-    phase: str = "",
-) -> dict[str, Any]:
-    """Run host-side module ``name`` on ``c`` with ``args``; return its JSON answer (unvalidated data).
-
-    It may take the host's time for ``phase`` (`transport.phase_timeout`); a host that stops answering or a
-    dropped connection raise as `transport.run` says, not as the module's failure."""
-    stdin = ChunkedStream(stdin_line(args))
-    result = transport.run(
-        c, command(python, name, sudo=sudo), phase=phase or name, hide=True, warn=True, in_stream=stdin
-    )
-    return parse_answer(host, name, result.stdout, result.stderr, result.return_code)

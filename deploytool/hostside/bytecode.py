@@ -24,11 +24,11 @@ import compileall
 import filecmp
 import glob
 import importlib.util
-import json
 import os
 import shutil
-import sys
 from typing import Any
+
+from . import _common
 
 
 def site_packages(venv: str) -> str | None:
@@ -116,6 +116,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    answer = main(json.loads(sys.stdin.readline()))
-    print(json.dumps(answer, sort_keys=True))
-    sys.exit(0 if answer.get("ok", True) else 2)
+    _common.serve(main)

@@ -1,15 +1,16 @@
 """Host-side module ``echo``: answers what it was given and what runs it (used to test the module runner).
 
-Every host-side module has this shape: stdlib only, Python 3.8 syntax, ``main(args) -> dict``, and the two
-lines at the bottom that read the JSON arguments from stdin (one line) and print one line of JSON.
+Every host-side module has this shape: stdlib only, Python 3.8 syntax, ``main(args) -> dict``, and
+``_common.serve(main)`` at the bottom, which reads the JSON arguments from stdin (one line), prints one line of
+JSON and exits 2 when it says ``ok: false``.
 """
 
 from __future__ import annotations
 
-import json
 import platform
-import sys
 from typing import Any
+
+from . import _common
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
@@ -19,6 +20,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    answer = main(json.loads(sys.stdin.readline()))
-    print(json.dumps(answer, sort_keys=True))
-    sys.exit(0 if answer.get("ok", True) else 2)
+    _common.serve(main)

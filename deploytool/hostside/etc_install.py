@@ -1,10 +1,10 @@
 """Host-side program: install a release's rendered ``etc/`` under the host's etc root (rules: etc_install.py).
 
-Run on the host as ``python3 -c <this file> RELEASE_ETC ETC_ROOT PREVIOUS_RELEASE_ETC`` (through sudo when the
-stage says so), inside the switch script. Every destination is validated before any is touched, so a refusal
-(exit 3) changes nothing; each file is written to a temporary name in its directory, fsynced and renamed.
-stdout: one ``backed up|installed|removed|restored <path>`` line per change and a summary; exit 1 on a write
-error (the etc root may be partly updated). Standard library only, Python 3.8 syntax.
+Run by the host-side ``publish`` module, which is shipped with it, as ``python3 -c <bootstrap> RELEASE_ETC
+ETC_ROOT PREVIOUS_RELEASE_ETC`` (through sudo when the stage says so). Every destination is validated before any
+is touched, so a refusal (exit 3) changes nothing; each file is written to a temporary name in its directory,
+fsynced and renamed. stdout: one ``backed up|installed|removed|restored <path>`` line per change and a summary;
+exit 1 on a write error (the etc root may be partly updated). Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ writes through them. Standard library only, Python 3.8 syntax.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import stat
-import sys
 from typing import Any
+
+from . import _common
 
 
 def read(path: str) -> dict[str, Any] | None:
@@ -31,4 +31,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(json.loads(sys.stdin.readline()))))
+    _common.serve(main)

@@ -17,13 +17,12 @@ Standard library only, Python 3.8 syntax.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from typing import Any
+
+from . import _common
 
 
 def append_line(path: str, line: str) -> None:
@@ -37,15 +36,6 @@ def append_line(path: str, line: str) -> None:
         handle.write(line.rstrip("\n").encode("utf-8") + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def lock_is_ours(owner_path: str, run: str) -> bool:
-    try:
-        with open(owner_path) as handle:
-            owner = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    return isinstance(owner, dict) and owner.get("run") == run
 
 
 def empty_trash_in_background(trash: str) -> None:
@@ -64,7 +54,7 @@ def empty_trash_in_background(trash: str) -> None:
 def main(args: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     answer: dict[str, Any] = {"ok": True, "error": None, "journaled": False, "pruned": [], "unlocked": False}
-    ours = lock_is_ours(args["lock_owner"], args["run"])
+    ours = _common.lock_is_ours(args["lock_owner"], args["run"])
     if not ours:
         answer.update(ok=False, error="the lock is not this run's any more (cleared with fab unlock?)")
         answer["notes"] = notes
@@ -98,8 +88,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-    result = main(json.loads(sys.stdin.readline()))
-    with contextlib.suppress(OSError):
-        print(json.dumps(result, sort_keys=True))
+    _common.serve(main, detached=True)

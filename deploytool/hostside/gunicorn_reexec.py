@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import signal
-import sys
 import time
 from typing import Any
+
+from . import _common
 
 POLL = 0.05  # seconds between looks at /proc and the pid files
 STOP_GRACE = 5.0  # seconds a stopped process gets before SIGKILL, and the least any step past readiness gets
@@ -297,18 +297,5 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         return reexec.answer(False, reexec.old_pid is not None, str(error))
 
 
-def detach() -> None:
-    """Run to the end whatever happens to the SSH channel: a hang-up, an interrupt or a closed pipe."""
-    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
 if __name__ == "__main__":
-    detach()
-    result = main(json.loads(sys.stdin.readline()))
-    try:
-        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
-        sys.stdout.flush()
-    except OSError:
-        pass
-    sys.exit(0 if result["ok"] else 2)
+    _common.serve(main, detached=True)

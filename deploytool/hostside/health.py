@@ -1,6 +1,6 @@
 """Host-side module ``health``: ask the app whether it is healthy, retried until a deadline.
 
-Run by ``publish`` after the restart (as a program, like ``etc_install``) and by ``survey`` for ``fab status``
+Run by ``publish`` after the restart (shipped with it, run as its own process) and by ``survey`` for ``fab status``
 (one try: ``deadline`` 0). A check is an HTTP URL on this host that must answer 2xx (and hold ``contains``) within
 ``timeout`` seconds, never through a proxy, or a command that must exit 0 within ``timeout`` seconds, run by
 ``sh`` as the deploy user (never through sudo: a check needs no privilege) with ``env`` in its environment.
@@ -13,15 +13,14 @@ Standard library only, Python 3.8 syntax.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from typing import Any
 
-EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+from . import _common
+
 BODY_LIMIT = 65536  # bytes of an answer read to look for ``contains``
 
 
@@ -42,9 +41,7 @@ def probe_url(url: str, contains: str | None, timeout: float) -> tuple[bool, str
 
 def probe_command(command: str, env: dict[str, str], timeout: float) -> tuple[bool, str]:
     """One run of the command: (passed, its exit status and last lines)."""
-    path = os.environ.get("PATH", "")
-    parts = path.split(":") if path else []
-    environment = {**os.environ, **env, "PATH": ":".join(parts + [d for d in EXTRA_PATH if d not in parts])}
+    environment = {**os.environ, **env, "PATH": _common.command_path()}
     try:
         done = subprocess.run(
             ["sh", "-c", command],
@@ -86,6 +83,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    answer = main(json.loads(sys.stdin.readline()))
-    sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
-    sys.exit(0 if answer["ok"] else 2)
+    _common.serve(main)

@@ -1,10 +1,10 @@
 """Host-side module ``publish``: make a release live on this host, wholly or not at all, while the lock is held.
 
-Steps: install the release's config under the etc root (the ``etc_install`` program, through sudo when asked),
+Steps: install the release's config under the etc root (the ``etc_install`` module, through sudo when asked),
 run the ``validate`` commands, swap ``current`` to the release (a new link renamed over the old), run the
 ``after_switch`` commands, restart the app server (``restart``: commands, or gunicorn's graceful re-exec by the
-``gunicorn_reexec`` program, or its ``start`` commands when no master runs) and wait for the ``health`` check
-to pass (the ``health`` program: an HTTP URL answering 2xx, or a command exiting 0, tried until its deadline).
+``gunicorn_reexec`` module, or its ``start`` commands when no master runs) and wait for the ``health`` check
+to pass (the ``health`` module: an HTTP URL answering 2xx, or a command exiting 0, tried until its deadline).
 Rejected config is put back before ``current`` moves, so a failure before the swap leaves the host wholly on the
 old release; after the swap it is wholly on the new one (the laptop decides whether to switch back, which is
 this module again with the releases exchanged: restarted and checked too). ``release: null`` means "no release":
@@ -16,12 +16,14 @@ SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``r
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
-loses the host), ``etc`` (``program``, ``python``, ``install`` and ``restore`` argument lists), ``sudo``,
-``password``, ``validate``, ``after_switch``, ``restart`` (``commands``; or ``gunicorn`` with ``program``,
-``pidfile`` and ``timeout``, and ``start``), ``health`` (``program``, ``url`` or ``command``, ``contains``,
-``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``.
+loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists), ``sudo``,
+``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
+(``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
+``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
+runs (``etc_install``, ``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
-``error``, ``steps`` (``step``, ``ok``, ``seconds``, ``output`` each). Standard library only, Python 3.8 syntax.
+``error``, ``steps`` (``step``, ``phase``: ``publish``, ``restart`` or ``health``, ``ok``, ``seconds``,
+``output`` each). Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
-EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-OUTPUT_LIMIT = 4000  # characters of a step's output kept (its end)
-EXIT_REFUSED = 3  # etc_install: refused before changing anything
+from . import _common, etc_install, gunicorn_reexec, health
+
+# The phase each step belongs to (the laptop shows one event per phase; a revert's main phase is its own).
+PUBLISH, RESTART, HEALTH = "publish", "restart", "health"
 
 
 class Failed(Exception):
@@ -49,17 +51,9 @@ class Publish:
         self.args = args
         self.steps: list[dict[str, Any]] = []
         self.switched = False
+        self.sudo = _common.Sudo(args.get("password")) if args.get("sudo") else None
 
     # -- running things -------------------------------------------------------------------------------------
-
-    def privileged(self, argv: list[str]) -> list[str]:
-        """``argv`` through sudo when the stage asks for it: ``-k -S`` reads the password we feed (every time, so
-        the command never sees it), ``-n`` when there is none (passwordless sudo)."""
-        if not self.args.get("sudo"):
-            return argv
-        if self.args.get("password") is not None:
-            return ["sudo", "-k", "-S", "-p", "", "--", *argv]
-        return ["sudo", "-n", "--", *argv]
 
     def execute(
         self,
@@ -69,54 +63,54 @@ class Publish:
         stdout_only: bool = False,
         privileged: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run one command (through sudo when asked and ``privileged``), never raising for a failed one;
-        ``stdin`` follows the password line sudo reads."""
-        password = self.args.get("password")
-        sudo = privileged and self.args.get("sudo")
-        feed = password + "\n" if sudo and password is not None else ""
-        try:
-            return subprocess.run(
-                self.privileged(argv) if privileged else argv,
-                input=feed + stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                timeout=timeout or float(self.args.get("command_timeout") or 600),
-            )
-        except subprocess.TimeoutExpired as expired:
-            output = expired.output if isinstance(expired.output, str) else ""
-            return subprocess.CompletedProcess(argv, 124, output + f"\n(timed out after {expired.timeout}s)")
-        except OSError as error:
-            return subprocess.CompletedProcess(argv, 127, str(error))
+        """Run one command (through ``sudo -n`` when the stage asks for it and ``privileged``: `authenticate`
+        has given sudo the password, if any), never raising for a failed one."""
+        if privileged and self.sudo is not None:
+            argv = self.sudo.argv(argv)
+        limit = timeout or float(self.args.get("command_timeout") or 600)
+        return _common.run(argv, stdin, limit, stdout_only=stdout_only)
 
-    def note(self, step: str, ok: bool, started: float, output: str) -> None:
+    def note(self, step: str, ok: bool, started: float, output: str, phase: str = PUBLISH) -> None:
         self.steps.append(
-            {"step": step, "ok": ok, "seconds": round(time.monotonic() - started, 3), "output": output[-OUTPUT_LIMIT:]}
+            {
+                "step": step,
+                "phase": phase,
+                "ok": ok,
+                "seconds": round(time.monotonic() - started, 3),
+                "output": output[-_common.OUTPUT_LIMIT :],
+            }
         )
 
-    def run(self, step: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def run(self, step: str, argv: list[str], phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
         started = time.monotonic()
         done = self.execute(argv)
-        self.note(step, done.returncode == 0, started, done.stdout or "")
+        self.note(step, done.returncode == 0, started, done.stdout or "", phase)
         return done
 
     def shell_argv(self, command: str) -> list[str]:
         """A hosts.yml command, run by ``sh`` with the release named in its environment and a PATH that has the
-        sbin directories (a non-login shell on Debian lacks them: ``nginx: not found``)."""
+        sbin directories."""
         env = [f"{key}={value}" for key, value in sorted(self.args.get("env", {}).items())]
-        path = os.environ.get("PATH", "")
-        parts = path.split(":") if path else []
-        env.append("PATH=" + ":".join(parts + [d for d in EXTRA_PATH if d not in parts]))
+        env.append("PATH=" + _common.command_path())
         return ["env", *env, "sh", "-c", command]
 
-    def shell(self, step: str, command: str) -> subprocess.CompletedProcess[str]:
-        return self.run(step, self.shell_argv(command))
+    def shell(self, step: str, command: str, phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
+        return self.run(step, self.shell_argv(command), phase)
 
     def etc(self, step: str, which: str) -> subprocess.CompletedProcess[str]:
-        etc = self.args["etc"]
-        return self.run(step, [etc["python"], "-c", etc["program"], *etc[which]])
+        return self.run(step, _common.program(sys.executable, _name(etc_install), *self.args["etc"][which]))
+
+    def authenticate(self) -> None:
+        """Give sudo the password (only if it asks), or check passwordless sudo, before anything changes."""
+        if self.sudo is None:
+            return
+        started = time.monotonic()
+        ok, said = self.sudo.authenticate()
+        if not ok:
+            step = "checking the sudo password" if self.sudo.password is not None else "checking passwordless sudo"
+            self.note(step, False, started, said)
+            raise Failed()
 
     # -- the steps ------------------------------------------------------------------------------------------
 
@@ -145,7 +139,7 @@ class Publish:
 
     def install_config(self) -> None:
         done = self.etc("installing config", "install")
-        if done.returncode == EXIT_REFUSED:
+        if done.returncode == etc_install.EXIT_REFUSED:
             raise Failed()  # refused before changing anything: nothing to put back
         if done.returncode != 0:
             self.restore_config()
@@ -162,6 +156,7 @@ class Publish:
         temporary = "{}.{}.tmp".format(current, self.args.get("release") or "none")
         step: dict[str, Any] = {
             "step": "switching current to {}".format(self.args.get("release") or "no release"),
+            "phase": PUBLISH,
             "output": "",
         }
         created = False
@@ -196,74 +191,59 @@ class Publish:
         """Restart the app server so that it runs the release ``current`` names now (or start it)."""
         restart = self.args.get("restart") or {}
         for command in restart.get("commands", []):
-            if self.shell("restarting: " + command, command).returncode != 0:
+            if self.shell("restarting: " + command, command, RESTART).returncode != 0:
                 raise Failed()
         gunicorn = restart.get("gunicorn")
         if gunicorn and not self.reexec(gunicorn):
             for command in restart.get("start", []):
-                if self.shell("starting: " + command, command).returncode != 0:
+                if self.shell("starting: " + command, command, RESTART).returncode != 0:
                     raise Failed()
 
     def program(
-        self, name: str, source: str, request: dict[str, Any], timeout: float, privileged: bool = True
+        self, module: str, request: dict[str, Any], timeout: float, privileged: bool = True
     ) -> tuple[dict[str, Any] | None, str]:
-        """Run a host-side program shipped with the arguments (``etc_install``'s way) on one JSON line: its JSON
-        answer (None if it gave none) and, for that case, what it said instead."""
-        argv = [self.args["etc"]["python"], "-c", source, name]
+        """Run a host-side module shipped with this one on one JSON line: its JSON answer (None if it gave none)
+        and, for that case, what it said instead."""
+        argv = _common.program(sys.executable, module)
         done = self.execute(argv, json.dumps(request) + "\n", timeout, stdout_only=True, privileged=privileged)
-        lines = [line for line in (done.stdout or "").splitlines() if line.strip()]
-        try:
-            answer = json.loads(lines[-1]) if lines else None
-        except ValueError:
-            answer = None
-        said = (done.stderr or "").strip() or (done.stdout or "").strip() or "no answer"
-        return (answer if isinstance(answer, dict) else None), f"exit {done.returncode}: {said}"
+        return _common.answer_of(done)
 
     def reexec(self, gunicorn: dict[str, Any]) -> bool:
-        """gunicorn's graceful re-exec (the ``gunicorn_reexec`` program); False when no master runs to re-exec."""
+        """gunicorn's graceful re-exec (the ``gunicorn_reexec`` module); False when no master runs to re-exec."""
         started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
         request = {"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}
-        answer, said = self.program("gunicorn_reexec", gunicorn["program"], request, float(gunicorn["timeout"]) + 30)
+        answer, said = self.program(_name(gunicorn_reexec), request, float(gunicorn["timeout"]) + 30)
         if answer is None:
-            self.note(step, False, started, said)
+            self.note(step, False, started, said, RESTART)
             raise Failed()
         output = str(answer.get("output") or "") + ("\n" + str(answer["error"]) if answer.get("error") else "")
         if answer.get("ok") is not True:
-            self.note(step, False, started, output)
+            self.note(step, False, started, output, RESTART)
             raise Failed()
         if answer.get("running") is not True:
             return False
-        self.note(step, True, started, output)
+        self.note(step, True, started, output, RESTART)
         return True
 
     def health(self) -> None:
-        """Wait for the health check to pass (the ``health`` program retries until its deadline), as the deploy
+        """Wait for the health check to pass (the ``health`` module retries until its deadline), as the deploy
         user: a check needs no privilege."""
         check = self.args.get("health")
         if not check:
             return
         started = time.monotonic()
-        what = check.get("url") or check.get("command")
-        request = {key: value for key, value in check.items() if key != "program"}
-        request["env"] = self.args.get("env", {})
+        what = "health check: " + str(check.get("url") or check.get("command"))
+        request = dict(check, env=self.args.get("env", {}))
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
-        answer, said = self.program("health", check["program"], request, limit, privileged=False)
+        answer, said = self.program(_name(health), request, limit, privileged=False)
         if answer is None:
-            self.note("health check: " + what, False, started, "the check did not answer: " + said)
+            self.note(what, False, started, "the check did not answer: " + said, HEALTH)
             raise Failed()
         ok = answer.get("ok") is True
         outcome = "passed ({} attempts); last: {}".format(answer.get("attempts"), answer.get("last"))
-        self.note("health check: " + what, ok, started, outcome if ok else str(answer.get("error")))
+        self.note(what, ok, started, outcome if ok else str(answer.get("error")), HEALTH)
         if not ok:
             raise Failed()
-
-    def lock_is_ours(self) -> bool:
-        try:
-            with open(self.args["lock_owner"]) as handle:
-                owner = json.load(handle)
-        except (OSError, ValueError):
-            return False
-        return isinstance(owner, dict) and owner.get("run") == self.args["run"]
 
     def answer(self, error: str | None = None) -> dict[str, Any]:
         failed = next((step["step"] for step in self.steps if not step["ok"]), None)
@@ -280,10 +260,11 @@ class Publish:
         }
 
     def main(self) -> dict[str, Any]:
-        if not self.lock_is_ours():
+        if not _common.lock_is_ours(self.args["lock_owner"], self.args["run"]):
             return self.answer("the lock is not this run's any more (was it cleared with fab unlock?); nothing changed")
         self.record("publishing")
         try:
+            self.authenticate()
             self.install_config()
             self.swap()
             self.record("switched")
@@ -301,25 +282,19 @@ class Publish:
         return result
 
 
+def _name(module: Any) -> str:
+    """A host-side module's own name (``health`` for ``deploytool.hostside.health``)."""
+    return str(module.__name__).rpartition(".")[2]
+
+
 def main(args: dict[str, Any]) -> dict[str, Any]:
-    return Publish(args).main()
-
-
-def detach() -> None:
-    """Run to the end whatever happens to the SSH channel: a hang-up, an interrupt or a closed pipe."""
-    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-
-
-def reply(answer: dict[str, Any]) -> None:
-    """Print the answer if anyone still listens (the record inside the lock has it either way)."""
+    publish = Publish(args)
     try:
-        sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
-        sys.stdout.flush()
-    except OSError:
-        pass
+        return publish.main()
+    finally:
+        if publish.sudo is not None:
+            publish.sudo.forget()
 
 
 if __name__ == "__main__":
-    detach()
-    reply(main(json.loads(sys.stdin.readline())))
+    _common.serve(main, detached=True)

@@ -1,10 +1,10 @@
-"""Host-side module ``state``: take or clear the deploy lock, and read what the laptop needs to know about a host.
+"""Host-side module ``state``: read what the laptop needs to know about a host, taking the deploy lock if asked.
 
-Arguments (JSON): ``root`` (the deploy root), and at most one of ``lock`` (the owner record to take the lock
-with, its ``run`` token included) or ``unlock`` (true: remove the lock, whoever holds it). Answer::
+Arguments (JSON): ``root`` (the deploy root), and ``lock`` (the owner record to take the lock with, its ``run``
+token included) or none. Answer::
 
     {"ok": true, "current_link": "releases/<id>" or "", "releases": [names of the directories under releases/],
-     "journal": [the lines of journal.jsonl], "python": "3.11.2", "unlocked": <old owner.json text> or null}
+     "journal": [the lines of journal.jsonl], "python": "3.11.2"}
 
 or ``{"ok": false, "reason": "locked" | "no_space" | "unreadable" | "lock", "error": ..., "owner": ...}`` (exit 2).
 Nothing here is trusted by the laptop: it validates every name and journal line it uses.
@@ -23,14 +23,11 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 from typing import Any
 
-LOCK = "deploy.lock"
-OWNER = "owner.json"
-JOURNAL = "journal.jsonl"
-OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
+from . import _common
+from ._common import JOURNAL, LOCK, OWNER
 
 
 class Refused(Exception):
@@ -40,26 +37,11 @@ class Refused(Exception):
         self.answer.update(extra)
 
 
-def _owner_text(lock: str) -> str:
-    try:
-        with open(os.path.join(lock, OWNER), "rb") as handle:
-            return handle.read(OWNER_LIMIT).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _remove(path: str) -> None:
-    if os.path.islink(path) or not os.path.isdir(path):
-        os.unlink(path)
-    else:
-        shutil.rmtree(path)
-
-
 def take_lock(root: str, owner: dict[str, Any]) -> None:
     """Make ``<root>/deploy.lock`` holding ``owner``, or raise `Refused` (locked, or the disk is full)."""
     lock = os.path.join(root, LOCK)
     if os.path.lexists(lock):
-        raise Refused("locked", "locked", owner=_owner_text(lock))
+        raise Refused("locked", "locked", owner=_common.owner_text(lock))
     temporary = None
     try:
         temporary = tempfile.mkdtemp(prefix=".deploy.lock.", dir=root)
@@ -73,7 +55,7 @@ def take_lock(root: str, owner: dict[str, Any]) -> None:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
         if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR) and os.path.lexists(lock):
-            raise Refused("locked", "locked", owner=_owner_text(lock)) from None
+            raise Refused("locked", "locked", owner=_common.owner_text(lock)) from None
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise Refused(
                 "no_space", f"no space left on {root}: cannot take the lock; free some space on the host"
@@ -81,17 +63,13 @@ def take_lock(root: str, owner: dict[str, Any]) -> None:
         raise Refused("lock", f"cannot take the lock {lock}: {error.strerror}") from None
 
 
-def remove_lock(root: str) -> str | None:
-    """Remove the lock whoever holds it; return its owner record's text, or None if there was no lock."""
+def remove_lock(root: str) -> None:
+    """Remove the lock (just taken by this call: nothing happened under it)."""
     lock = os.path.join(root, LOCK)
-    if not os.path.lexists(lock):
-        return None
-    owner = _owner_text(lock)
     try:
-        _remove(lock)
+        _common.remove(lock)
     except OSError as error:
         raise Refused("lock", f"cannot remove the lock {lock}: {error.strerror}") from None
-    return owner
 
 
 def _unreadable(path: str, problem: str, verb: str = "read") -> Refused:
@@ -117,50 +95,39 @@ def read_journal(root: str, writable: bool) -> list[str]:
 
 
 def list_releases(root: str) -> list[str]:
-    """Names of the directories (not symlinks, not files) under ``<root>/releases``."""
-    path = os.path.join(root, "releases")
+    """Names of the directories (not symlinks, not files) under ``<root>/releases`` (`_common.list_releases`)."""
     try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return []
+        return _common.list_releases(root)
     except OSError as error:
-        raise _unreadable(path, error.strerror or str(error)) from None
-    return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        raise _unreadable(os.path.join(root, _common.RELEASES), error.strerror or str(error)) from None
 
 
-def current_link(root: str) -> str:
-    try:
-        return os.readlink(os.path.join(root, "current"))
-    except OSError:
-        return ""
+def read(root: str, locked: bool) -> dict[str, Any]:
+    """The host's state; `Refused` when it cannot be read (or, when ``locked``, the journal appended to)."""
+    return {
+        "ok": True,
+        "current_link": _common.current_link(root),
+        "releases": list_releases(root),
+        "journal": read_journal(root, writable=locked),
+        "python": platform.python_version(),
+    }
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
     root = str(args["root"])
     owner = args.get("lock")
-    unlocked = None
     try:
         if owner is not None:
             take_lock(root, owner)
-        elif args.get("unlock"):
-            unlocked = remove_lock(root)
         try:
-            state: dict[str, Any] = {
-                "current_link": current_link(root),
-                "releases": list_releases(root),
-                "journal": read_journal(root, writable=owner is not None),
-            }
+            return read(root, locked=owner is not None)
         except Refused:
             if owner is not None:
                 remove_lock(root)  # just taken by this call: nothing else happened under it
             raise
     except Refused as refused:
         return refused.answer
-    state.update(ok=True, python=platform.python_version(), unlocked=unlocked)
-    return state
 
 
 if __name__ == "__main__":
-    answer = main(json.loads(sys.stdin.readline()))
-    print(json.dumps(answer, sort_keys=True))
-    sys.exit(0 if answer.get("ok", True) else 2)
+    _common.serve(main)

@@ -3,7 +3,7 @@
 Arguments (JSON): ``root`` (the deploy root), ``requirements`` (the role file's path inside a release, e.g.
 ``requirements/prod.txt``), ``releases`` (``"current"`` or ``"all"``: which releases to describe) and
 ``verify`` (check every file of the current release's installed distributions against its ``RECORD``),
-``health`` (the ``health`` program and its rendered check, ``RELEASE_MARK`` standing for the current release's id:
+``health`` (the rendered check for the ``health`` module, ``RELEASE_MARK`` standing for the current release's id:
 tried once).
 
 Answer: ``root_exists``; ``current`` (the release id ``current`` points at, or null) and ``current_link``
@@ -26,9 +26,11 @@ import glob
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from typing import Any
+
+from . import _common, health
+from ._common import CURRENT, JOURNAL, LOCK, OWNER, RELEASES
 
 RELEASE_MARK = "@@DEPLOYTOOL_RELEASE@@"  # where the health check's release id goes (see ``_health``)
 MAX_TEXT = 512 * 1024  # bytes read of any one text file
@@ -45,29 +47,27 @@ def _read(path: str, limit: int = MAX_TEXT) -> str | None:
         return None
 
 
-def _current(root: str) -> dict[str, Any]:
-    link = os.path.join(root, "current")
-    releases = os.path.realpath(os.path.join(root, "releases"))
-    try:
-        target = os.readlink(link)
-    except OSError:
+def _current(root: str, releases: list[str]) -> dict[str, Any]:
+    """The release ``current`` points at: one of ``releases`` (the laptop validates the link's form too)."""
+    link = _common.current_link(root)
+    if not link:
         return {"current": None, "current_link": ""}
-    resolved = os.path.realpath(link)
-    inside = os.path.dirname(resolved) == releases and os.path.isdir(resolved)
-    return {"current": os.path.basename(resolved) if inside else None, "current_link": target}
+    resolved = os.path.realpath(os.path.join(root, CURRENT))
+    inside = os.path.dirname(resolved) == os.path.realpath(os.path.join(root, RELEASES))
+    name = os.path.basename(resolved)
+    return {"current": name if inside and name in releases else None, "current_link": link}
 
 
 def _releases(root: str) -> list[str]:
     try:
-        names = os.listdir(os.path.join(root, "releases"))
+        return _common.list_releases(root)
     except OSError:
         return []
-    return sorted(name for name in names if os.path.isdir(os.path.join(root, "releases", name)))
 
 
 def _journal(root: str) -> list[str]:
     try:
-        with open(os.path.join(root, "journal.jsonl"), "rb") as handle:
+        with open(os.path.join(root, JOURNAL), "rb") as handle:
             lines = handle.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
@@ -75,8 +75,8 @@ def _journal(root: str) -> list[str]:
 
 
 def _lock(root: str) -> dict[str, Any]:
-    lock = os.path.join(root, "deploy.lock")
-    return {"held": os.path.isdir(lock), "owner": _read(os.path.join(lock, "owner.json"), 4096)}
+    lock = os.path.join(root, LOCK)
+    return {"held": os.path.isdir(lock), "owner": _read(os.path.join(lock, OWNER), _common.OWNER_LIMIT)}
 
 
 def _manifest(release: str) -> dict[str, Any] | None:
@@ -200,7 +200,7 @@ def _dists(venv: str, verify: bool) -> list[dict[str, Any]]:
 
 
 def _describe(root: str, release_id: str, relative: str, verify: bool) -> dict[str, Any]:
-    release = os.path.join(root, "releases", release_id)
+    release = os.path.join(root, RELEASES, release_id)
     return {
         "id": release_id,
         "manifest": _manifest(release),
@@ -211,36 +211,26 @@ def _describe(root: str, release_id: str, relative: str, verify: bool) -> dict[s
 
 
 def _health(check: dict[str, Any], current: str) -> dict[str, Any]:
-    """One try of the app's health check (the ``health`` program) against the current release: the laptop
-    rendered it with ``RELEASE_MARK`` where the release id goes, since it does not know the id before asking."""
+    """One try of the app's health check (the ``health`` module, shipped with this one) against the current
+    release: the laptop rendered it with ``RELEASE_MARK`` where the release id goes, since it does not know the id
+    before asking."""
     request = {
-        key: value.replace(RELEASE_MARK, current) if isinstance(value, str) else value
-        for key, value in check.items()
-        if key != "program"
+        key: value.replace(RELEASE_MARK, current) if isinstance(value, str) else value for key, value in check.items()
     }
     request.update(deadline=0, env={"DEPLOYTOOL_RELEASE": current})
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", check["program"], "health"],
-            input=json.dumps(request) + "\n",
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=float(check.get("timeout") or 5) + 10,
-        )
-        said = json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as error:
-        return {"ok": False, "last": f"the check did not answer: {error}"}
-    if not isinstance(said, dict):
-        return {"ok": False, "last": "the check did not answer"}
+    argv = _common.program(sys.executable, health.__name__.rpartition(".")[2])
+    done = _common.run(argv, json.dumps(request) + "\n", float(check.get("timeout") or 5) + 10, stdout_only=True)
+    said, why = _common.answer_of(done)
+    if said is None:
+        return {"ok": False, "last": f"the check did not answer: {why}"[:300]}
     return {"ok": said.get("ok") is True, "last": str(said.get("last") or "")[:300]}
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
     root = str(args["root"])
     answer: dict[str, Any] = {"ok": True, "root_exists": os.path.isdir(root)}
-    answer.update(_current(root))
     answer["releases"] = _releases(root)
+    answer.update(_current(root, answer["releases"]))
     answer["journal"] = _journal(root)
     answer["lock"] = _lock(root)
     described = answer["releases"] if args.get("releases") == "all" else []
@@ -256,6 +246,4 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result = main(json.loads(sys.stdin.readline()))
-    print(json.dumps(result, sort_keys=True))
-    sys.exit(0 if result.get("ok", True) else 2)
+    _common.serve(main)

@@ -1,0 +1,393 @@
+"""Helpers every host-side module shares, written once and shipped with each module that imports them.
+
+The laptop ships a module together with the host-side modules it imports (``from . import _common``), the way
+Ansible's AnsiballZ bundles ``module_utils``: `program` builds the one ``<python> -c <bootstrap>`` command that
+carries them all (compressed, as data: no program text travels inside another program's arguments) and runs the
+named one as ``__main__``. A module on the host runs a module shipped with it (``publish`` runs ``etc_install``,
+``gunicorn_reexec`` and ``health``) with the same `program`, from the sources it was shipped with.
+
+Here too: the layout's names (`LOCK`, `OWNER`, ..., `list_releases`), lock ownership (`lock_is_ours`), the ``PATH``
+that hosts.yml commands get (`command_path`), running a program and reading its JSON answer (`run`,
+`json_answer`, `answer_of`), sudo that is given the password only when it asks (`Sudo`), the steps a module
+reports (`Steps`), `detach` and the answer footer (`serve`). Standard library only, Python 3.8 syntax.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from typing import Any, Callable, NoReturn
+
+PACKAGE = "deploytool.hostside"
+EXIT_FAILED = 2  # a module that ran and answered ``ok: false``: its JSON still comes back on stdout
+
+# -- the layout's names (the laptop's `deploytool.layout` uses the same) ----------------------------------------
+RELEASES = "releases"
+SHARED = "shared"
+CURRENT = "current"
+REPO = "repo.git"
+TRASH = "trash"
+LOCK = "deploy.lock"
+OWNER = "owner.json"
+SWITCH_RECORD = "switch.json"
+JOURNAL = "journal.jsonl"
+OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
+
+
+def list_releases(root: str) -> list[str]:
+    """Names of the directories (not symlinks, not files) under ``<root>/releases``; [] when there is none.
+    Raises OSError when it exists but cannot be read."""
+    try:
+        entries = list(os.scandir(os.path.join(root, RELEASES)))
+    except FileNotFoundError:
+        return []
+    return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+
+
+def current_link(root: str) -> str:
+    """What ``<root>/current`` points at, as the host has it ("" when it is not a link)."""
+    try:
+        return os.readlink(os.path.join(root, CURRENT))
+    except OSError:
+        return ""
+
+
+def owner_text(lock: str) -> str:
+    """The text of the lock's ``owner.json`` (at most `OWNER_LIMIT` bytes; "" when unreadable)."""
+    try:
+        with open(os.path.join(lock, OWNER), "rb") as handle:
+            return handle.read(OWNER_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def remove(path: str) -> None:
+    """Remove ``path``: a directory tree, or a file or link (a hand-made lock may be either)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
+
+
+def lock_is_ours(owner_path: str, run: str) -> bool:
+    """The lock's owner record carries this run's token."""
+    try:
+        with open(owner_path) as handle:
+            owner = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(owner, dict) and owner.get("run") == run
+
+
+# -- commands --------------------------------------------------------------------------------------------------
+EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+OUTPUT_LIMIT = 4000  # characters of a step's output kept (its end)
+
+
+def command_path(path: str | None = None) -> str:
+    """``PATH`` with the sbin directories appended where missing (a non-login shell on Debian lacks them:
+    ``nginx: not found``)."""
+    path = os.environ.get("PATH", "") if path is None else path
+    parts = path.split(":") if path else []
+    return ":".join(parts + [d for d in EXTRA_PATH if d not in parts])
+
+
+def run(
+    argv: list[str],
+    stdin: str = "",
+    timeout: float = 600.0,
+    stdout_only: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (never through a shell), feeding ``stdin``; never raises for a failed, missing or late
+    program (exit 127 and 124, with what happened as its output). ``stdout_only``: stderr is kept apart."""
+    try:
+        return subprocess.run(
+            argv,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as expired:
+        output = expired.output if isinstance(expired.output, str) else ""
+        return subprocess.CompletedProcess(argv, 124, output + f"\n(timed out after {expired.timeout}s)", "")
+    except OSError as error:
+        return subprocess.CompletedProcess(argv, 127, str(error), "")
+
+
+def json_answer(stdout: str) -> dict[str, Any] | None:
+    """A program's answer: its last non-empty stdout line, when that is a JSON object."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def answer_of(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any] | None, str]:
+    """The JSON answer of a finished program (None if it gave none) and, for that case, what it said instead."""
+    said = (done.stderr or "").strip() or (done.stdout or "").strip() or "no answer"
+    return json_answer(done.stdout or ""), f"exit {done.returncode}: {said[-OUTPUT_LIMIT:]}"
+
+
+def tail(output: str, lines: int = 6) -> str:
+    """The last ``lines`` non-empty lines of ``output``, joined with `` | `` (for one-line messages)."""
+    said = [line.strip() for line in output.splitlines() if line.strip()]
+    return " | ".join(said[-lines:])
+
+
+class Sudo:
+    """sudo for one module run. With a password, `authenticate` runs ``sudo -S -p <prompt> -v`` and writes the
+    password only when sudo shows this run's own prompt (sudo asks again after a wrong one, up to its limit);
+    every command then runs with ``sudo -n`` on the credentials sudo cached for this process (sudo keys them
+    by parent process when there is no terminal), so no command's stdin ever carries the password. Without a
+    password only passwordless sudo works (``sudo -n``)."""
+
+    def __init__(self, password: str | None) -> None:
+        self.password = password
+        self.prompt = f"[deploytool sudo password {secrets.token_hex(8)}]"
+        self.authenticated = False
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["sudo", "-n", "--", *argv]
+
+    def authenticate(self, timeout: float = 60.0) -> tuple[bool, str]:
+        """Check that sudo works for this user: (worked, what sudo said)."""
+        if self.password is None:
+            done = run(["sudo", "-n", "true"], timeout=timeout)
+            return done.returncode == 0, done.stdout or ""
+        ok, said = self.respond(["sudo", "-S", "-p", self.prompt, "-v"], timeout)
+        self.authenticated = ok
+        return ok, said
+
+    def respond(self, argv: list[str], timeout: float) -> tuple[bool, str]:
+        """Run ``argv`` answering each of its prompts with the password; (exit status 0, its output without
+        the prompts)."""
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as error:
+            return False, str(error)
+        assert process.stdin is not None and process.stdout is not None
+        prompt, seen, answered = self.prompt.encode("utf-8"), b"", 0
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(process.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                while seen.count(prompt) > answered:
+                    answered += 1
+                    try:
+                        process.stdin.write((self.password or "").encode("utf-8") + b"\n")
+                        process.stdin.flush()
+                    except OSError:
+                        pass
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdin.close()
+        process.stdout.close()
+        said = seen.replace(prompt, b"").decode("utf-8", "replace")
+        return process.returncode == 0, said
+
+    def forget(self) -> None:
+        """Drop the credentials `authenticate` cached (best effort)."""
+        if self.authenticated:
+            run(["sudo", "-k"], timeout=30)
+            self.authenticated = False
+
+
+# -- steps ---------------------------------------------------------------------------------------------------
+class StepFailed(Exception):
+    """The current step failed; `Steps` has recorded why."""
+
+
+class Steps:
+    """The steps of one module run as the laptop reads them: each ``step`` (its title), ``phase``, ``ok``,
+    ``seconds`` and ``output`` (its end), in the answer. A failed step ends the run: ``error`` is ``<step> failed:
+    <its last lines>``, the way every step failure reads."""
+
+    def __init__(self, phase: str, timeout: float = 600.0) -> None:
+        self.phase = phase
+        self.timeout = timeout
+        self.steps: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    @property
+    def current(self) -> dict[str, Any]:
+        return self.steps[-1]
+
+    def begin(self, title: str) -> None:
+        """Start step ``title``, and say so at once on stderr as one JSON line (``{"progress": title}``): if the
+        host stops answering or the connection drops, the laptop can tell where it was."""
+        self.close()
+        self.started = time.monotonic()
+        self.steps.append({"step": title, "phase": self.phase, "ok": True, "seconds": 0.0, "output": ""})
+        try:
+            sys.stderr.write(json.dumps({"progress": title, "phase": self.phase}) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        if self.steps:
+            self.current["seconds"] = round(time.monotonic() - self.started, 3)
+
+    def say(self, output: str) -> None:
+        self.current["output"] = (self.current["output"] + output)[-OUTPUT_LIMIT:]
+
+    def fail(self, output: str = "") -> NoReturn:
+        self.say(output)
+        self.current["ok"] = False
+        self.close()
+        raise StepFailed(self.current["step"])
+
+    def run(self, argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as part of the current step; a failure fails the step with its output."""
+        done = run(argv, stdin, self.timeout)
+        if done.returncode != 0:
+            self.fail(done.stdout or "")
+        self.say(done.stdout or "")
+        return done
+
+    def answer(self, **fields: Any) -> dict[str, Any]:
+        """The module's answer: ``ok`` unless a step failed (``failed_step`` and ``error`` then say which)."""
+        self.close()
+        failed = next((step for step in self.steps if not step["ok"]), None)
+        answer: dict[str, Any] = {"ok": failed is None, "steps": self.steps, "failed_step": None, "error": None}
+        if failed is not None:
+            detail = tail(failed["output"]) or "no output"
+            answer.update(failed_step=failed["step"], error="{} failed: {}".format(failed["step"], detail))
+        answer.update(fields)
+        return answer
+
+
+# -- shipping modules ------------------------------------------------------------------------------------------
+BOOTSTRAP = """import base64, importlib.abc, importlib.util, json, sys, zlib
+class Shipped(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, sources):
+        self.sources = sources
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in ("deploytool", "deploytool.hostside"):
+            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+        head, _, name = fullname.rpartition(".")
+        if head == "deploytool.hostside" and name in self.sources:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        head, _, name = module.__name__.rpartition(".")
+        text = self.sources[name] if head == "deploytool.hostside" else ""
+        exec(compile(text, "<" + module.__name__ + ">", "exec"), module.__dict__)
+shipped = Shipped(json.loads(zlib.decompress(base64.b64decode("{blob}")).decode("utf-8")))
+sys.meta_path.insert(0, shipped)
+main = sys.modules["__main__"].__dict__
+main.update(__package__="deploytool.hostside", __loader__=shipped)
+exec(compile(shipped.sources["{name}"], "<deploytool.hostside.{name}>", "exec"), main)
+"""
+
+
+def _shipped_sources() -> dict[str, str] | None:
+    """The sources this module was shipped with, when it runs from a bootstrap."""
+    sources = getattr(globals().get("__loader__"), "sources", None)
+    return sources if isinstance(sources, dict) else None
+
+
+def source(name: str) -> str:
+    """The text of host-side module ``name``: as shipped, or read from this package's directory."""
+    shipped = _shipped_sources()
+    if shipped is not None:
+        return str(shipped[name])
+    if not name.isidentifier():
+        raise ValueError(f"no host-side module {name!r}")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    if not os.path.isfile(path):
+        raise ValueError(f"no host-side module {name!r}")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+_RELATIVE_IMPORT = re.compile(r"^from \.(\w*) import (?:\(([\w,\s]+)\)|([\w, ]+))", re.MULTILINE)
+
+
+def imports(text: str) -> list[str]:
+    """The host-side modules ``text`` imports (``from . import x`` and ``from .x import y``, at a line's start).
+    Read without ``ast``: parsing in several threads at once trips CPython 3.11's AST recursion check."""
+    found = []
+    for module, wrapped, names in _RELATIVE_IMPORT.findall(text):
+        words = (wrapped or names).split(",")
+        found.extend([module] if module else [name.strip() for name in words if name.strip()])
+    return found
+
+
+def bundle(name: str, read: Callable[[str], str] = source) -> dict[str, str]:
+    """Module ``name`` and every host-side module it needs (its imports, theirs, ...), by name."""
+    sources: dict[str, str] = {}
+    pending = [name]
+    while pending:
+        module = pending.pop()
+        if module not in sources:
+            sources[module] = read(module)
+            pending.extend(imports(sources[module]))
+    return sources
+
+
+def bootstrap(sources: dict[str, str], name: str) -> str:
+    """The ``-c`` program that runs module ``name`` from ``sources`` (which `bundle` made)."""
+    if not name.isidentifier() or name not in sources:
+        raise ValueError(f"no host-side module {name!r}")
+    data = json.dumps(sources, sort_keys=True).encode("utf-8")
+    blob = base64.b64encode(zlib.compress(data, 9)).decode("ascii")
+    return BOOTSTRAP.replace("{blob}", blob).replace("{name}", name)
+
+
+def program(python: str, name: str, *args: str) -> list[str]:
+    """The argument list running host-side module ``name`` with the ``python`` given (its own arguments after)."""
+    return [python, "-c", bootstrap(bundle(name), name), *args]
+
+
+# -- the answer ------------------------------------------------------------------------------------------------
+def detach() -> None:
+    """Run to the end whatever happens to the SSH channel: a hang-up, an interrupt or a closed pipe."""
+    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def reply(answer: dict[str, Any]) -> None:
+    """Print the answer as one JSON line, if anyone still listens."""
+    try:
+        sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
+
+
+def serve(main: Callable[[dict[str, Any]], dict[str, Any]], detached: bool = False) -> None:
+    """A module's ``__main__``: read its arguments (one JSON line on stdin), answer, and exit 0, or
+    `EXIT_FAILED` when the answer says ``ok: false``. ``detached``: run to the end whatever happens to the
+    channel (`detach`)."""
+    if detached:
+        detach()
+    answer = main(json.loads(sys.stdin.readline()))
+    reply(answer)
+    sys.exit(EXIT_FAILED if answer.get("ok") is False else 0)

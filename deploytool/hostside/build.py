@@ -1,0 +1,196 @@
+"""Host-side module ``build``: make ``releases/<id>`` while the lock is held, in one call.
+
+Steps (each reported, the first failure ends the run): move the releases interrupted runs left into ``trash/``
+(deleted in the background; best effort); check out the commit from the host's own repo (``git archive`` into
+``tar -x``); write the manifest; unpack the rendered config (a tar, base64 in the arguments); make the tools venv
+(once per host; it is complete when its mark is there) and put the pinned uv into it when that is the installer;
+create the release venv; install the requirements; compile bytecode (the ``bytecode`` module, shipped with this
+one); ``pip check``; link the shared directories. Every command is an argument list the laptop built.
+
+A failed step whose output says the disk is full, or that failed with under `LOW_SPACE` bytes free on the deploy
+root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
+
+Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``path`` (the release's directory),
+``repo``, ``manifest`` (its text) and ``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
+``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
+``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``), ``make_venv``, ``install``,
+``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
+``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
+moved away). Standard library only, Python 3.8 syntax.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from . import _common, bytecode
+
+PHASE = "build"
+LOW_SPACE = 2 * 1024 * 1024  # bytes: a step that failed with less than this free failed for lack of space
+
+
+def remove_stale(steps: _common.Steps, stale: list[list[str]], trash: str) -> list[str]:
+    """Move the releases an interrupted run left into trash/ and delete them in the background; best effort."""
+    names = [os.path.basename(path) for path, _ in stale]
+    steps.begin("removing incomplete releases " + ", ".join(names))
+    removed = []
+    with contextlib.suppress(OSError):
+        os.makedirs(trash, exist_ok=True)
+    for path, into in stale:
+        try:
+            os.rename(path, into)
+        except OSError as error:
+            steps.say(f"could not move {path}: {error.strerror or error}\n")
+            continue
+        removed.append(os.path.basename(path))
+        with open(os.devnull, "r+b") as null:
+            subprocess.Popen(["rm", "-rf", "--", into], stdin=null, stdout=null, stderr=null, start_new_session=True)
+    return removed
+
+
+def check_out(steps: _common.Steps, args: dict[str, Any]) -> None:
+    path, repo, commit = args["path"], args["repo"], args["commit"]
+    steps.begin(f"checking out {commit[:12]}")
+    if os.path.lexists(path):
+        steps.fail("release {} already exists on the host".format(args["release"]))
+    steps.run(["git", f"--git-dir={repo}", "cat-file", "-e", f"{commit}^{{commit}}"])
+    try:
+        os.mkdir(path)
+    except OSError as error:
+        steps.fail(str(error))
+    archive = ["git", f"--git-dir={repo}", "archive", "--format=tar", commit]
+    git = subprocess.Popen(archive, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    untar = subprocess.Popen(
+        ["tar", "-x", "-C", path], stdin=git.stdout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    if git.stdout is not None:
+        git.stdout.close()  # tar holds the pipe: git sees it close if tar stops
+    try:
+        said = untar.communicate(timeout=steps.timeout)[0]
+        said = (git.stderr.read() if git.stderr else b"") + said
+        git.wait(timeout=steps.timeout)
+    except subprocess.TimeoutExpired:
+        git.kill()
+        untar.kill()
+        steps.fail(f"(timed out after {steps.timeout:g}s)")
+    output = said.decode("utf-8", "replace")
+    if git.returncode != 0 or untar.returncode != 0:
+        steps.fail(output)
+    steps.say(output)
+
+
+def write_manifest(steps: _common.Steps, args: dict[str, Any]) -> None:
+    steps.begin("writing the manifest")
+    try:
+        with open(args["manifest_path"], "w") as handle:
+            handle.write(args["manifest"] + "\n")
+    except OSError as error:
+        steps.fail(str(error))
+
+
+def unpack_config(steps: _common.Steps, args: dict[str, Any]) -> None:
+    steps.begin("unpacking the rendered config")
+    shutil.rmtree(args["etc"], ignore_errors=True)
+    try:
+        data = base64.b64decode(args["etc_tar"], validate=True)
+    except ValueError as error:
+        steps.fail(f"the rendered config is not base64: {error}")
+    done = subprocess.run(
+        ["tar", "-x", "-p", "-C", args["path"]], input=data, capture_output=True, timeout=steps.timeout, check=False
+    )
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    if done.returncode != 0:
+        steps.fail(output)
+    steps.say(output)
+
+
+def prepare_installer(steps: _common.Steps, installer: dict[str, Any]) -> None:
+    """Make the tools venv (pip) unless a complete one is there, and put the pinned uv into it when it is the
+    installer and not there yet: both once per host."""
+    steps.begin("preparing the installer ({}) in {}".format(installer["tool"], installer["tools_venv"]))
+    if not os.path.exists(installer["ready"]):
+        # A half-made tools venv (python3-venv missing the first time) has no mark: it is made again.
+        steps.run(installer["make_tools"])
+        with open(installer["ready"], "w"):
+            pass
+    if installer["tool"] == "uv":
+        line = installer["uv_version"]
+        said = _common.run([installer["uv"], "--version"], timeout=steps.timeout).stdout.strip()
+        if said != line and not said.startswith(line + " "):
+            steps.run(installer["install_uv"])
+
+
+def compile_bytecode(steps: _common.Steps, request: dict[str, Any]) -> None:
+    steps.begin("compiling bytecode (reusing the current release's)")
+    argv = _common.program(sys.executable, bytecode.__name__.rpartition(".")[2])
+    done = _common.run(argv, json.dumps(request) + "\n", steps.timeout, stdout_only=True)
+    answer, said = _common.answer_of(done)
+    if answer is None or answer.get("ok") is not True:
+        steps.fail(str(answer.get("error")) if answer else said)
+    steps.say(json.dumps(answer, sort_keys=True))
+
+
+def link_shared(steps: _common.Steps, shared: list[list[str]]) -> None:
+    for directory, link in shared:
+        steps.begin("linking shared/" + os.path.basename(directory))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            if os.path.isdir(link) and not os.path.islink(link):
+                shutil.rmtree(link)
+            elif os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(directory, link)
+        except OSError as error:
+            steps.fail(str(error))
+
+
+def build(steps: _common.Steps, args: dict[str, Any]) -> None:
+    check_out(steps, args)
+    write_manifest(steps, args)
+    if args.get("etc_tar") is not None:
+        unpack_config(steps, args)
+    prepare_installer(steps, args["installer"])
+    steps.begin("creating the virtualenv")
+    steps.run(args["make_venv"])
+    steps.begin("installing requirements")
+    steps.run(args["install"])
+    compile_bytecode(steps, args["bytecode"])
+    steps.begin("checking installed requirements (pip check)")
+    steps.run(args["check"])
+    link_shared(steps, args.get("shared", []))
+
+
+def free_bytes(path: str) -> int | None:
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
+
+
+def main(args: dict[str, Any]) -> dict[str, Any]:
+    steps = _common.Steps(PHASE, float(args.get("timeout") or 600))
+    removed = remove_stale(steps, args["stale"], args["trash"]) if args.get("stale") else []
+    try:
+        build(steps, args)
+    except _common.StepFailed:
+        free = free_bytes(args["root"])
+        full = "No space left on device" in steps.current["output"] or (free is not None and free < LOW_SPACE)
+        answer = steps.answer(removed=removed, no_space=full)
+        if full:
+            answer["error"] = "no space left on {} ({} failed); free some space on the host".format(
+                args["root"], answer["failed_step"]
+            )
+        return answer
+    return steps.answer(removed=removed, no_space=False)
+
+
+if __name__ == "__main__":
+    _common.serve(main)
