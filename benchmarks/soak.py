@@ -254,6 +254,7 @@ class Soak:
         self.inventory: dict[str, Any] = {}
         self.notes: list[str] = []
         self.landed = False
+        self.can_rollback = False  # a deploy went live since the last rollback
         self.kinds: tuple[str, ...] = FAULTS
 
     # ------------------------------------------------------------ setup and teardown
@@ -416,6 +417,8 @@ class Soak:
             return ["deploy"]
         if roll < 0.65:
             return ["deploy", "--batch-size", self.rng.choice(["1", "2", "50%"])]
+        if roll < 0.93 and not self.can_rollback:  # no rollback target yet: a deploy instead
+            return ["deploy"]
         if roll < 0.8:
             return ["rollback"]
         if roll < 0.93:
@@ -433,6 +436,8 @@ class Soak:
         kind = action[0]
         expected = self.durations.get(kind) or [8.0]
         at = self.rng.uniform(1.0, max(1.5, statistics.median(expected) * 1.1))
+        if fault == "session_kill":  # a connection dropped mid-transfer: push and build are the first half
+            at = self.rng.uniform(0.8, max(1.2, statistics.median(expected) * 0.6))
         head = self.project.commit(f"soak run {number}") if kind == "deploy" else None
         before = {name: host.current() for name, host in self.hosts.items()}
         log(
@@ -533,6 +538,9 @@ class Soak:
         self.check(context, recovered=False)
         if any(h.lock() for h in self.hosts.values()):
             self.recover(context)
+        after = {name: host.current() for name, host in self.hosts.items()}
+        if after != before:
+            self.can_rollback = kind == "deploy" or bool(context.recovery)
         if fault in HOST_FAULTS and target == GRACEFUL:
             self.web1_windows.append((window_start - 0.5, time.monotonic() + 0.5))
         self.check_requests(context)
