@@ -617,7 +617,6 @@ class Soak:
 
     def check(self, context: RunContext, recovered: bool) -> None:
         self.wait_serving()
-        main = context.recovery[-1] if recovered else context.runs[0]
         currents: dict[str, str | None] = {}
         for name, host in self.hosts.items():
             current = currents[name] = host.current()
@@ -691,19 +690,28 @@ class Soak:
                     f"{name}: a lock was left ({lock.strip()}) by a run whose fault"
                     f" ({context.fault} on {context.target}) does not explain it",
                 )
-        # all hosts on one release after a deploy that left no lock (a deploy is all-or-nothing)
-        if context.action[0] == "deploy" and not any(h.lock() for h in self.hosts.values()):
+        # a deploy is all-or-nothing: one that failed (not interrupted, no lock left) left every host where it was
+        main = context.runs[0]
+        if (
+            not recovered
+            and context.action[0] == "deploy"
+            and main.rc != 0
+            and main.signalled is None
+            and not any(h.lock() for h in self.hosts.values())
+        ):
             self.count()
-            if len(set(currents.values())) != 1:
-                interrupted = context.runs[0].signalled in (signal.SIGINT, signal.SIGTERM)
-                if interrupted and not recovered:  # README: an interrupt between batches keeps finished hosts
-                    self.notes.append(f"run {context.number} ({context.fault}): fleet split {currents}")
-                else:
-                    self.violate(context, 1, f"hosts disagree after a deploy: {currents}")
+            moved = {n: (context.before[n], currents[n]) for n in currents if currents[n] != context.before[n]}
+            if moved and context.fault != "concurrent_deploy":
+                self.violate(context, 1, f"a failed deploy left hosts on another release (before, now): {moved}")
+        if recovered and len(set(currents.values())) != 1:
+            self.count()
+            self.violate(context, 1, f"hosts disagree after the recovery deploy: {currents}")
+        elif not recovered and main.signalled in (signal.SIGINT, signal.SIGTERM) and len(set(currents.values())) > 1:
+            # README: an interrupt between batches keeps the hosts already finished on the new release
+            self.notes.append(f"run {context.number} ({context.fault}): fleet split {currents}")
         # 6: the exit status and the Error: line
         for run in context.recovery if recovered else context.runs:
             self.check_output(context, run, currents, recovered)
-        del main
 
     @staticmethod
     def lock_allowed(context: RunContext, name: str) -> bool:
