@@ -501,7 +501,10 @@ class Soak:
 
             self.later(at, send, main)
         elif fault == "sshd_kill":
-            self.later(at, lambda: host.server.signal_all(signal.SIGKILL), main)
+            if kind == "deploy" and self.rng.random() < 0.5:  # mid-build: once the host's build step runs
+                threading.Thread(target=self.kill_in_build, args=(host, main), daemon=True).start()
+            else:
+                self.later(at, lambda: host.server.signal_all(signal.SIGKILL), main)
             cleanup.append(host.restart_sshd)
         elif fault == "sshd_freeze":
             thaw_after = self.rng.uniform(2, 12)
@@ -544,6 +547,22 @@ class Soak:
         if fault in HOST_FAULTS and target == GRACEFUL:
             self.web1_windows.append((window_start - 0.5, time.monotonic() + 0.5))
         self.check_requests(context)
+
+    def kill_in_build(self, host: Host, run: FabRun) -> None:
+        """Kill the host's sshd (and its sessions) as soon as a session runs the host-side module ``build``."""
+        until = time.monotonic() + 60
+        while time.monotonic() < until and run.process.poll() is None:
+            for pid in host.server.children():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"build" in cmdline.split(b"\0"):  # the host-side module `build` (python3 -c <source> build)
+                    self.landed = True
+                    self.notes.append(f"sshd of {host.name} killed mid-build")
+                    host.server.signal_all(signal.SIGKILL)
+                    return
+            time.sleep(0.02)
 
     def restore_inventory(self) -> None:
         for host in self.hosts.values():
