@@ -549,7 +549,7 @@ class Soak:
         self.check_requests(context)
 
     def kill_in_build(self, host: Host, run: FabRun) -> None:
-        """Kill the host's sshd (and its sessions) as soon as a session runs the host-side module ``build``."""
+        """Kill the host's sshd (and its sessions) once a session runs a build step (git archive, venv, install)."""
         until = time.monotonic() + 60
         while time.monotonic() < until and run.process.poll() is None:
             for pid in host.server.children():
@@ -557,7 +557,8 @@ class Soak:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"build" in cmdline.split(b"\0"):  # the host-side module `build` (python3 -c <source> build)
+                words = set(cmdline.split(b"\0"))
+                if words & {b"archive", b"venv", b"install"}:  # the build's git archive, uv venv, pip install
                     self.landed = True
                     self.notes.append(f"sshd of {host.name} killed mid-build")
                     host.server.signal_all(signal.SIGKILL)
