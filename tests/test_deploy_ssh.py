@@ -234,6 +234,25 @@ def test_unknown_and_changed_host_keys_are_refused(ssh_project: Project, tmp_pat
     assert not (root_of(ssh_project) / "releases").exists()
 
 
+def test_a_root_with_glob_and_shell_characters_deploys_and_reports_no_drift(ssh_project: Project) -> None:
+    """Issue 21 (found by the fault checks): host modules globbed patterns built from the root unescaped, so a root
+    like this failed in the bytecode step ("no site-packages under ...") and survey looked in the wrong places."""
+    parent = root_of(ssh_project).parent
+    odd = parent / "gl*b?[x] $HOME"
+    odd.mkdir()
+    owner = parent.stat()
+    os.chown(odd, owner.st_uid, owner.st_gid)
+    ssh_project.inventory["stages"]["test"]["hosts"]["web1"]["root"] = str(odd / "app")
+    ssh_project.write_inventory()
+    ssh_project.commit("odd root")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    assert app_version(ssh_project) == "1.0"
+    status = ssh_project.fab("status", "--hosts", "web1", "--json")
+    host = json.loads(status.stdout)["hosts"][0]
+    assert host["current"] == current(ssh_project).removeprefix("releases/"), host
+    assert host["drift"] == [] and host["warnings"] == [], host
+
+
 def test_without_known_hosts_in_hosts_yml_ssh_configs_user_known_hosts_file_is_read(
     ssh_project: Project, ssh_server: SshServer, tmp_path: Path
 ) -> None:

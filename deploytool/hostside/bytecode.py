@@ -32,7 +32,8 @@ from . import _common
 
 
 def site_packages(venv: str) -> str | None:
-    found = sorted(glob.glob(os.path.join(venv, "lib", "python*", "site-packages")))
+    # The venv's path is data (a root may hold * ? [ ]): only the pattern built here is expanded.
+    found = sorted(glob.glob(os.path.join(glob.escape(venv), "lib", "python*", "site-packages")))
     return found[0] if found else None
 
 

@@ -128,8 +128,9 @@ def _requirements(release: str, relative: str) -> dict[str, str]:
 
 
 def _site_packages(venv: str) -> list[str]:
-    paths = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
-    paths += glob.glob(os.path.join(venv, "lib64", "python*", "site-packages"))
+    # The venv's path is data (a root may hold * ? [ ]): only the pattern built here is expanded.
+    paths = glob.glob(os.path.join(glob.escape(venv), "lib", "python*", "site-packages"))
+    paths += glob.glob(os.path.join(glob.escape(venv), "lib64", "python*", "site-packages"))
     unique: dict[str, str] = {}
     for path in sorted(paths):
         unique.setdefault(os.path.realpath(path), path)
@@ -190,7 +191,7 @@ def _verify(site: str, dist_info: str, venv: str) -> dict[str, Any]:
 def _dists(venv: str, verify: bool) -> list[dict[str, Any]]:
     dists = []
     for site in _site_packages(venv):
-        for dist_info in sorted(glob.glob(os.path.join(site, "*.dist-info"))):
+        for dist_info in sorted(glob.glob(os.path.join(glob.escape(site), "*.dist-info"))):
             dist: dict[str, Any] = {"dist_info": os.path.basename(dist_info)}
             dist.update(_name_version(dist_info))
             if verify:
