@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import DeployError
 
-RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{7,40}")
+RELEASE_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}")  # ASCII digits: \d takes any Unicode digit
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 
 

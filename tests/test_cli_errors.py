@@ -201,7 +201,13 @@ def test_missing_identity_file_is_named_when_connecting(tmp_path: Path) -> None:
 
 def test_release_id_with_a_trailing_newline_is_refused() -> None:
     assert check_release_id("20261121T093000Z-1a2b3c4") == "20261121T093000Z-1a2b3c4"
-    for bad in ("20261121T093000Z-1a2b3c4\n", "x20261121T093000Z-1a2b3c4", "20261121T093000Z-1a2b3c4/.."):
+    arabic_indic = "\u0662\u0660\u0662\u0666\u0661\u0661\u0662\u0661"  # Unicode digits, which \d would take
+    for bad in (
+        "20261121T093000Z-1a2b3c4\n",
+        "x20261121T093000Z-1a2b3c4",
+        "20261121T093000Z-1a2b3c4/..",
+        f"{arabic_indic}T093000Z-1a2b3c4",
+    ):
         with pytest.raises(DeployError, match="is not a release id"):
             check_release_id(bad)
 
