@@ -87,6 +87,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [*rest[:at], *locked, *rest[at:]]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker of ``--dist loadgroup``: stop if xdist did not take the groups into the node ids (as
+    with pytest 9.2), which would let grouped tests run on any worker, each setting up what they share."""
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items if _group(item) and "@" not in item.nodeid]
+        if lost:
+            why = "see the pytest cap in pyproject.toml's test extra"
+            raise pytest.UsageError(f"pytest-xdist ignored the xdist_group of {lost[0]}: {why}")
+
+
 def _group(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("xdist_group")
     return str(marker.args[0]) if marker and marker.args else None
