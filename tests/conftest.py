@@ -226,14 +226,17 @@ def tools_template() -> Path:
 
 
 def seed_tools(inventory: dict[str, Any], template: Path) -> None:
-    """Give every host of ``inventory`` the tools venv an earlier deploy would have left (a copy of
-    ``template``, owned like the host's directory), so that a test's first deploy is a host's n-th."""
+    """Give every host of ``inventory`` the tools venv an earlier deploy would have left (``template``'s files
+    hard-linked into fresh directories, owned like the host's directory), so that a test's first deploy is a
+    host's n-th. Links, not copies: 25 MB and a thousand files per host would cost tens of GB of disk and minutes
+    of CPU over a run; a deploy only ever adds files to the tools venv (uv), which land in the host's own
+    directories."""
     for stage in inventory["stages"].values():
         for settings in stage["hosts"].values():
             root = Path(settings["root"])
             owner = root.parent.stat()
             (root / "tools").mkdir(parents=True)
-            subprocess.run(["cp", "-a", str(template), str(root / "tools" / "venv")], check=True)
+            subprocess.run(["cp", "-al", str(template), str(root / "tools" / "venv")], check=True)
             for path in (root, root / "tools"):
                 os.chown(path, owner.st_uid, owner.st_gid)
             subprocess.run(["chown", "-R", f"{owner.st_uid}:{owner.st_gid}", str(root / "tools")], check=True)
