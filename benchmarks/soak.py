@@ -55,16 +55,7 @@ FAULTS = (
     "concurrent_deploy",
     "disk_full",
 )
-HOST_FAULTS = {
-    "sshd_kill",
-    "sshd_freeze",
-    "session_kill",
-    "app_fail",
-    "health_fail",
-    "journal_unreadable",
-    "journal_torn",
-    "disk_full",
-}
+HOST_FAULTS = set(FAULTS) - {"fab_sigkill", "fab_sigterm", "fab_sigint", "concurrent_deploy"}  # one host faulted
 #: faults injected at a random moment of the run: they land only if fab still runs then
 TIMED_FAULTS = {"fab_sigkill", "fab_sigterm", "fab_sigint", "sshd_kill", "sshd_freeze", "session_kill", "disk_full"}
 #: where a lock may be left behind (invariant 5): the laptop was killed, or the host was unreachable.

@@ -20,7 +20,7 @@ import yaml
 
 from deploytool.installer import TOOLS_READY, UV_PIN, UV_VERSION
 from tests import sshd
-from tests.isolation import shared_build
+from tests.isolation import SHARED, shared_build, shared_directory
 from tests.wheelfactory import make_wheel, repack_installed
 
 HOST_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -28,7 +28,6 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
-SHARED = "DEPLOYTOOL_TEST_SHARED"  # the directory every worker of this run shares (what is built once)
 _OWN_SHARED = pytest.StashKey[str]()
 
 #: Fixtures that start or need a real service (sshd, an HTTP mirror, pip, a deploy): tests using any of them are
@@ -100,10 +99,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _group(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("xdist_group")
     return str(marker.args[0]) if marker and marker.args else None
-
-
-def shared_directory() -> Path:
-    return Path(os.environ[SHARED])
 
 
 @pytest.fixture(scope="session")

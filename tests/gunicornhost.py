@@ -22,7 +22,7 @@ from typing import Any
 from packaging.requirements import Requirement
 
 from deploytool.etc_render import render_all
-from tests.isolation import free_port, shared_build, wait_for
+from tests.isolation import free_port, process_state, shared_build, shared_directory, wait_for
 from tests.wheelfactory import repack_installed
 
 __all__ = ["free_port", "wait_for"]  # re-exported for the tests that start app servers
@@ -77,7 +77,7 @@ def kill_mentioning(marker: str) -> None:
         return [
             pid
             for pid, (_, cmdline) in processes().items()
-            if needle in cmdline and pid != os.getpid() and _state(pid) not in ("Z", None)
+            if needle in cmdline and pid != os.getpid() and process_state(pid) not in ("Z", None)
         ]
 
     def killed_all() -> bool:
@@ -87,13 +87,6 @@ def kill_mentioning(marker: str) -> None:
         return not survivors()
 
     wait_for(killed_all, 10, f"every process mentioning {marker} to die")
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def children(pid: int) -> list[int]:
@@ -298,11 +291,6 @@ def serve_app_server(wheels: Path) -> list[str]:
     for wheel in shared_build(shared_directory(), "app-server-wheels", repack).glob("*.whl"):
         shutil.copy2(wheel, wheels / wheel.name)
     return [f"{name}=={importlib.metadata.version(name)}" for name in names]
-
-
-def shared_directory() -> Path:
-    """The directory this run's workers share (made by conftest.py), for what is built once."""
-    return Path(os.environ["DEPLOYTOOL_TEST_SHARED"])
 
 
 def runtime_requirements(name: str) -> list[str]:

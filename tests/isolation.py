@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 LOCK_DIR = Path("/tmp/deploytool-tests-locks")
+SHARED = "DEPLOYTOOL_TEST_SHARED"  # names the directory every worker of this run shares (made by conftest.py)
 _FIRST_PORT, _PORTS_PER_WORKER, _WORKERS_PER_SLOT = 10000, 500, 8
 
 
@@ -104,6 +105,19 @@ def machine_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared_directory() -> Path:
+    """The directory this run's workers share, for what is built once (`shared_build`)."""
+    return Path(os.environ[SHARED])
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc ("R", "S", "D", "T", "Z"...), or None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def shared_build(root: Path, name: str, build: Callable[[Path], object]) -> Path:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.isolation import deadline, free_port, machine_lock, reserved_port, slot
+from tests.isolation import deadline, free_port, machine_lock, process_state, reserved_port, slot
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
@@ -89,7 +89,7 @@ class SshServer:
             if not running:
                 return pids
             if time.monotonic() > until:
-                raise AssertionError(f"could not freeze {running}: states {[_state(pid) for pid in running]}")
+                raise AssertionError(f"could not freeze {running}: states {[process_state(pid) for pid in running]}")
 
     def stop(self) -> None:
         self.signal_all(signal.SIGCONT)
@@ -107,16 +107,8 @@ def _frozen(pid: int, signalled: set[int]) -> bool:
     ``vfork()`` for a child that was stopped before it could ``exec`` (Python's subprocess uses vfork) stays
     there for good. Once a SIGSTOP is pending on it, it stops before it runs any code of its own again.
     """
-    state = _state(pid)
+    state = process_state(pid)
     return state in ("T", "t", "Z", "X", None) or (state == "D" and pid in signalled)
-
-
-def _state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` from /proc, or None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def available() -> str | None:
