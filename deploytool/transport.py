@@ -213,18 +213,20 @@ def fingerprint(key: paramiko.PKey) -> str:
 def _open(host: HostConfig, connection: Connection, endpoint: Endpoint, role: str) -> None:
     """Open one hop (its gateway already open): errors name it (``bastion b1 (10.0.0.1:2222)``)."""
     where = endpoint.describe() if role == "host" else f"{role} {endpoint.alias} ({endpoint.describe()})"
-    known = " or ".join(known_hosts_files(host, endpoint))
     try:
         connection.open()
     except paramiko.BadHostKeyException as error:
+        known = " or ".join(known_hosts_files(host, endpoint))
         raise RemoteError(
             host.name,
             f"host key of {where} does not match {known} (got {error.key.get_name()} {fingerprint(error.key)}); "
             "if the host was really re-keyed, fix known_hosts",
         ) from None
     except UnknownHostKey as error:
-        scan = f"ssh-keyscan -p {endpoint.port} {endpoint.hostname}"
-        how = f"({scan} >> {known})" if endpoint.via is None else f"(on {endpoint.via.alias}: {scan})"
+        files = known_hosts_files(host, endpoint)
+        known, scan = " or ".join(files), f"ssh-keyscan -p {endpoint.port} {endpoint.hostname}"
+        # the command appends to the first file only: "a or b" is a sentence, not a path
+        how = f"({scan} >> {files[0]})" if endpoint.via is None else f"(on {endpoint.via.alias}: {scan})"
         raise RemoteError(
             host.name,
             f"host key of {where} is unknown: it is not in {known} (it offered {error.key.get_name()} "
