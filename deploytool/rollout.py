@@ -28,7 +28,7 @@ from .golive import batches
 from .release import Release
 from .switch import Published, PublishFailed, config_switch, publish, steps_output
 from .target import Target, read_state
-from .transport import ConnectionLost, resume
+from .transport import ConnectionLost, NotAnswering, resume
 
 
 def entry_for(
@@ -121,18 +121,22 @@ def publish_logged(
 
 
 def lost_in_switch(target: Target, error: ConnectionLost) -> str:
-    """The host's connection dropped (or it stopped answering) during its switch. Its ``publish`` runs to its end
-    there whatever happens to the connection (a restart, a health check still going), so this run's lock is kept:
-    `fab unlock` reads how far it got (``deploy.lock/switch.json``) and journals it. Say where ``current`` points
-    now if the host can be reached again."""
+    """The host's connection dropped (or it stopped answering) during its switch, and reconnecting could not tell
+    how its ``publish`` ended (`switch.how_it_ended`: the host is not reachable, or the step still runs). It runs
+    to its end there whatever happens to the connection, so this run's lock is kept: the next ``fab deploy`` from
+    this machine takes it over, or `fab unlock` clears it, reading how far it got (``deploy.lock/switch.json``)
+    and journaling it. Say where ``current`` points now if the host can be reached again."""
     unlock = f"fab unlock --stage {target.host.stage} --hosts {target.name}"
+    clears = f"the next fab deploy from this machine takes its lock over, or {unlock} clears it"
+    if isinstance(error, NotAnswering):
+        return f"{error}; where {target.name} stands is unknown and its lock is kept: once it answers, {clears}"
     try:
         now_on = read_state(target).current or "no release"
     except DeployError:
-        return f"{error}; where {target.name} stands is unknown and its lock is kept: once it answers, {unlock}"
+        return f"{error}; where {target.name} stands is unknown and its lock is kept: once it answers, {clears}"
     return (
         f"{error}; {target.name} is on {now_on} now and its lock is kept (its publish step may still be running): "
-        f"check it with fab releases, then {unlock}"
+        f"check it with fab releases; {clears}"
     )
 
 

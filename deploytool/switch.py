@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import posixpath
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import journal
 from .config import render_commands
-from .errors import RemoteError
+from .errors import DeployError, RemoteError
 from .etc import install_args
 from .golive import HealthCheck
 from .hostrun import ModuleFailed, run_module
@@ -25,7 +26,8 @@ from .inventory import HostConfig
 from .layout import Layout
 from .phases import HEALTH, PUBLISH, RESTART, SWITCH
 from .release import RELEASE_ID
-from .target import Target
+from .target import Target, printable, release_of_link
+from .transport import ConnectionLost, NotAnswering, phase_timeout
 
 STEP_TEXT_LIMIT = 20000
 PHASES = (PUBLISH, RESTART, HEALTH)  # the phases a publish step may belong to
@@ -219,8 +221,57 @@ def publish(
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)
     except ModuleFailed as failed:
         answer = dict(failed.result)
+    except ConnectionLost as lost:
+        answer = how_it_ended(target, lost, release_id, previous)
     published = parse_published(target.name, answer, (release_id, previous))
     target.state.current = published.current
     if not published.ok:
         raise PublishFailed(target.name, published)
     return published
+
+
+RECONNECTS = 3  # tries to reach a host again after its connection dropped mid-publish, a second apart and more
+
+
+def how_it_ended(target: Target, lost: ConnectionLost, release_id: str | None, previous: str | None) -> dict[str, Any]:
+    """The connection dropped while ``publish`` ran: it runs on to its end there (detached), so reconnect (a few
+    tries) and wait for it to end (``switch_wait``, within the switch's time): its answer, as if it had come back.
+    A publish killed on the host before it ended answers as failed, saying whether ``current`` had moved. Raises
+    ``lost`` (extended) when the host cannot be reached again or the publish still runs at the end of the wait."""
+    if isinstance(lost, NotAnswering):
+        raise lost  # a host that stopped answering is not tried again in this run
+    layout, what = target.layout, str(lost).removeprefix(f"{target.name}: ")
+    args = {"root": layout.root, "run": target.run, "wait": max(5, phase_timeout(target.host, SWITCH) - 10)}
+    found: dict[str, Any] | None = None
+    for attempt in range(RECONNECTS):
+        time.sleep(attempt)
+        try:
+            found = run_module(target.c, target.name, target.host.python, "switch_wait", args, phase=SWITCH)
+            break
+        except NotAnswering:
+            break
+        except DeployError:
+            continue
+    if found is None:
+        raise ConnectionLost(target.name, f"{what}; it could not be reached again") from None
+    state = found.get("state") if isinstance(found.get("state"), str) else "?"
+    if found.get("ours") is not True:
+        raise ConnectionLost(target.name, f"{what}; its lock is not this run's any more") from None
+    if found.get("done") is True and isinstance(found.get("answer"), dict):
+        answer = dict(found["answer"])
+        steps: list[Any] = answer["steps"] if isinstance(answer.get("steps"), list) else []
+        note = {"step": f"reconnected after: {what}", "phase": "publish", "ok": True, "output": ""}
+        return dict(answer, steps=[note, *steps])
+    if found.get("running") is True:
+        raise ConnectionLost(
+            target.name, f"{what}; reconnected, but its publish step still runs ({printable(state)})"
+        ) from None
+    now = release_of_link(str(found.get("current_link") or ""), layout)
+    moved = now == release_id != previous
+    return {
+        "ok": False,
+        "switched": moved,
+        "current": release_id if moved else previous,
+        "error": f"{what}; its publish step was killed on the host ({printable(state)})",
+        "steps": [],
+    }

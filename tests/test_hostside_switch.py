@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploytool.hostside import finish, publish
+from deploytool.hostside import finish, publish, switch_wait
 
 A, B = "20260101T000000Z-aaaaaaa", "20260102T000000Z-bbbbbbb"
 RUN = "0123456789abcdef"
@@ -94,6 +96,35 @@ def test_a_failed_after_switch_command_leaves_the_host_wholly_on_the_new_release
     answer = publish.main(publish_args(root, B, A, after_switch=["exit 7"]))
     assert not answer["ok"] and answer["switched"] and answer["current"] == B
     assert state(root) == (f"releases/{B}", "b\n", "switched")
+
+
+def test_switch_wait_gives_the_answer_a_publish_recorded_once_done(root: Path) -> None:
+    """What a run whose connection dropped mid-publish reads on reconnecting (soak, session_kill, seed 2127)."""
+    answer = publish.main(publish_args(root, B, A, after_switch=["exit 7"]))
+    found = switch_wait.main({"root": str(root), "run": RUN, "wait": 5})
+    assert found["ours"] and found["done"] and not found["running"] and found["state"] == "switched"
+    assert found["answer"] == json.loads(json.dumps(answer)) and found["current_link"] == f"releases/{B}"
+
+
+def test_switch_wait_says_when_the_publish_was_killed_or_still_runs_or_the_lock_is_gone(root: Path) -> None:
+    record = root / "deploy.lock/switch.json"
+    gone = _exited_pid()
+    record.write_text(json.dumps({"run": RUN, "state": "publishing", "pid": gone}))
+    found = switch_wait.main({"root": str(root), "run": RUN, "wait": 5})
+    assert found["ours"] and not found["done"] and not found["running"] and found["state"] == "publishing"
+    record.write_text(json.dumps({"run": RUN, "state": "switched", "pid": os.getpid()}))
+    started = time.monotonic()
+    found = switch_wait.main({"root": str(root), "run": RUN, "wait": 0.5, "interval": 0.1})
+    assert not found["done"] and found["running"] and time.monotonic() - started >= 0.5
+    (root / "deploy.lock/owner.json").write_text(json.dumps({"run": "another"}))
+    assert switch_wait.main({"root": str(root), "run": RUN, "wait": 5})["ours"] is False
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_switching_to_no_release_removes_current_and_its_config(root: Path) -> None:

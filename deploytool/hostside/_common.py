@@ -42,6 +42,7 @@ OWNER = "owner.json"
 SWITCH_RECORD = "switch.json"
 JOURNAL = "journal.jsonl"
 OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
+RECORD_LIMIT = 1 << 20  # publish's record holds its answer once done: its steps' output tails
 
 
 def list_releases(root: str) -> list[str]:

@@ -11,8 +11,9 @@ this module again with the releases exchanged: restarted and checked too). ``rel
 the config is removed and ``current`` with it (going back after a failed first deploy).
 
 Once started the module runs to its end even if the laptop or the network goes away: it ignores SIGHUP,
-SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``record``), so a later run or
-``fab unlock`` can tell where the host stands. It refuses to start unless the lock is this run's.
+SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``record``: its state and pid, and
+its whole answer once done), so the run, reconnected (``switch_wait``), or a later run or ``fab unlock`` can tell
+where the host stands. It refuses to start unless the lock is this run's.
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
@@ -114,8 +115,9 @@ class Publish:
 
     # -- the steps ------------------------------------------------------------------------------------------
 
-    def record(self, state: str) -> None:
-        """Say where this host stands, inside the lock, atomically (a crash leaves the old record or the new)."""
+    def record(self, state: str, answer: dict[str, Any] | None = None) -> None:
+        """Say where this host stands, inside the lock, atomically (a crash leaves the old record or the new);
+        with ``answer`` once done (``switch_wait`` gives it to a run whose connection dropped meanwhile)."""
         path = self.args["record"]
         data = {
             "run": self.args["run"],
@@ -124,7 +126,10 @@ class Publish:
             "state": state,
             "entry": self.args.get("entry"),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            "pid": os.getpid(),
         }
+        if answer is not None:
+            data.update(done=True, answer=answer)
         temporary = path + ".tmp"
         with open(temporary, "w") as handle:
             handle.write(json.dumps(data, sort_keys=True) + "\n")
@@ -275,10 +280,10 @@ class Publish:
             pass
         except Exception as error:  # a bug or an odd host: still answer, saying whether current moved
             result = self.answer(f"unexpected {type(error).__name__}: {error}")
-            self.record("switched" if self.switched else "not switched")
+            self.record("switched" if self.switched else "not switched", result)
             return result
         result = self.answer()
-        self.record("published" if result["ok"] else ("switched" if self.switched else "not switched"))
+        self.record("published" if result["ok"] else ("switched" if self.switched else "not switched"), result)
         return result
 
 

@@ -3,9 +3,10 @@
 Arguments (one JSON line on stdin): ``root``, ``only_if_owner`` (the exact ``owner.json`` text, stripped, a lock
 must have to be touched; null: any lock). Answer: ``ok``, ``locked`` (there was such a lock), ``owner`` (its
 ``owner.json`` text), ``record`` (the text of ``switch.json``: how far its run's ``publish`` got), ``current_link``,
-``removed``. A lock whose owner carries a run token is left in place: the laptop ends that run with the ``finish``
-module and the token (journaling what the lost run completed); any other lock is removed here. Standard library
-only, Python 3.8 syntax.
+``removed``, ``publishing`` (the lock's run's publish step still runs: nothing was touched). A lock whose owner
+carries a run token is left in place: the laptop ends that run with the ``finish`` module and the token
+(journaling what the lost run completed); any other lock is removed here. Standard library only, Python 3.8
+syntax.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ def run_token(owner: str) -> str | None:
     return run if isinstance(run, str) and run else None
 
 
+def _publishing(record: str) -> bool:
+    """The record is of a publish step that has not ended and whose process still runs."""
+    try:
+        data = json.loads(record)
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or data.get("done") is True or data.get("state") not in ("publishing", "switched"):
+        return False
+    pid = data.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def main(args: dict[str, Any]) -> dict[str, Any]:
     root = str(args["root"])
     lock = os.path.join(root, LOCK)
@@ -36,10 +57,12 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "locked": False}
     try:
         with open(os.path.join(lock, SWITCH_RECORD), "rb") as handle:
-            record = handle.read(_common.OWNER_LIMIT * 4).decode("utf-8", "replace").strip()
+            record = handle.read(_common.RECORD_LIMIT).decode("utf-8", "replace").strip()
     except OSError:
         record = ""
     answer = {"ok": True, "locked": True, "owner": owner, "record": record, "current_link": _common.current_link(root)}
+    if _publishing(record):
+        return dict(answer, publishing=True, removed=False)  # its publish still runs: nothing is touched
     removed = False
     if run_token(owner) is None:
         try:
