@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import journal, phases
 from .errors import LockedError, RemoteError
@@ -24,6 +24,7 @@ from .inventory import HostConfig
 from .layout import Layout
 from .release import RELEASE_ID, deployer
 from .target import HostState, Target, printable, release_of_link
+from .transport import phase_timeout
 
 UNLOCK = "unlock"
 
@@ -118,23 +119,43 @@ def unlock(target: Target, only_if_owner: str | None = None) -> LostRun | None:
     layout = target.layout
     args = {"root": layout.root, "only_if_owner": only_if_owner}
     found = run_module(target.c, target.name, target.host.python, "unlock", args, phase=UNLOCK)
+    if found.get("publishing") is True and found.get("locked") is True:
+        # The lost run's publish step still runs there (detached): wait for it to end (``switch_wait`` with that
+        # run's token), so that what it did is known and nothing races it.
+        token = _run_of(str(found.get("owner") or ""))
+        wait = {"root": layout.root, "run": token, "wait": max(5, phase_timeout(target.host, phases.SWITCH) - 10)}
+        if token:
+            run_module(target.c, target.name, target.host.python, "switch_wait", wait, phase=phases.SWITCH)
+        found = run_module(target.c, target.name, target.host.python, "unlock", args, phase=UNLOCK)
     if found.get("locked") is not True:
         return None
     owner_text, record, link = (str(found.get(key) or "") for key in ("owner", "record", "current_link"))
+    if found.get("publishing") is True:
+        raise RemoteError(
+            target.name,
+            f"{layout.lock} is held by a publish step that still runs on the host (its run lost the host); "
+            f"wait for it to end, then: fab unlock --stage {target.host.stage} --hosts {target.name}",
+        )
     holder = describe(owner_text, layout, target.host).split(";")[0].removeprefix("locked: ")
     lost = lost_run(holder, record, release_of_link(link, layout))
     if found.get("removed") is True:
         return lost
-    try:
-        run = json.loads(owner_text).get("run")
-    except (ValueError, AttributeError):
-        run = None
-    if not isinstance(run, str) or not run:
+    run = _run_of(owner_text)
+    if not run:
         raise RemoteError(target.name, f"{layout.lock} was not removed")
     # The lost run's own token lets `finish` journal what it completed and release its lock.
     lost_target = Target(target.host, target.c, target.password, target.state, True, run)
     phases.finish(lost_target, *([lost.finished_entry] if lost.finished_entry else []), unlock="always")
     return lost
+
+
+def _run_of(owner_text: str) -> str:
+    """The run token of a lock's owner record ("" when it has none)."""
+    try:
+        run = json.loads(owner_text).get("run")
+    except (ValueError, AttributeError):
+        return ""
+    return run if isinstance(run, str) else ""
 
 
 def lost_run(holder: str, record: str, current: str | None) -> LostRun:
@@ -150,11 +171,27 @@ def lost_run(holder: str, record: str, current: str | None) -> LostRun:
     if not all(isinstance(name, str) and RELEASE_ID.fullmatch(name) for name in names):
         return LostRun(holder, "", None)
     now = current or "no release"
-    if data["state"] == "publishing":
+    entry = journal.Entry.from_json(data["entry"]) if isinstance(data.get("entry"), str) else None
+    if entry is None or entry.release != release or current != release or release == previous:
+        entry = None  # current did not move to the release this switch journals: nothing went live
+    ended = data.get("done") is True or data["state"] in ("published", "not switched")
+    if not ended and entry is not None:
+        # Its publish was cut short (killed with the host's sessions) after current moved: the journal records
+        # where current points, as failed for a deploy (never a rollback target, pruned first) and as a rollback
+        # whose checks did not run (status ok with the reason), as a rollback whose check failed is recorded.
+        reason = (
+            f"its publish step was cut short after current moved to {release} (restart and health check unconfirmed)"
+        )
+        entry = replace(entry, status="failed" if entry.event == "deploy" else "ok", reason=reason)
+        standing = (
+            f"; that run's publish was cut short after the switch: the host is on {now}"
+            f" (recorded in the journal now as {entry.status})"
+        )
+        return LostRun(holder, standing, entry)
+    if not ended:
         moving = f"from {previous or 'no release'} to {release or 'no release'}"
         return LostRun(holder, f"; that run was switching it {moving}: it is on {now}", None)
-    entry = journal.Entry.from_json(data["entry"]) if isinstance(data.get("entry"), str) else None
-    if data["state"] != "published" or entry is None or entry.release != release or current != release:
+    if data["state"] != "published":
         entry = None
     standing = f"; that run's switch had ended ({data['state']}) and not been recorded: the host is on {now}"
     return LostRun(holder, standing + (" (recorded in the journal now)" if entry else ""), entry)

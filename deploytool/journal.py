@@ -195,14 +195,20 @@ def good_releases(entries: Sequence[Entry]) -> set[str]:
 
 
 def releases_to_prune(entries: Sequence[Entry], present: Iterable[str], keep: int, current: str) -> list[str]:
-    """Releases to delete: every one whose deploy failed, and all but the newest ``keep`` of the rest, never
-    ``current`` nor the rollback target. Releases the journal does not know (a crashed run, a lost journal) are
-    not trusted as rollback targets but are kept while they are among the newest."""
+    """Releases to delete: every one whose deploy failed, and all but the newest ``keep`` of those that went live,
+    never ``current`` nor the rollback target. A release went live when an ok entry names it, or when an entry
+    names it as the release that was current (``from``): one a lost run left live without recording it counts
+    too. Releases the journal does not know at all (a crashed run, a lost journal) are not trusted as rollback
+    targets; they are kept while they are among the newest ``keep``, but never push one that went live out."""
     present = sorted(present)
-    good = good_releases(entries)
-    failed = {e.release for e in entries if e.event == "deploy" and e.status == "failed"} - good
+    ok = {e.release for e in entries if e.status == "ok"}
+    failed = {e.release for e in entries if e.event == "deploy" and e.status == "failed"} - ok
+    live = (ok | {e.previous for e in entries if e.previous}) - failed
     protected = {current, rollback_target(entries, current, present)}
-    kept = [rid for rid in present if rid not in failed][-keep:]
+    kept = {rid for rid in present if rid in live}
+    kept = set(sorted(kept)[-keep:])
+    unknown = [rid for rid in present if rid not in failed][-keep:]
+    kept |= {rid for rid in unknown if rid not in live}
     return [rid for rid in present if rid not in protected and rid not in kept]
 
 

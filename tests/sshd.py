@@ -91,6 +91,22 @@ class SshServer:
             if time.monotonic() > until:
                 raise AssertionError(f"could not freeze {running}: states {[process_state(pid) for pid in running]}")
 
+    def restart(self) -> None:
+        """Start the listening sshd again (same config, keys and port) after it was killed."""
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        log = open(self.base / "sshd.log", "ab")  # noqa: SIM115 - owned by the server's lifetime
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.base / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
+        )
+        until = deadline(20)
+        while not _listening(self.addresses[-1], self.port, None):
+            if self.process.poll() is not None or time.monotonic() > until:
+                raise RuntimeError(f"sshd did not listen again: {(self.base / 'sshd.log').read_text()[-2000:]}")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.signal_all(signal.SIGCONT)
         self.process.terminate()

@@ -125,3 +125,20 @@ def test_a_step_forward_with_to_marks_nothing() -> None:
     entries = [deploy("A"), deploy("B", previous="A"), rollback("A", "B"), rollback("B", "A")]
     assert rolled_back_from(entries) == set()
     assert rollback_target(entries, "B", ["A", "B"]) == "A"
+
+
+def test_prune_never_lets_an_unknown_release_push_one_that_went_live_out() -> None:
+    """Soak violation (issue 21): ``sshd_kill`` during publish, seed 8 runs 1-2. A release the journal does not
+    know (here W2, left by a crashed run) was counted among the newest ``keep`` and a good release pruned."""
+    entries = [deploy("V"), deploy("W", previous="V"), deploy("Y", previous="W")]
+    assert releases_to_prune(entries, ["V", "W", "W2", "Y"], keep=3, current="Y") == []
+    assert releases_to_prune(entries, ["U", "V", "W", "W2", "Y"], keep=3, current="Y") == ["U"]
+
+
+def test_prune_keeps_a_release_that_went_live_without_a_journal_entry() -> None:
+    """Soak violation (issue 21): ``sshd_kill`` during publish, seed 8. X was current (Y's entry names it as
+    ``from``) without an entry of its own: it went live, and counts among the newest ``keep`` as such."""
+    entries = [deploy("V"), deploy("W", previous="V"), deploy("Y", previous="X")]
+    assert releases_to_prune(entries, ["V", "W", "X", "Y"], keep=3, current="Y") == ["V"]
+    failed = [*entries[:2], deploy("X", "failed", "W"), deploy("Y", previous="X")]
+    assert releases_to_prune(failed, ["V", "W", "X", "Y"], keep=3, current="Y") == ["X"], "failed: pruned first"
