@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
 from fabric.connection import Connection
@@ -110,10 +113,47 @@ def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
             # Fabric's own -H: it would call the task once per host, each with a Connection, which would break
             # "prepare every host, then switch them all"; the hosts come from hosts.yml.
             raise Exit(FABRIC_HOSTS_REFUSED, code=1)
+        _phase[0] = "running"
         try:
             with _quiet_when_reader_gone():
                 return func(*args, **kwargs)
         except DeployError as error:
             raise Exit(for_terminal(f"Error: {error}"), code=1) from None
+        except KeyboardInterrupt as stop:
+            # The flows (deploy, rollback) turn an interruption into a DeployError saying where each host stands
+            # once they have touched one; one that gets here came before (reading hosts.yml, planning, the
+            # mirror check, connecting): nothing was changed on any host.
+            from .fleet import interruption
+
+            what = func.__name__.replace("_", "-")
+            message = f"Error: {interruption(stop)} while {what} was starting: nothing was changed on any host"
+            raise Exit(for_terminal(message), code=1) from None
+        finally:
+            _phase[0] = "ended"
 
     return wrapper
+
+
+_phase = ["starting"]  # where this fab process is: starting (loading the fabfile, parsing), running a task, ended
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    """SIGINT while ``fab`` loads the fabfile or parses its arguments: Invoke would end it with status 1 and say
+    nothing; say that nothing was touched. Within a task it is the usual KeyboardInterrupt (the task boundary and
+    the flows handle it)."""
+    if _phase[0] != "starting":
+        raise KeyboardInterrupt
+    raise SystemExit(
+        for_terminal("Error: interrupted (Ctrl-C) while fab was starting: nothing was changed on any host")
+    )
+
+
+def catch_early_interrupts() -> None:
+    """In a ``fab`` process, from here on a Ctrl-C before any task runs ends it with one ``Error:`` line (see
+    `_interrupted`). Python's own handler must still be in place (nothing else wanted SIGINT), in the main thread."""
+    main = sys.modules.get("__main__")
+    running_fab = os.path.basename(sys.argv[0]) == "fab" or getattr(main, "__package__", None) == "fabric"
+    if not running_fab or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
