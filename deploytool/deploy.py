@@ -167,6 +167,9 @@ def choose_rollback_target(targets: Sequence[Target], to: str | None) -> str:
             raise DeployError(f"release {to} never went live on {', '.join(failed)}; refusing to switch to it")
         return to
     choices = {t.name: journal.rollback_target(t.state.entries, t.state.current, t.state.releases) for t in targets}
+    split = _split_fleet_target(targets, choices)
+    if split is not None:
+        return split
     none = [name for name, choice in choices.items() if choice is None]
     if none:
         raise DeployError(f"no earlier good release to roll back to on {', '.join(none)}; nothing was switched")
@@ -175,6 +178,24 @@ def choose_rollback_target(targets: Sequence[Target], to: str | None) -> str:
         listing = ", ".join(f"{name}: {choice}" for name, choice in choices.items())
         raise DeployError(f"hosts disagree on the previous release ({listing}); choose one with --to ID")
     return distinct.pop()  # type: ignore[return-value]
+
+
+def _split_fleet_target(targets: Sequence[Target], choices: dict[str, str | None]) -> str | None:
+    """A fleet split by an interrupted deploy (its first batches live on the new release, the rest still on the
+    release they had): rolling back means every host on the release the others are still on. That is the one
+    release R, if there is exactly one, that every host either is on already or would roll back to, and that
+    some host is not on yet."""
+    currents = {t.name: t.state.current for t in targets}
+    if len(set(currents.values())) < 2:
+        return None
+    candidates = {choice for choice in choices.values() if choice is not None}
+    fits = [
+        release
+        for release in candidates
+        if all(currents[name] == release or choices[name] == release for name in currents)
+        and any(currents[name] != release for name in currents)
+    ]
+    return fits[0] if len(fits) == 1 else None
 
 
 def run_rollback(

@@ -356,4 +356,24 @@ def interrupted_batches(stop: KeyboardInterrupt, rollout: Rollout, live_on: str,
     where |= {name: _said(name, error) for name, error in failed.items()}
     where |= {t.name: f"{t.name}: still on {rollout.previous[t.name] or 'no release'} (not switched)" for t in rest}
     lines = [where[t.name] for t in rollout.targets if t.name in where]
-    return f"{interruption(stop)} during the switch; where each host stands:\n  " + "\n  ".join(lines) + stuck
+    return (
+        f"{interruption(stop)} during the switch; where each host stands:\n  "
+        + "\n  ".join(lines)
+        + _split_note(rollout, live, live_on, release)
+        + stuck
+    )
+
+
+def _split_note(rollout: Rollout, live: Sequence[Target], live_on: str, release: Release | None) -> str:
+    """What to type when the interruption left the fleet split (some hosts live on ``live_on``, others not)."""
+    if not live or len(live) == len(rollout.targets):
+        return ""
+    stage = rollout.targets[0].host.stage
+    others = ", ".join(t.name for t in rollout.targets if t not in live)
+    split = f"\nThe fleet is split: {', '.join(t.name for t in live)} on {live_on}, {others} not. "
+    if release is None:
+        return split + f"To finish the rollback: fab rollback --stage {stage} --to {live_on}"
+    return split + (
+        f"To bring every host to one release: fab deploy --stage {stage} (this commit everywhere, as a new "
+        f"release) or fab rollback --stage {stage} (every host back to the release the others are on)"
+    )

@@ -317,3 +317,38 @@ def test_a_publish_killed_after_current_moved_is_journaled_and_no_good_release_i
     assert [entry["status"] for entry in recorded] == ["failed"] and "cut short" in recorded[0]["reason"]
     now = current(ssh_project, "web2").removeprefix("releases/")
     assert release_ids(ssh_project, "web2") == [*good, now], "keep_releases 3: both good ones kept, the killed gone"
+
+
+def test_ctrl_c_between_batches_says_the_fleet_is_split_and_rollback_brings_it_together(ssh_project: Project) -> None:
+    """Soak design question (issue 21, fab_sigint with --batch-size): Ctrl-C between batches leaves batch 1 live
+    on the new release and the rest where they were, and ``fab rollback`` then refused ("hosts disagree on the
+    previous release"). The error now says the fleet is split and what to type; the rollback brings every host
+    back to the release the others are on."""
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    old = current(ssh_project, "web1")
+    marker = root_of(ssh_project, "web1").parent / "switching"
+    ssh_project.inventory["stages"]["test"]["hosts"]["web1"]["after_switch"] = [f"touch {marker}; sleep 2"]
+    ssh_project.write_inventory()
+    ssh_project.commit("interrupted between batches")
+    fab = start_fab(ssh_project, "deploy", "--hosts", "web1,web2", "--batch-size", "1")
+    try:
+        wait_for(marker, process=fab)
+        fab.send_signal(signal.SIGINT)
+        _, stderr = fab.communicate(timeout=240)
+    finally:
+        fab.kill()
+    assert fab.returncode == 1 and "Traceback" not in stderr, stderr
+    new = current(ssh_project, "web1")
+    assert new != old and current(ssh_project, "web2") == old, "batch 1 went live, batch 2 was never switched"
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: interrupted (Ctrl-C) during the switch; where each host stands:"], stderr
+    new_id = new.removeprefix("releases/")
+    assert f"The fleet is split: web1 on {new_id}, web2 not. To bring every host to one release: " in stderr
+    assert "fab deploy --stage test" in stderr and "fab rollback --stage test" in stderr
+
+    rolled = ssh_project.fab("rollback", "--hosts", "web1,web2", check=False)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert current(ssh_project, "web1") == current(ssh_project, "web2") == old
+    for host in ("web1", "web2"):
+        assert not (root_of(ssh_project, host) / "deploy.lock").exists()
+    assert journal(ssh_project, "web1")[-1]["event"] == "rollback"
