@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from invoke.tasks import Task
 
 from .errors import InventoryError
-from .inventory import HostConfig, Inventory, load_inventory
+
+if TYPE_CHECKING:  # the inventory (YAML, the settings' checks) is loaded when a task runs, not when fab lists them
+    from .inventory import HostConfig, Inventory
 
 STAGE_HELP = "stage of hosts.yml to act on (default: its default_stage)"
 HOSTS_HELP = "comma-separated host names of the stage to limit to"
@@ -17,6 +19,8 @@ HOSTS_HELP = "comma-separated host names of the stage to limit to"
 
 def find_inventory(c: Context) -> Inventory:
     """Load the file named by config ``deploytool.inventory`` (hosts.yml), from the current directory up."""
+    from .inventory import load_inventory
+
     name = Path(c.config.get("deploytool", {}).get("inventory", "hosts.yml"))
     if name.is_absolute():
         return load_inventory(name)

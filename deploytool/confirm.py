@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .errors import DeployError
-from .inventory import HostConfig
 from .terminal import for_terminal
+
+if TYPE_CHECKING:
+    from .inventory import HostConfig
 
 YES_HELP = "answer yes to a confirm: true stage's question (CI, scripts); without a terminal it is required there"
 SHOWN_FILES = 10

@@ -8,31 +8,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from . import deploy as flow
-from . import deploylock, journal, sudo, typos
+from . import typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
-from .config import render_hosts
-from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
-from .dryrun import print_plan
+from .confirm import YES_HELP
 from .errors import DeployError, task_boundary
-from .etc import diff_against, format_diffs, write_tree
-from .events import EventLog
-from .fleet import connected, on_each
-from .golive import batch_size_problem
-from .inventory import HostConfig
-from .notify import notify
-from .release import Release, check_release_id, git, resolve_commit, uncommitted_files, working_tree_notes
-from .report import Progress, RunReport, dumps
-from .target import Target, incomplete, read_state
 from .tasks_mirror import mirror_tasks, requirements_tasks
 from .tasks_status import audit, status
-from .transport import show_library_messages
+
+# What only some tasks need is imported in their bodies: `fab --list` (and a task that needs none of it) starts
+# without the deploy flow, paramiko's transport use, Jinja2 (and asyncio), packaging or the mirror's index code.
+if TYPE_CHECKING:
+    from . import deploylock
+    from .inventory import HostConfig
+    from .report import RunReport
+    from .target import Target
 
 JSON_HELP = "print one JSON document (documented in the README) instead of progress lines and a table"
 VERBOSE_HELP = "show what each host printed in every phase, not only in a failed one"
@@ -49,6 +44,10 @@ def _run_and_report(
     """Run a flow with progress lines (or silently, for --json), then print the summary (or the document); a
     failure still prints them, then ends in the one-line ``Error:``. The stage's ``notify`` commands run last,
     whatever the outcome, and never change it."""
+    from .notify import notify
+    from .report import Progress, dumps
+    from .transport import show_library_messages
+
     show_library_messages(verbose)
     if not as_json:
         report.log.listeners = [Progress([host.name for host in hosts], verbose=verbose)]
@@ -67,6 +66,8 @@ BATCH_HELP = 'hosts per batch: a number or a percentage like "25%" (default: hos
 
 def parse_batch_size(value: str | None) -> int | str | None:
     """``--batch-size`` as hosts.yml takes it: a whole number, or a percentage."""
+    from .golive import batch_size_problem
+
     if value is None:
         return None
     size: int | str = int(value) if value.strip().isdigit() else value.strip()
@@ -102,6 +103,14 @@ def deploy(
     yes: bool = False,
 ) -> None:
     """Deploy a commit: new release on every host, then switch, restart and check them batch by batch."""
+    from . import deploy as flow
+    from . import sudo
+    from .confirm import ask, deploy_lines
+    from .dryrun import print_plan
+    from .events import EventLog
+    from .release import git, uncommitted_files, working_tree_notes
+    from .report import RunReport
+
     inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
     plan = flow.plan_deploy(inventory, selected, ref)
@@ -154,6 +163,13 @@ def rollback(
     yes: bool = False,
 ) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
+    from . import deploy as flow
+    from . import sudo
+    from .confirm import ask, rollback_lines
+    from .events import EventLog
+    from .release import check_release_id
+    from .report import RunReport
+
     inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
     if to is not None:
@@ -175,6 +191,8 @@ R = TypeVar("R")
 
 def release_rows(target: Target) -> list[dict[str, str | None]]:
     """One host's releases, newest first: id, commit, when, who, and a mark (current, previous, incomplete)."""
+    from . import journal
+
     state = target.state
     deployed = {e.release: e for e in state.entries if e.event == "deploy" and e.status == "ok"}
     back_to = journal.rollback_target(state.entries, state.current, state.releases)
@@ -208,6 +226,8 @@ def format_releases(target: Target) -> list[str]:
 
 def releases_document(target: Target) -> dict[str, object]:
     """One host's entry in ``fab releases --json``."""
+    from . import journal
+
     back_to = journal.rollback_target(target.state.entries, target.state.current, target.state.releases)
     return {"host": target.name, "root": target.host.root, "current": target.state.current, "previous": back_to,
             "releases": release_rows(target)}  # fmt: skip
@@ -223,6 +243,8 @@ def _on_each_selected(
 ) -> None:
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
     then fail naming every host where it failed."""
+    from .fleet import connected, on_each
+
     _, selected = selected_hosts(c, stage, hosts)
     with connected(selected) as targets:
         results = on_each(targets, func, lambda t: t.name)
@@ -236,6 +258,10 @@ def _on_each_selected(
 @task_boundary
 def releases(c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
+    from .fleet import connected, on_each
+    from .report import dumps
+    from .target import read_state
+
     if not json:
         _on_each_selected(
             c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
@@ -255,6 +281,8 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
 @task_boundary
 def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
+    from . import deploylock
+    from .target import incomplete
 
     def unlock_one(target: Target) -> tuple[deploylock.LostRun | None, list[str], str]:
         return (deploylock.unlock(target), *incomplete(target))
@@ -283,6 +311,11 @@ def render_etc(
     c: Context, stage: str | None = None, hosts: str | None = None, out: str | None = None, diff: bool = False
 ) -> None:
     """Render each host's config from etc-mock/ into build/etc/ for review; changes nothing on hosts."""
+    from .config import render_hosts
+    from .etc import diff_against, format_diffs, write_tree
+    from .fleet import connected, on_each
+    from .release import Release, resolve_commit
+
     inventory, selected = selected_hosts(c, stage, hosts)
     if not inventory.etc_templates.is_dir():
         raise DeployError(f"no templates: {inventory.etc_templates} does not exist")

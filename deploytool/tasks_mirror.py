@@ -5,23 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from . import installer
 from .cli import STAGE_HELP, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
-from .index_upload import publish_to_index
-from .inventory import HostConfig, Inventory
-from .mirror import PYPI, hash_requirements, publish, read_manifest, serve, sync, upload, write_indexes
-from .mirror_verify import verify
-from .pins import laptop_mirror, target_python
-from .release import deployer
-from .reqlock import lock
-from .requirements import check_nested, read_requirements
-from .transport import close, connect
+
+if TYPE_CHECKING:  # the mirror, pins and requirements code is imported by the tasks that use it
+    from .inventory import HostConfig, Inventory
 
 
 def role_files(inventory: Inventory, host: HostConfig) -> list[Path]:
@@ -52,6 +46,9 @@ def _first_host(c: Context, stage: str | None) -> tuple[Inventory, HostConfig]:
 @task_boundary
 def check(c: Context, stage: str | None = None) -> None:
     """Check every role file: all pinned with ==, nested dependencies pinned, every pin in the mirror."""
+    from .pins import laptop_mirror, target_python
+    from .requirements import check_nested, read_requirements
+
     inventory, host = _first_host(c, stage)
     (mirror, kind), target = laptop_mirror(inventory, host), target_python(host)
     problems = []
@@ -73,6 +70,9 @@ def check(c: Context, stage: str | None = None) -> None:
 @task_boundary
 def hash_(c: Context, stage: str | None = None) -> None:
     """Write --hash=sha256 lines from the wheelhouse into the role files (pip's hash-checking mode)."""
+    from .mirror import hash_requirements
+    from .pins import target_python
+
     inventory, host = _first_host(c, stage)
     wheelhouse = wheelhouse_of(inventory)
     for path in role_files(inventory, host):
@@ -84,6 +84,11 @@ def hash_(c: Context, stage: str | None = None) -> None:
 @task_boundary
 def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> None:
     """Fill the wheelhouse with exactly the pinned wheels of all role files and deploytool's uv (write-once)."""
+    from . import installer
+    from .mirror import sync
+    from .pins import target_python
+    from .release import deployer
+
     inventory, host = _first_host(c, stage)
     wheelhouse = wheelhouse_of(inventory)
     report = sync(
@@ -102,6 +107,9 @@ def sync_(c: Context, stage: str | None = None, upstream: str | None = None) -> 
 @task_boundary
 def upload_(c: Context, file: list[str]) -> None:
     """Add locally built wheels to the wheelhouse; never overwrites a file of the same name."""
+    from .mirror import upload, write_indexes
+    from .release import deployer
+
     wheelhouse = wheelhouse_of(find_inventory(c))
     if not file:
         raise DeployError("give at least one --file WHEEL")
@@ -114,6 +122,8 @@ def upload_(c: Context, file: list[str]) -> None:
 @task_boundary
 def index(c: Context) -> None:
     """Regenerate the wheelhouse's index.html and simple/ tree."""
+    from .mirror import write_indexes
+
     wheelhouse = wheelhouse_of(find_inventory(c))
     write_indexes(wheelhouse)
     print(f"wrote {wheelhouse / 'index.html'} and {wheelhouse / 'simple'}/")
@@ -123,6 +133,10 @@ def index(c: Context) -> None:
 @task_boundary
 def publish_(c: Context, stage: str | None = None) -> None:
     """Copy the wheelhouse to the stage's mirror host over SSH, or upload it to its index (never changes a file)."""
+    from .index_upload import publish_to_index
+    from .mirror import publish
+    from .transport import close, connect
+
     inventory, host = _first_host(c, stage)
     if host.mirror_kind == "index":
         if not host.upload_url:
@@ -151,6 +165,8 @@ def publish_(c: Context, stage: str | None = None) -> None:
 @task_boundary
 def serve_(c: Context, port: int = 0) -> None:
     """Serve the wheelhouse over HTTP on loopback until interrupted, for local work."""
+    from .mirror import serve, write_indexes
+
     wheelhouse = wheelhouse_of(find_inventory(c))
     write_indexes(wheelhouse)
     server, url = serve(wheelhouse, port=port)
@@ -176,6 +192,10 @@ def serve_(c: Context, port: int = 0) -> None:
 @task_boundary
 def lock_(c: Context, stage: str | None = None, role: str | None = None, upstream: str | None = None) -> None:
     """Resolve requirements/<role>.in into <role>.txt: every dependency ==-pinned, annotated and hashed."""
+    from .pins import target_python
+    from .reqlock import lock
+    from .requirements import read_requirements
+
     inventory, host = _first_host(c, stage)
     directory = host.requirements.parent
     sources = [directory / f"{role}.in"] if role else sorted(directory.glob("*.in"))
@@ -193,6 +213,9 @@ def lock_(c: Context, stage: str | None = None, role: str | None = None, upstrea
 @task_boundary
 def verify_(c: Context, upstream: str | None = None) -> None:
     """Re-download every file the wheelhouse took from upstream and compare sha256s; exit 1 on any change."""
+    from .mirror import PYPI, read_manifest
+    from .mirror_verify import verify
+
     inventory = find_inventory(c)
     wheelhouse = wheelhouse_of(inventory)
     source = upstream or inventory.upstream or PYPI

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from invoke.tasks import task
 
-from .audit import audit_document, audit_lines, check_package, mirror_wheels
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
-from .fleet import describe_failures
-from .inventory import HostConfig, Inventory
-from .pins import target_python
-from .report import dumps
-from .snapshot import relative_to_project
-from .status import HostStatus, host_status, status_document, status_lines
-from .survey import HostSurvey, survey_hosts
+
+if TYPE_CHECKING:  # imported when a task runs (`fab --list` needs none of it)
+    from .inventory import HostConfig, Inventory
+    from .status import HostStatus
+    from .survey import HostSurvey
 
 JSON_HELP = "print one JSON document (keys documented in the README) instead of the table"
 
 
 def _relative(inventory: Inventory) -> Any:
+    from .snapshot import relative_to_project
+
     def relative(host: HostConfig) -> str:
         return relative_to_project(inventory.project_root, host.requirements, f"{inventory.path}: requirements")
 
@@ -33,6 +32,9 @@ def _finish(
     lines: list[str], document: dict[str, Any], as_json: bool, surveys: Sequence[HostSurvey], what: str
 ) -> None:
     """Print the table or the document, then fail naming every unreachable host."""
+    from .fleet import describe_failures
+    from .report import dumps
+
     print(dumps(document) if as_json else "\n".join(lines))
     failures = [(f"{s.host.stage}/{s.host.name}", DeployError(s.error or "")) for s in surveys if not s.reachable]
     if failures:
@@ -41,6 +43,9 @@ def _finish(
 
 def _status_of(survey: HostSurvey, relative: Any) -> HostStatus:
     """The status row of one host; an answer that breaks the laptop's reading is that host's error only."""
+    from .pins import target_python
+    from .status import HostStatus, host_status
+
     try:
         return host_status(survey, relative(survey.host), target_python(survey.host))
     except (ValueError, LookupError, TypeError, OverflowError, RecursionError) as error:
@@ -52,6 +57,9 @@ def _status_of(survey: HostSurvey, relative: Any) -> HostStatus:
 @task_boundary
 def status(c: Context, stage: str | None = None, hosts: str | None = None, json_: bool = False) -> None:
     """Show per host: current release, commit, who and when, previous good release, lock, drift warnings."""
+    from .status import status_document, status_lines
+    from .survey import survey_hosts
+
     inventory, selected = selected_hosts(c, stage, hosts)
     relative = _relative(inventory)
     surveys = survey_hosts(selected, relative, all_releases=False, verify=True)
@@ -73,6 +81,10 @@ def audit(
     c: Context, stage: str | None = None, hosts: str | None = None, package: str | None = None, json_: bool = False
 ) -> None:
     """Show which version of each package every host runs, in current and kept releases, with wheel sha256s."""
+    from .audit import audit_document, audit_lines, check_package, mirror_wheels
+    from .pins import target_python
+    from .survey import survey_hosts
+
     wanted = check_package(package)
     if stage == "all":
         if hosts:
