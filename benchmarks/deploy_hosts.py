@@ -52,9 +52,9 @@ def round_trip_micro(project: benchlib.Project, stage: str, runs: int) -> list[S
     """One paramiko connect, one exec on an open connection, one OpenSSH connect, one no-op git push."""
     import shlex
 
-    from deploytool import phases
+    from deploytool.connection.transport import close, connect, git_remote
+    from deploytool.flow import phases
     from deploytool.inventory import load_inventory
-    from deploytool.transport import close, connect, git_remote
 
     host = load_inventory(project.path / "hosts.yml").hosts(stage)[0]
     connect_s = Samples("paramiko connect + auth (Fabric)", 1)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploytool.installer import TOOLS_READY, UV_PIN, UV_VERSION
+from deploytool.supply.installer import TOOLS_READY, UV_PIN, UV_VERSION
 from tests import sshd
 from tests.isolation import SHARED, shared_build, shared_directory
 from tests.wheelfactory import make_wheel, repack_installed

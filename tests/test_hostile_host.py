@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import phases
-from deploytool.deploy import plan_deploy
-from deploytool.fleet import connected
+from deploytool.connection.fleet import connected
+from deploytool.flow import phases
+from deploytool.flow.deploy import plan_deploy
+from deploytool.flow.journal import shown
 from deploytool.inventory import load_inventory
-from deploytool.journal import shown
 from tests.conftest import Project
 from tests.sshd import DEPLOY_USER
 from tests.test_deploy_ssh import current, journal, release_ids, root_of

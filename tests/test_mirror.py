@@ -15,7 +15,7 @@ from pathlib import Path
 import invoke
 import pytest
 
-from deploytool.mirror import (
+from deploytool.supply.mirror import (
     MirrorError,
     hash_requirements,
     publish,
@@ -25,13 +25,13 @@ from deploytool.mirror import (
     upload,
     write_indexes,
 )
-from deploytool.requirements import (
+from deploytool.supply.requirements import (
     TargetPython,
     pip_install_args,
     read_requirements,
     uv_install_args,
 )
-from deploytool.wheelmeta import sha256_file
+from deploytool.supply.wheelmeta import sha256_file
 from tests.wheelfactory import make_wheel
 
 pytestmark = pytest.mark.integration  # real pip installs from the wheelhouse

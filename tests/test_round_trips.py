@@ -9,8 +9,8 @@ from typing import Any
 import paramiko
 import pytest
 
-from deploytool import phases
-from deploytool.deploy import plan_deploy, run_deploy
+from deploytool.flow import phases
+from deploytool.flow.deploy import plan_deploy, run_deploy
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.connection.sshconfig import resolve
+from deploytool.connection.transport import git_remote
 from deploytool.errors import RemoteError
 from deploytool.inventory import HostConfig, parse_inventory
-from deploytool.sshconfig import resolve
-from deploytool.transport import git_remote
 
 
 def make_host(tmp_path: Path, config: str, **settings: object) -> HostConfig:
