@@ -10,8 +10,6 @@ import io
 import json
 import os
 import re
-import secrets
-import shlex
 import shutil
 import subprocess
 import sys
@@ -25,14 +23,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote, urljoin, urlparse
 
 from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from deploytool.connection.remote import ChunkedStream
+from deploytool.connection.hostrun import ModuleFailed, run_module
+from deploytool.connection.transport import Runner
+from deploytool.errors import RemoteError
 from deploytool.supply import mirror_index
 from deploytool.supply.mirror_index import WheelLink, choose_wheel, list_wheels
 from deploytool.supply.requirements import HASH_ALGORITHMS, Pin, RequirementsError, logical_lines, read_requirements
@@ -63,13 +63,6 @@ class SyncReport:
     built: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-class Connection(Protocol):
-    """The part of fabric.Connection that publish uses."""
-
-    def run(self, command: str, **kwargs: Any) -> Any:
-        """Run a shell command on the host."""
 
 
 def check_wheelhouse(wheelhouse: Path) -> Path:
@@ -361,48 +354,35 @@ def serve(wheelhouse: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[Thr
     return server, f"http://{host}:{server.server_address[1]}/"
 
 
-def publish(c: Connection, wheelhouse: Path, remote_dir: str) -> None:
-    """Copy the wheelhouse to ``remote_dir`` on a host in one command (the archive travels on its stdin, so
-    only an exec channel is needed, no SFTP).
+def publish(c: Runner, wheelhouse: Path, remote_dir: str, python: str = "python3") -> None:
+    """Copy the wheelhouse to ``remote_dir`` on a host in one call of the host-side module ``mirror_receive``
+    (the archive travels on its stdin, so only an exec channel is needed, no SFTP).
 
-    Wheels and their ``.metadata`` files are only added (``tar --skip-old-files``) then verified
-    by sha256 on the host; if any existing remote file differs, the indexes are left unchanged
-    and MirrorError names the files. ``remote_dir`` should be absolute.
+    Wheels and their ``.metadata`` files are only added, each checked against its sha256 on the host; if any
+    existing remote file differs, nothing is written (indexes included) and MirrorError names the files.
+    ``remote_dir`` should be absolute.
     """
     write_indexes(wheelhouse)
-    stage = f".publish-{secrets.token_hex(6)}"
     files = sorted(p for p in wheelhouse.iterdir() if p.name.endswith((".whl", ".whl.metadata")))
-    sums = "".join(f"{sha256_file(path)}  {path.name}\n" for path in files).encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for path in files:
             archive.add(path, arcname=path.name)
-        info = tarfile.TarInfo(f"{stage}/SHA256SUMS")
-        info.size = len(sums)
-        archive.addfile(info, io.BytesIO(sums))
         for name in ("index.html", "simple", MANIFEST):
             if (wheelhouse / name).exists():
-                archive.add(wheelhouse / name, arcname=f"{stage}/index/{name}")
-    steps = [
-        ["mkdir", "-p", remote_dir],
-        ["cd", remote_dir],
-        ["sh", "-c", "base64 -d | tar -x --skip-old-files -f -"],
-        ["sha256sum", "--quiet", "-c", f"{stage}/SHA256SUMS"],
-        ["cp", "-R", f"{stage}/index/.", "."],
-    ]
-    cleanup = shlex.join(["rm", "-rf", f"{remote_dir.rstrip('/')}/{stage}"])
-    command = f"( {' && '.join(shlex.join(step) for step in steps)} ); status=$?; {cleanup}; exit $status"
-    payload = base64.b64encode(buffer.getvalue()).decode("ascii")
-    result = c.run(shlex.join(["sh", "-c", command]), hide=True, warn=True, in_stream=ChunkedStream(payload))
-    if result.exited != 0:
-        differing = [line.rsplit(":", 1)[0] for line in result.stdout.splitlines() if line.endswith("FAILED")]
-        if differing:
-            raise MirrorError(
-                f"{remote_dir}: refusing to overwrite files that differ on the host (indexes unchanged): "
-                + ", ".join(differing)
-            )
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MirrorError(f"publishing the wheelhouse to {remote_dir} failed: {tail}")
+                archive.add(wheelhouse / name, arcname=f"index/{name}")
+    args = {
+        "dir": remote_dir,
+        "archive": base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "sums": {path.name: sha256_file(path) for path in files},
+    }
+    host = str(getattr(c, "host", None) or "localhost")
+    try:
+        run_module(c, host, python, "mirror_receive", args, phase="mirror")
+    except ModuleFailed as failed:
+        raise MirrorError(f"{remote_dir}: {failed.result.get('error') or failed}") from None
+    except RemoteError as error:
+        raise MirrorError(f"publishing the wheelhouse to {remote_dir} failed: {error}") from None
 
 
 def _spec(text: str) -> tuple[str, list[str]]:
