@@ -428,12 +428,10 @@ class Instruments:
         self._patch(fabric.Connection, "open", open_)
 
     def record_events(self, events: Any) -> None:
-        """Phase timings (and git pushes) from a run's per-host events: what the user's --json shows."""
+        """Phase timings from a run's per-host events: what the user's --json shows."""
         with self.lock:
             for event in events:
                 self.times[event.phase].append(event.seconds)
-                if event.phase == "push":
-                    self.counts[event.host]["git push (OpenSSH connect + receive-pack)"] += 1
 
     def restore(self) -> None:
         while self._saved:

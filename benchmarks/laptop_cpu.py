@@ -4,8 +4,8 @@ laptop core can drive.
     python benchmarks/laptop_cpu.py [--runs N] [--hosts 1,4,16,64]
 
 Every loopback "host" builds on this machine's own cores, so wall time cannot show what the laptop itself
-spends. This reads CPU instead: the user + system time of the ``fab`` process and its children (the ``ssh`` of
-``git push``, ``git`` itself, the local ``ssh -G``), from ``getrusage(RUSAGE_CHILDREN)`` around each run; the
+spends. This reads CPU instead: the user + system time of the ``fab`` process and its children (``git`` making
+the commit's pack, the local ``ssh -G``), from ``getrusage(RUSAGE_CHILDREN)`` around each run; the
 hosts' sshd, git and builds are not children of ``fab`` and are not counted. A one-package app (``demo-lib``
 from a loopback mirror, uv from the mirror), the sshds of tests/sshd.py, one new commit per deploy. The table
 gives medians and the CPU per extra host (the slope between the smallest and the largest count).

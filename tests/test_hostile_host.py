@@ -157,8 +157,8 @@ def test_a_release_an_interrupted_run_left_is_named_by_unlock_and_removed_by_the
     plan = plan_deploy(inventory, inventory.hosts("test", "web1"), "HEAD")
     with connected(plan.hosts) as (target,):
         phases.check(target, {"action": "deploy", "release": plan.release.id, "user": "bob@laptop", "since": "now"})
-        phases.push(target, str(ssh_project.path), plan.release.commit)
-        phases.build(target, plan.release, plan.install["web1"], None)
+        pack = phases.commit_pack(str(ssh_project.path), plan.release.commit, target.state.deploy_head)
+        phases.build(target, plan.release, plan.install["web1"], None, pack)
     killed = plan.release.id
     assert release_ids(ssh_project) == sorted([first, second, killed])
 

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import re
-import shlex
 import sys
 import threading
 import time
@@ -283,50 +282,10 @@ def close(connection: Runner) -> None:
             link.close()
 
 
-def git_remote(host: HostConfig, repo_path: str) -> tuple[str, str | None]:
-    """Return the URL git pushes to for ``repo_path`` on ``host`` and the ``GIT_SSH_COMMAND`` (None for a local
-    stage): ssh with the very values the Fabric connection uses, through the same jump hosts, checking every
-    hop's host key as strictly."""
-    if host.is_local:
-        return repo_path, None
-    endpoint = resolve(host)
-    name = f"[{endpoint.hostname}]" if ":" in endpoint.hostname else endpoint.hostname
-    url = f"ssh://{endpoint.user}@{name}:{endpoint.port}{repo_path}"
-    return url, shlex.join(["ssh", *_ssh_options(host, endpoint)])
-
-
-def _ssh_options(host: HostConfig, endpoint: Endpoint) -> list[str]:
-    """OpenSSH options to reach ``endpoint`` (not its name, user and port): no ssh_config file (everything
-    resolved is given here), strict host keys, its keys and its jump hosts."""
-    options = [
-        "-F", os.devnull,
-        "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "CheckHostIP=no",
-        "-o", "UserKnownHostsFile=" + " ".join(f'"{path}"' for path in _known_hosts_named(host, endpoint)),
-        "-o", f"ConnectTimeout={host.connect_timeout}",
-        "-o", f"ServerAliveInterval={alive_interval(host)}",
-        "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
-    ]  # fmt: skip
-    for key in endpoint.identity_files:
-        options += ["-i", key]
-    if endpoint.identities_only:
-        options += ["-o", "IdentitiesOnly=yes"]
-    proxy = endpoint.proxy_command
-    if endpoint.via is not None:
-        via = endpoint.via
-        hop = ["ssh", *_ssh_options(host, via), "-W", f"[{endpoint.hostname}]:{endpoint.port}"]
-        hop += ["-l", via.user, "-p", str(via.port), "--", via.hostname]
-        proxy = shlex.join(hop).replace("%", "%%")  # ssh expands %-tokens in a ProxyCommand: none are meant here
-    if proxy is not None:
-        options += ["-o", f"ProxyCommand={proxy}"]
-    return options
-
-
 #: Seconds the phases other than build and push (check, switch, clean-up, listings) may take at most, whatever
 #: the host's ``timeout`` (a build installs; the others run a few quick commands and the stage's reloads).
 SHORT_PHASE = 120
-LONG_PHASES = ("build", "push", "switch")  # switch: the validate and after-switch commands may be slow
+LONG_PHASES = ("build", "switch")  # switch: the validate and after-switch commands may be slow
 #: Keepalives unanswered in a row before git's ssh gives up on a host.
 ALIVE_COUNT = 3
 

@@ -47,11 +47,12 @@ def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> N
         with log.phase(name, phases.CHECK):
             state = deploylock.take(target, deploylock.owner("deploy", release.id), log)
             _check_python(target, state.python_version)
-        with log.phase(name, phases.PUSH):
-            phases.push(target, str(project_root), release.commit)
+        with log.phase(name, phases.PUSH):  # the pack of what the host lacks: it travels with the build call
+            pack = phases.commit_pack(str(project_root), release.commit, state.deploy_head)
         rendered = plan.rendered.get(name)
         with log.phase(name, phases.BUILD):
-            phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
+            config = payload(rendered) if rendered is not None else None
+            phases.build(target, release, plan.install[name], config, pack)
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise

@@ -4,9 +4,10 @@ A deploy goes, in the order a reader sees it (each name is an event's ``phase``)
 
     prepare   CONNECT, then CHECK  (host-side ``check``: probe tools, sudo and the layout, take the lock, read
                                     current/releases/journal)
-                        PUSH   (git push of the commit from the laptop into <root>/repo.git)
-                        BUILD  (host-side ``build``: check out, manifest, config, venv, install, bytecode,
-                                pip check, shared links)
+                        PUSH   (on the laptop: a git pack of what <root>/repo.git lacks of the commit,
+                                `commit_pack`; it travels on the build call's stdin, no second connection)
+                        BUILD  (host-side ``build``: receive the commit into repo.git, check out, manifest,
+                                config, venv, install, bytecode, pip check, shared links)
     publish   PUBLISH  (host-side ``publish``, `publish.publish`: config, current, after-switch), with its
                         RESTART and HEALTH steps as phases of their own
     finish    FINISH   (host-side ``finish``: journal, prune, unlock)
@@ -18,15 +19,16 @@ step takes the `Target`; the deploy lock (taking it over, unlocking) is `deployl
 
 from __future__ import annotations
 
-import os
+import base64
 import posixpath
 import subprocess
+import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from ..connection.hostrun import ModuleFailed, run_module
-from ..connection.transport import git_remote, phase_timeout, ssh_failure
+from ..connection.transport import phase_timeout
 from ..errors import DeployError, RemoteError
 from ..reporting.events import (
     BUILD,
@@ -113,30 +115,38 @@ def check(target: Target, owner: dict[str, str | int]) -> HostState:
     return target.state
 
 
-def push(target: Target, project_root: str, commit: str) -> None:
-    """Push ``commit`` from the laptop into the host's bare repo (the host never fetches from elsewhere)."""
-    url, ssh_command = git_remote(target.host, target.layout.repo)
-    env = dict(os.environ, GIT_SSH_COMMAND=ssh_command) if ssh_command else None
-    limit = phase_timeout(target.host, PUSH)
-    try:
-        result = subprocess.run(
-            ["git", "-C", project_root, "push", "--quiet", "--force", url, f"{commit}:refs/heads/deploy"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=limit,
-        )
-    except subprocess.TimeoutExpired:
-        raise RemoteError(
-            target.name, f"git push did not finish within {limit} s; raise timeout in hosts.yml"
-        ) from None
-    if result.returncode != 0:
-        lost = ssh_failure(target.host, PUSH, result.stderr) if result.returncode == 255 else None
-        if lost is not None:
-            raise lost
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise RemoteError(target.name, f"git push failed: {' | '.join(lines[-3:]) or 'no output'}")
+def commit_pack(project_root: str, commit: str, host_head: str | None) -> str | None:
+    """What a host whose ``repo.git`` names ``host_head`` as its deploy head lacks of ``commit``, as a git pack
+    (base64) for the ``build`` module's stdin; None when the host has the commit already. The laptop's own git
+    decides: without ``host_head`` here (another laptop's commit, a fresh host), the pack holds all of the commit's
+    history. One pack serves every host with the same head (made once per run and head)."""
+    key = (project_root, commit, host_head)
+    with _PACKS_LOCK:
+        if key not in _PACKS:
+            if len(_PACKS) > 8:
+                _PACKS.clear()
+            _PACKS[key] = _make_pack(project_root, commit, host_head)
+        return _PACKS[key]
+
+
+_PACKS: dict[tuple[str, str, str | None], str | None] = {}
+_PACKS_LOCK = threading.Lock()
+
+
+def _make_pack(project_root: str, commit: str, host_head: str | None) -> str | None:
+    def git(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", "-C", project_root, *args], input=stdin, capture_output=True, check=False)
+
+    revs = f"{commit}\n"
+    if host_head is not None and git("cat-file", "-e", f"{host_head}^{{commit}}").returncode == 0:
+        if git("merge-base", "--is-ancestor", commit, host_head).returncode == 0:
+            return None  # the host's head contains the commit
+        revs += f"^{host_head}\n"
+    done = git("pack-objects", "--revs", "--stdout", "-q", stdin=revs.encode("ascii"))
+    if done.returncode != 0:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise DeployError(f"git pack-objects failed for {commit}: {' | '.join(said[-3:]) or 'no output'}")
+    return base64.b64encode(done.stdout).decode("ascii")
 
 
 def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, object]:
@@ -156,7 +166,9 @@ def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, obj
     return args
 
 
-def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> dict[str, object]:
+def build_args(
+    target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, pack: str | None = None
+) -> dict[str, object]:
     """The ``build`` module's arguments: every command an argument list, every path from the layout."""
     host, layout, state = target.host, target.layout, target.state
     path = layout.release(release.id)
@@ -169,6 +181,7 @@ def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b
         "commit": release.commit,
         "path": path,
         "repo": layout.repo,
+        "pack": pack,
         "manifest": manifest,
         "manifest_path": layout.manifest(release.id),
         "etc_tar": etc_tar_b64,
@@ -185,10 +198,13 @@ def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b
     }
 
 
-def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> None:
-    """Make ``releases/<id>`` (host-side module ``build``): code from the host's repo, manifest, rendered config,
-    venv with the pins. A failed step raises naming it ("no space left on <root>" when the disk is full)."""
-    args = build_args(target, release, install, etc_tar_b64)
+def build(
+    target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, pack: str | None = None
+) -> None:
+    """Make ``releases/<id>`` (host-side module ``build``): the commit into the host's repo (``pack``, from
+    `commit_pack`), code checked out from it, manifest, rendered config, venv with the pins. A failed step raises
+    naming it ("no space left on <root>" when the disk is full)."""
+    args = build_args(target, release, install, etc_tar_b64, pack)
     try:
         answer = run_module(target.c, target.name, target.host.python, "build", args, phase=BUILD)
     except ModuleFailed as failed:

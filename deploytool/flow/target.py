@@ -18,7 +18,7 @@ from ..errors import DeployError, RemoteError
 from ..inventory import HostConfig
 from ..layout import Layout
 from . import journal
-from .release import is_release_id
+from .release import is_commit_id, is_release_id
 
 
 @dataclass
@@ -30,6 +30,7 @@ class HostState:
     entries: list[journal.Entry]
     python_version: str | None = None
     current_link: str = ""  # what current points at, as the host has it
+    deploy_head: str | None = None  # the commit the host's repo.git has as refs/heads/deploy (validated)
 
 
 @dataclass
@@ -92,7 +93,9 @@ def host_state(target: Target, answer: dict[str, Any]) -> HostState:
         entries = journal.parse(lines, target.layout.journal)  # type: ignore[arg-type]
     except journal.DamagedJournal as error:
         raise RemoteError(target.name, str(error)) from None
-    return HostState(release_of_link(link, target.layout), releases, entries, python, link)
+    head = answer.get("deploy_head")
+    deploy_head = head if isinstance(head, str) and is_commit_id(head) else None  # anything else: send it all
+    return HostState(release_of_link(link, target.layout), releases, entries, python, link, deploy_head)
 
 
 def read_state(target: Target) -> HostState:
