@@ -62,6 +62,7 @@ def check_out(steps: _common.Steps, args: dict[str, Any]) -> None:
     steps.begin(f"checking out {commit[:12]}")
     if os.path.lexists(path):
         steps.fail("release {} already exists on the host".format(args["release"]))
+    receive(steps, args)
     steps.run(["git", f"--git-dir={repo}", "cat-file", "-e", f"{commit}^{{commit}}"])
     try:
         os.mkdir(path)
@@ -158,7 +159,6 @@ def receive(steps: _common.Steps, args: dict[str, Any]) -> None:
     the objects the repo lacks (a pack of what is not reachable from the repo's ``deploy`` head), or nothing when
     the repo has the commit already. `update-ref` refuses a commit whose object is missing."""
     repo, pack = args["repo"], args.get("pack")
-    steps.begin(f"receiving the commit ({len(pack) * 3 // 4 // 1024} KiB)" if pack else "using the commit")
     if pack:
         try:
             done = subprocess.run(
@@ -176,7 +176,6 @@ def receive(steps: _common.Steps, args: dict[str, Any]) -> None:
 
 
 def build(steps: _common.Steps, args: dict[str, Any]) -> None:
-    receive(steps, args)
     check_out(steps, args)
     write_manifest(steps, args)
     if args.get("etc_tar") is not None:
