@@ -13,7 +13,7 @@ from .errors import DeployError, InventoryError, RemoteError, catch_early_interr
 
 catch_early_interrupts()  # first: a Ctrl-C while the rest loads says so (Invoke would exit 1 silently)
 
-from .tasks import namespace, ns  # noqa: E402
+from .commands.tasks import namespace, ns  # noqa: E402
 
 if TYPE_CHECKING:
     from .inventory import HostConfig, Inventory, load_inventory

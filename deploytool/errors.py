@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from fabric.connection import Connection
 from invoke.exceptions import Exit
 
-from .terminal import for_terminal
+from .reporting.terminal import for_terminal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -123,7 +123,7 @@ def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
             # The flows (deploy, rollback) turn an interruption into a DeployError saying where each host stands
             # once they have touched one; one that gets here came before (reading hosts.yml, planning, the
             # mirror check, connecting): nothing was changed on any host.
-            from .fleet import interruption
+            from .connection.fleet import interruption
 
             what = func.__name__.replace("_", "-")
             message = f"Error: {interruption(stop)} while {what} was starting: nothing was changed on any host"

@@ -14,21 +14,21 @@ LAZY = (
     "packaging",
     "urllib.request",
     "http.client",
-    "deploytool.deploy",
-    "deploytool.phases",
-    "deploytool.rollout",
-    "deploytool.switch",
-    "deploytool.transport",
-    "deploytool.fleet",
-    "deploytool.hostrun",
-    "deploytool.installer",
-    "deploytool.config",
+    "deploytool.flow.deploy",
+    "deploytool.flow.phases",
+    "deploytool.flow.rollout",
+    "deploytool.flow.publish",
+    "deploytool.connection.transport",
+    "deploytool.connection.fleet",
+    "deploytool.connection.hostrun",
+    "deploytool.supply.installer",
+    "deploytool.rendering.config",
     "deploytool.inventory",
-    "deploytool.mirror",
-    "deploytool.mirror_index",
-    "deploytool.requirements",
-    "deploytool.survey",
-    "deploytool.audit",
+    "deploytool.supply.mirror",
+    "deploytool.supply.mirror_index",
+    "deploytool.supply.requirements",
+    "deploytool.inspection.survey",
+    "deploytool.inspection.audit",
 )
 
 PROGRAM = """
@@ -43,7 +43,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 def test_importing_deploytool_loads_none_of_what_only_some_tasks_need() -> None:
     done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True, timeout=60)
     loaded = set(json.loads(done.stdout))
-    assert "deploytool.tasks" in loaded, "the fabfile's import does load the tasks"
+    assert "deploytool.commands.tasks" in loaded, "the fabfile's import does load the tasks"
     assert sorted(name for name in LAZY if name in loaded) == []
 
 

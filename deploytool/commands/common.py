@@ -1,0 +1,47 @@
+"""What every task shares: finding hosts.yml, choosing the stage's hosts, and the help of their options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.context import Context
+from invoke.tasks import Task
+
+from ..errors import InventoryError
+
+if TYPE_CHECKING:  # the inventory (YAML, the settings' checks) is loaded when a task runs, not when fab lists them
+    from ..inventory import HostConfig, Inventory
+
+STAGE_HELP = "stage of hosts.yml to act on (default: its default_stage)"
+HOSTS_HELP = "comma-separated host names of the stage to limit to"
+
+
+def find_inventory(c: Context) -> Inventory:
+    """Load the file named by config ``deploytool.inventory`` (hosts.yml), from the current directory up."""
+    from ..inventory import load_inventory
+
+    name = Path(c.config.get("deploytool", {}).get("inventory", "hosts.yml"))
+    if name.is_absolute():
+        return load_inventory(name)
+    for directory in [Path.cwd(), *Path.cwd().parents]:
+        if (directory / name).is_file():
+            return load_inventory(directory / name)
+    raise InventoryError(f"no {name} in {Path.cwd()} or its parents; create one (see the README)")
+
+
+def selected_hosts(c: Context, stage: str | None, hosts: str | None) -> tuple[Inventory, tuple[HostConfig, ...]]:
+    """The inventory and the hosts of ``stage`` limited to ``hosts``."""
+    inventory = find_inventory(c)
+    return inventory, inventory.hosts(stage, hosts)
+
+
+class HostsTask(Task[Any]):
+    """A task with a ``--hosts`` option: it gets no short flag, so ``fab deploy -h`` is help (Invoke would make
+    ``-h`` mean ``--hosts``), and no other option may take ``-h`` either."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, {*taken_names, "h"})
+        if name == "hosts":
+            opts["names"] = ["hosts"]
+        return opts
