@@ -352,3 +352,37 @@ def test_ctrl_c_between_batches_says_the_fleet_is_split_and_rollback_brings_it_t
     for host in ("web1", "web2"):
         assert not (root_of(ssh_project, host) / "deploy.lock").exists()
     assert journal(ssh_project, "web1")[-1]["event"] == "rollback"
+
+
+def test_a_connection_dropped_after_the_check_took_the_lock_leaves_no_lock(
+    ssh_project: Project, own_sshd: sshd.SshServer
+) -> None:
+    """Soak violation (issue 21): ``session_kill`` during check, seed 2127 run 2 (``--faults session_kill``): the
+    host's check took the lock, the connection dropped before its answer came back, and the run, not knowing it
+    held the lock, left it. The clean-up now reconnects and releases a lock that carries this run's token."""
+    serve_from(ssh_project, "web2", own_sshd)
+    root = root_of(ssh_project, "web2").parent
+    marker, wrapper = root / "checked", root / "python"
+    wrapper.write_text(  # the check runs (and locks) to its end; its answer is held back until the drop
+        "#!/bin/sh\n"
+        f'case "$2" in *\'"check"\'*) out=$({HOST_PYTHON} "$@"); touch {marker}; '
+        'sleep 30; echo "$out"; exit 0;; esac\n'
+        f'exec {HOST_PYTHON} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    ssh_project.inventory["stages"]["test"]["hosts"]["web2"]["python"] = str(wrapper)
+    ssh_project.write_inventory()
+    ssh_project.commit("web2 drops after its check")
+    fab = start_fab(ssh_project, "deploy", "--hosts", "web1,web2")
+    try:
+        wait_for(marker, process=fab)
+        assert (root_of(ssh_project, "web2") / "deploy.lock").exists(), "the check took the lock"
+        own_sshd.signal_all(signal.SIGKILL, only_sshd=True)  # the connection drops; the host lives
+        _, stderr = fab.communicate(timeout=240)
+    finally:
+        fab.kill()
+    assert fab.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "web2: connection lost during check" in stderr and "Still locked" not in stderr, stderr
+    assert not (root_of(ssh_project, "web2") / "deploy.lock").exists(), "this run's lock was released"
+    assert journal(ssh_project, "web2")[-1]["status"] == "failed"
+    assert_cleaned_up(ssh_project, "web1", [], "web2 failed")

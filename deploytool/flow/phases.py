@@ -28,7 +28,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from ..connection.hostrun import ModuleFailed, run_module
-from ..connection.transport import phase_timeout
+from ..connection.transport import ConnectionLost, NotAnswering, phase_timeout
 from ..errors import DeployError, RemoteError
 from ..reporting.events import (
     BUILD,
@@ -92,6 +92,11 @@ def check(target: Target, owner: dict[str, str | int]) -> HostState:
     try:
         answer = run_module(target.c, target.name, host.python, "check", args, phase=CHECK)
     except ModuleFailed:
+        raise
+    except ConnectionLost as lost:
+        # The connection dropped while the check ran: it may have taken the lock before its answer was lost. The
+        # clean-up (`abort`, over a new connection) releases it if it carries this run's token, and only then.
+        target.locked = not isinstance(lost, NotAnswering)
         raise
     except RemoteError as error:
         if "(exit 127)" in str(error):  # the shell did not find the host's python
@@ -245,7 +250,8 @@ def finish(
     try:
         answer = run_module(target.c, target.name, target.host.python, "finish", args, phase=FINISH)
     except ModuleFailed as failed:
-        target.locked = failed.result.get("unlocked") is not True
+        # "ours": false: this run never held the lock there (or no longer does): nothing of it is left to clean up
+        target.locked = failed.result.get("unlocked") is not True and failed.result.get("ours") is not False
         raise
     target.locked = answer.get("unlocked") is not True
 

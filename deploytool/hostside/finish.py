@@ -10,7 +10,8 @@ says ``unlock: "always"`` (an abort: nothing went live, a missing failure line m
 
 Arguments (one JSON line on stdin): ``journal``, ``entries`` (journal lines, as text), ``prune`` (pairs of
 release path and its trash path), ``remove`` (paths), ``record``, ``lock``, ``lock_owner``, ``run``, ``unlock``,
-``trash``. Answer: ``ok``, ``error``, ``journaled``, ``pruned``, ``unlocked``, ``notes``.
+``trash``. Answer: ``ok``, ``error``, ``journaled``, ``pruned``, ``unlocked``, ``notes``, and ``ours: false`` when the
+lock does not carry this run's token (nothing was done).
 Standard library only, Python 3.8 syntax.
 """
 
@@ -56,7 +57,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any] = {"ok": True, "error": None, "journaled": False, "pruned": [], "unlocked": False}
     ours = _common.lock_is_ours(args["lock_owner"], args["run"])
     if not ours:
-        answer.update(ok=False, error="the lock is not this run's any more (cleared with fab unlock?)")
+        answer.update(ok=False, ours=False, error="the lock is not this run's any more (cleared with fab unlock?)")
         answer["notes"] = notes
         return answer
     try:
