@@ -9,16 +9,17 @@ The lock stays held; `phases.finish` journals and unlocks.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import journal
 from .config import render_commands
 from .errors import RemoteError
-from .etc import install_args
+from .etc import RenderedEtc, install_args
 from .golive import HealthCheck
 from .hostrun import ModuleFailed, run_module
 from .inventory import HostConfig
@@ -38,6 +39,9 @@ class ConfigSwitch:
 
     install: tuple[str, str, str]  # release etc, etc root, previous release etc ("" for none)
     restore: tuple[str, str, str]
+    # etc_install's stdin for each: the deploy root, the two releases, and (installing a release just rendered)
+    # the sha256 and mode of every file the laptop rendered; the host checks and records them (`etc_check`)
+    check: dict[str, dict[str, Any]] = field(default_factory=dict)
     validate: tuple[str, ...] = ()
     after_switch: tuple[str, ...] = ()
     restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
@@ -49,11 +53,35 @@ def _empty_etc(layout: Layout) -> str:
     return posixpath.join(layout.root, "tools", "empty-etc")
 
 
-def config_switch(target: Target, release_id: str | None, previous: str | None) -> ConfigSwitch:
+def rendered_sums(rendered: RenderedEtc | None) -> dict[str, dict[str, Any]]:
+    """The sha256 and mode of every file rendered for a host (none when the commit has no templates)."""
+    if rendered is None:
+        return {}
+    return {
+        name: {"sha256": hashlib.sha256(rendered[name]).hexdigest(), "mode": rendered.mode(name)} for name in rendered
+    }
+
+
+def etc_check(
+    layout: Layout, release_id: str | None, previous: str | None, expected: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``etc_install``'s stdin: which releases its two directories are, and the rendered files' sums (``None``:
+    not rendered in this run, so the host checks the release against the record it kept at its deploy)."""
+    return {"root": layout.root, "release": release_id, "previous": previous, "expected": expected}
+
+
+def config_switch(
+    target: Target,
+    release_id: str | None,
+    previous: str | None,
+    sums: dict[str, dict[str, Any]] | None = None,
+) -> ConfigSwitch:
     """The installer arguments that put ``release_id``'s config in place of ``previous``'s, and that put it back.
 
     A release without ``etc/`` has no config: switching to it removes the files the other one installed; so does
-    switching to no release at all (``release_id`` None)."""
+    switching to no release at all (``release_id`` None). ``sums``: the sha256s of the files rendered for
+    ``release_id`` in this run (a deploy); without them (a rollback, a switch back) the host checks the release's
+    files against the record it made at the release's deploy."""
     host, layout = target.host, target.layout
     etc_root = host.etc_root
     new_etc = layout.etc(release_id) if release_id else _empty_etc(layout)
@@ -62,9 +90,14 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
     # With no previous release, restoring means removing what the new one installed.
     restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
     rendered = render_commands(host, release_id, previous)
+    check = {
+        "install": etc_check(layout, release_id, previous, sums if release_id else None),
+        "restore": etc_check(layout, previous, release_id, None),
+    }
     return ConfigSwitch(
         install=install,
         restore=restore,
+        check=check,
         validate=rendered.validate,
         after_switch=rendered.after_switch,
         restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
@@ -205,7 +238,7 @@ def publish(
         "link": layout.release_link(release_id) if release_id else None,
         "previous": previous,
         "entry": entry.to_json() if entry is not None else None,
-        "etc": {"install": list(config.install), "restore": list(config.restore)},
+        "etc": {"install": list(config.install), "restore": list(config.restore), "check": config.check},
         "sudo": host.sudo,
         "password": target.sudo_password,
         "validate": list(config.validate),

@@ -16,7 +16,8 @@ SIGINT and SIGPIPE, and writes what it is doing to a record inside the lock (``r
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
-loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists), ``sudo``,
+loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists; ``check``: what each
+checks the release's files against, its stdin), ``sudo``,
 ``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
 (``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
 ``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
@@ -81,10 +82,12 @@ class Publish:
             }
         )
 
-    def run(self, step: str, argv: list[str], phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, step: str, argv: list[str], phase: str = PUBLISH, stdin: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
         started = time.monotonic()
-        done = self.execute(argv)
+        done = self.execute(argv, stdin)
         self.note(step, done.returncode == 0, started, done.stdout or "", phase)
         return done
 
@@ -99,7 +102,9 @@ class Publish:
         return self.run(step, self.shell_argv(command), phase)
 
     def etc(self, step: str, which: str) -> subprocess.CompletedProcess[str]:
-        return self.run(step, _common.program(sys.executable, _name(etc_install), *self.args["etc"][which]))
+        """``etc_install`` with its arguments and, on stdin, what to check the release's files against."""
+        argv = _common.program(sys.executable, _name(etc_install), *self.args["etc"][which])
+        return self.run(step, argv, stdin=json.dumps(self.args["etc"]["check"][which]) + "\n")
 
     def authenticate(self) -> None:
         """Give sudo the password (only if it asks), or check passwordless sudo, before anything changes."""
