@@ -366,9 +366,7 @@ def sums_of_tree(top: Path) -> dict[str, dict[str, object]]:
     }
 
 
-def install(
-    release_etc: str, etc_root: Path, previous: str | None, expected: object = "auto"
-) -> tuple[int, str, str]:
+def install(release_etc: str, etc_root: Path, previous: str | None, expected: object = "auto") -> tuple[int, str, str]:
     """Run the installer as ``publish`` does: the shipped module, its paths as words, the check on stdin."""
     command = argv(sys.executable, "etc_install", *install_args(release_etc, str(etc_root), previous))
     check = json.dumps(check_for(release_etc, etc_root, previous, expected)) + "\n"
