@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import zlib
-from typing import Any, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
 PACKAGE = "deploytool.hostside"
 EXIT_FAILED = 2  # a module that ran and answered ``ok: false``: its JSON still comes back on stdout
@@ -77,6 +77,21 @@ def remove(path: str) -> None:
         os.unlink(path)
     else:
         shutil.rmtree(path)
+
+
+def private_file(path: str, flags: int) -> BinaryIO:
+    """Open ``path`` (binary, never through a symlink) as a file only its owner may read and write: created 0600
+    whatever the umask, and an existing one of this user's narrowed to 0600."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        append = flags & os.O_APPEND
+        return os.fdopen(fd, ("ab+" if flags & os.O_RDWR else "ab") if append else "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def lock_is_ours(owner_path: str, run: str) -> bool:

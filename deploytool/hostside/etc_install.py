@@ -296,13 +296,21 @@ class Records:
             raise Refused(f"{path}: not a record of release {release}'s config; refusing, nothing changed")
         return record
 
-    def save(self, release: str, record: dict[str, Any]) -> None:
-        for directory in (self.top, self.dir):
-            if not self.trusted(directory, True):
-                os.mkdir(directory, 0o755)
-                os.chmod(directory, 0o755)
-        body = dict(record, root=self.root, release=release)
-        write(self.path(release), (json.dumps(body, sort_keys=True) + "\n").encode(), 0o644)
+    def save(self, release: str, record: dict[str, Any]) -> str | None:
+        """Write a release's record; None, or (not run as root, where it is only a check against accidents: the
+        deploy user could write the etc root anyway) why it could not be written."""
+        try:
+            for directory in (self.top, self.dir):
+                if not self.trusted(directory, True):
+                    os.mkdir(directory, 0o755)
+                    os.chmod(directory, 0o755)
+            body = dict(record, root=self.root, release=release)
+            write(self.path(release), (json.dumps(body, sort_keys=True) + "\n").encode(), 0o644)
+        except OSError as error:
+            if self.privileged:
+                raise
+            return f"no record of release {release}'s config kept in {self.dir}: {error.strerror or error}"
+        return None
 
 
 class Guard:
@@ -433,7 +441,9 @@ class Guard:
 
     def write_records(self) -> None:
         for release, record in self.save.items():
-            self.records.save(release, record)
+            problem = self.records.save(release, record)
+            if problem:
+                print("note: " + problem)
 
 
 def backup_owner(release_etc: str, plan: Plan) -> tuple[int, int] | None:

@@ -26,8 +26,9 @@ from . import _common
 
 
 def append_line(path: str, line: str) -> None:
-    """Append ``line`` to ``path`` and fsync; end an unfinished last line first."""
-    with open(path, "ab+") as handle:
+    """Append ``line`` to ``path`` and fsync; end an unfinished last line first. The journal is made 0600 (an
+    existing one of the deploy user's is narrowed to it), whatever the umask."""
+    with _common.private_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT) as handle:
         handle.seek(0, os.SEEK_END)
         if handle.tell() > 0:
             handle.seek(-1, os.SEEK_END)

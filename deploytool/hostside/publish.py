@@ -131,8 +131,8 @@ class Publish:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         }
         temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
-            handle.write(json.dumps(data, sort_keys=True) + "\n")
+        with _common.private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as handle:
+            handle.write((json.dumps(data, sort_keys=True) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
