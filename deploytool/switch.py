@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import journal
 from .config import render_commands
-from .errors import RemoteError
+from .errors import DeployError, RemoteError
 from .etc import RenderedEtc, install_args
 from .golive import HealthCheck
 from .hostrun import ModuleFailed, run_module
@@ -201,7 +200,7 @@ def parse_published(host: str, answer: dict[str, Any], asked: tuple[str | None, 
 def command_env(target: Target, release_id: str | None, previous: str | None) -> dict[str, str]:
     """The environment the validate, after-switch (and restart) commands run with."""
     host, layout = target.host, target.layout
-    return {
+    env = {
         "DEPLOYTOOL_APP": host.app,
         "DEPLOYTOOL_STAGE": host.stage,
         "DEPLOYTOOL_HOST": host.name,
@@ -212,9 +211,10 @@ def command_env(target: Target, release_id: str | None, previous: str | None) ->
         "DEPLOYTOOL_PREVIOUS": previous or "",
         "DEPLOYTOOL_ETC_ROOT": host.etc_root,
     }
-
-
-_SAFE_ENV_VALUE = re.compile(r"[^\n\x00]*")
+    for key, value in env.items():  # hosts.yml refuses a NUL already; no environment variable can carry one
+        if "\x00" in value:
+            raise DeployError(f"{host.name}: {key} would hold a NUL character, which no environment variable can")
+    return env
 
 
 def publish(
@@ -245,7 +245,7 @@ def publish(
         "after_switch": list(config.after_switch),
         "restart": config.restart,
         "health": config.health,
-        "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
+        "env": env,  # each value one argument of ``env`` on the host: a newline is carried as it is
         "command_timeout": host.timeout,
     }
     try:

@@ -40,9 +40,12 @@ def remove_stale(steps: _common.Steps, stale: list[list[str]], trash: str) -> li
     """Move the releases an interrupted run left into trash/ and delete them in the background; best effort."""
     names = [os.path.basename(path) for path, _ in stale]
     steps.begin("removing incomplete releases " + ", ".join(names))
-    removed = []
+    removed: list[str] = []
     with contextlib.suppress(OSError):
         os.makedirs(trash, exist_ok=True)
+    if _common.not_a_real_directory(trash):
+        steps.say(f"{trash} is not a directory (a symlink?): not followed, nothing moved; remove it\n")
+        return removed
     for path, into in stale:
         try:
             os.rename(path, into)

@@ -21,6 +21,7 @@ Python 3.8 syntax.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -258,8 +259,8 @@ class Records:
 
     def __init__(self, etc_root: str, deploy_root: str) -> None:
         self.top = os.path.join(etc_root, RECORDS)
-        self.dir = os.path.join(self.top, digest(deploy_root.encode())[:16])
-        self.root = deploy_root
+        self.root = os.path.normpath(deploy_root)
+        self.dir = os.path.join(self.top, digest(self.root.encode())[:16])
         self.privileged = os.geteuid() == 0
         self.owners = (0,) if self.privileged else (0, os.geteuid())
 
@@ -440,6 +441,14 @@ class Guard:
         self.save[self.release] = dict(self.new_record, replaced=replaced)
 
     def write_records(self) -> None:
+        """Write the records this install makes, and drop those of releases no longer on the host."""
+        releases = os.path.join(self.records.root, "releases")
+        with contextlib.suppress(OSError, Refused):
+            for name in os.listdir(self.records.dir) if self.records.trusted(self.records.dir, True) else []:
+                rid = name[: -len(".json")]
+                keep = rid in (self.release, self.previous) or rid in self.save
+                if name.endswith(".json") and not keep and not os.path.lexists(os.path.join(releases, rid)):
+                    os.unlink(os.path.join(self.records.dir, name))
         for release, record in self.save.items():
             problem = self.records.save(release, record)
             if problem:

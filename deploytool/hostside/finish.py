@@ -40,7 +40,10 @@ def append_line(path: str, line: str) -> None:
 
 
 def empty_trash_in_background(trash: str) -> None:
-    """Delete everything in ``trash`` (including what an earlier, interrupted deletion left), detached."""
+    """Delete everything in ``trash`` (including what an earlier, interrupted deletion left), detached. A
+    ``trash`` that is a symlink is never followed (its target is not ours to empty)."""
+    if _common.not_a_real_directory(trash):
+        return
     try:
         entries = [os.path.join(trash, name) for name in os.listdir(trash)]
     except OSError:
@@ -70,7 +73,12 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):
             notes.append(f"could not remove {path}")
-    for source, target in args.get("prune", []):
+    prune = args.get("prune", [])
+    if prune and _common.not_a_real_directory(args["trash"]):
+        trash = args["trash"]
+        notes.append(f"{trash} is not a directory (a symlink?): not followed, nothing pruned; remove it")
+        prune = []
+    for source, target in prune:
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.rename(source, target)
