@@ -49,6 +49,7 @@ class InstallPlan:
     require_hashes: bool = False
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
     installer: str = "pip"
+    uv_hashes: tuple[str, ...] = ()  # installer uv: the sha256s its wheel may have (`installer.uv_hashes`)
 
 
 def check(target: Target, owner: dict[str, str | int]) -> HostState:
@@ -116,8 +117,8 @@ def push(target: Target, project_root: str, commit: str) -> None:
         raise RemoteError(target.name, f"git push failed: {' | '.join(lines[-3:]) or 'no output'}")
 
 
-def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, object]:
-    host, layout = target.host, target.layout
+def _installer_args(target: Target, release_id: str, install: InstallPlan) -> dict[str, object]:
+    host, layout, tool = target.host, target.layout, install.installer
     args: dict[str, object] = {
         "tool": tool,
         "tools_venv": layout.tools_venv,
@@ -129,6 +130,7 @@ def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, obj
             uv=installer.uv_bin(layout),
             uv_version=installer.uv_version_line(),
             install_uv=installer.install_uv(host, layout, release_id),
+            uv_requirement=installer.uv_requirement(install.uv_hashes),
         )
     return args
 
@@ -152,7 +154,7 @@ def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b
         "etc": layout.etc(release.id),
         "stale": [[layout.release(rid), posixpath.join(layout.trash, rid)] for rid in stale],
         "trash": layout.trash,
-        "installer": _installer_args(target, release.id, install.installer),
+        "installer": _installer_args(target, release.id, install),
         "make_venv": installer.make_venv(host, layout, release.id, install.installer),
         "install": installer.install(host, layout, release.id, requirements, install.require_hashes, install.installer),
         "check": installer.check(host, layout, release.id, install.installer),

@@ -13,7 +13,8 @@ root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
 Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``path`` (the release's directory),
 ``repo``, ``manifest`` (its text) and ``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
 ``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
-``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``), ``make_venv``, ``install``,
+``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``, ``uv_requirement``: its pinned
+sha256s, on pip's stdin), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
 ``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
 moved away). Standard library only, Python 3.8 syntax.
@@ -127,7 +128,7 @@ def prepare_installer(steps: _common.Steps, installer: dict[str, Any]) -> None:
         line = installer["uv_version"]
         said = _common.run([installer["uv"], "--version"], timeout=steps.timeout).stdout.strip()
         if said != line and not said.startswith(line + " "):
-            steps.run(installer["install_uv"])
+            steps.run(installer["install_uv"], installer["uv_requirement"])  # pip checks the wheel's sha256
 
 
 def compile_bytecode(steps: _common.Steps, request: dict[str, Any]) -> None:
