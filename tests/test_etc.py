@@ -770,3 +770,9 @@ def test_as_root_records_another_user_could_write_are_refused(host: Path) -> Non
     record.chmod(0o666)
     code, _out, err = install(r1, etc, r2)
     assert code == 3 and f"{record}: not a file owned by root" in err, err
+
+
+def test_a_template_may_not_render_into_the_installers_records(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "etc-mock", {"{{ top }}/x/r.json.j2": "{}"})
+    with pytest.raises(EtcPathError, match=r"under \.deploytool/, where the installer keeps its records"):
+        render_host(src, {"top": ".deploytool"}, "h1")
