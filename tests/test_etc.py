@@ -671,7 +671,7 @@ def test_a_deploy_installs_only_what_the_laptop_rendered_and_records_it(host: Pa
     assert (code, err) == (0, "")
     record = record_path(etc, str(host / "srv"), "r1")
     assert json.loads(record.read_text())["files"] == rendered
-    assert record.stat().st_mode & 0o777 == 0o644 and record.parent.stat().st_mode & 0o777 == 0o755
+    assert record.stat().st_mode & 0o777 == 0o600 and record.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_rollback_refuses_a_release_whose_files_changed_since_its_deploy(host: Path) -> None:
@@ -767,7 +767,7 @@ def test_as_root_records_another_user_could_write_are_refused(host: Path) -> Non
     code, _out, err = install(r1, etc, r2)
     assert code == 3 and f"{record.parent}: not a directory owned by root" in err, err
     os.chown(record.parent, 0, 0)
-    record.chmod(0o666)
+    record.chmod(0o620)
     code, _out, err = install(r1, etc, r2)
     assert code == 3 and f"{record}: not a file owned by root" in err, err
 

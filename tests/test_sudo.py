@@ -368,7 +368,7 @@ def test_a_rollback_installs_as_root_only_what_the_laptop_rendered(sudo_project:
     records = [path for path in (etc / ".deploytool").rglob("*") if path.is_file()]
     assert sorted(path.name for path in records) == [f"{first}.json", f"{second}.json"]
     for path in (etc / ".deploytool", records[0].parent, *records):
-        mode = 0o755 if path.is_dir() else 0o644
+        mode = 0o700 if path.is_dir() else 0o600  # only root may read them (a weak secret's sha256 is guessable)
         assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, mode), path
 
     kept = root / "releases" / first / "etc" / "cron.d" / "demo"

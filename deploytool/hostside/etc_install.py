@@ -9,14 +9,14 @@ written to a temporary name in its directory, fsynced and renamed. stdout: one `
 restored <path>`` line per change and a summary; exit 1 on a write error (the etc root may be partly updated).
 
 The release's ``etc/`` is writable by the deploy user, so nothing is installed on its word: at a deploy its files
-must be those the laptop rendered (``expected``), and that list is kept as the release's *record*, a 0644 file
-in a 0755 directory under the etc root (`Records`: ``<etc root>/.deploytool/<key of the deploy root>/<id>.json``,
-root's when run through sudo). A later install of the release (rollback, switch back, restore) checks every file
-against its record; the files the installer removes are those the record of the release being replaced lists,
-and a backup it puts back (``etc.replaced``) must be the one it recorded when it made it. Run as root, a
-release without a record is refused (deployed before records existed: redeploy its commit), except a release
-that is being replaced at a deploy: its files are then *adopted* (`Guard.adopt`). Standard library only,
-Python 3.8 syntax.
+must be those the laptop rendered (``expected``), and that list is kept as the release's *record*, a 0600 file in a
+0700 directory under the etc root (`Records`: ``<etc root>/.deploytool/<key of the deploy root>/<id>.json``, root's
+when run through sudo; unreadable to others, as a weak secret could be guessed from its sha256). A later install of
+the release (rollback, switch back, restore) checks every file against its record; the files the installer removes
+are those the record of the release being replaced lists, and a backup it puts back (``etc.replaced``) must be the
+one it recorded when it made it. Run as root, a release without a record is refused (deployed before records
+existed: redeploy its commit), except a release that is being replaced at a deploy: its files are then *adopted*
+(`Guard.adopt`). Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -303,10 +303,10 @@ class Records:
         try:
             for directory in (self.top, self.dir):
                 if not self.trusted(directory, True):
-                    os.mkdir(directory, 0o755)
-                    os.chmod(directory, 0o755)
+                    os.mkdir(directory, 0o700)
+                    os.chmod(directory, 0o700)
             body = dict(record, root=self.root, release=release)
-            write(self.path(release), (json.dumps(body, sort_keys=True) + "\n").encode(), 0o644)
+            write(self.path(release), (json.dumps(body, sort_keys=True) + "\n").encode(), 0o600)
         except OSError as error:
             if self.privileged:
                 raise
