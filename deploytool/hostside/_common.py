@@ -81,9 +81,9 @@ def remove(path: str) -> None:
 
 
 def private_file(path: str, flags: int) -> BinaryIO:
-    """Open ``path`` (binary, never through a symlink) as a file only its owner may read and write: created 0600
-    whatever the umask, and an existing one of this user's narrowed to 0600."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    """Open ``path`` (binary) as a file only its owner may read and write: created 0600 whatever the umask, and an
+    existing one of this user's narrowed to 0600."""
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         info = os.fstat(fd)
         if info.st_uid == os.geteuid() and info.st_mode & 0o077:
