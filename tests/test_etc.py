@@ -776,3 +776,27 @@ def test_a_template_may_not_render_into_the_installers_records(tmp_path: Path) -
     src = make_tree(tmp_path / "etc-mock", {"{{ top }}/x/r.json.j2": "{}"})
     with pytest.raises(EtcPathError, match=r"under \.deploytool/, where the installer keeps its records"):
         render_host(src, {"top": ".deploytool"}, "h1")
+
+
+def test_a_backup_is_written_without_following_a_symlink_swapped_in_after_the_checks(tmp_path: Path) -> None:
+    """The deploy user owns etc.replaced/: a directory swapped for a symlink between the installer's checks and
+    its write must not lead the (root) installer to create directories or the file where the link points."""
+    from deploytool.hostside.etc_install import write_backup
+
+    release_dir, elsewhere = tmp_path / "releases" / "r1", tmp_path / "elsewhere"
+    release_dir.mkdir(parents=True)
+    elsewhere.mkdir()
+    write_backup(str(release_dir), "nginx/sites-available/demo.conf", b"original\n", 0o600, None)
+    written = release_dir / "etc.replaced/nginx/sites-available/demo.conf"
+    assert written.read_bytes() == b"original\n" and written.stat().st_mode & 0o777 == 0o600
+    assert (release_dir / "etc.replaced/nginx").stat().st_mode & 0o777 == 0o755
+
+    shutil.rmtree(release_dir / "etc.replaced/nginx")
+    (release_dir / "etc.replaced/nginx").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError):
+        write_backup(str(release_dir), "nginx/sites-available/demo.conf", b"original\n", 0o600, None)
+    shutil.rmtree(release_dir / "etc.replaced")
+    (release_dir / "etc.replaced").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError):
+        write_backup(str(release_dir), "cron.d/demo", b"original\n", 0o600, None)
+    assert list(elsewhere.iterdir()) == []

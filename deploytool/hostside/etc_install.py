@@ -92,6 +92,46 @@ def makedirs(top: str, owner: tuple[int, int] | None) -> None:
             os.chown(directory, owner[0], owner[1])
 
 
+def write_backup(release_dir: str, rel: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """Write ``<release_dir>/etc.replaced/<rel>`` without following a symlink anywhere below ``release_dir``: the
+    deploy user owns that tree, and could swap a directory for a symlink between the checks and this write (run as
+    root, a path walk would then create directories, chowned to that user, or the file, where the link points).
+    Each directory is opened relative to its parent with ``O_NOFOLLOW``; the file is written under a new name in
+    its directory and renamed there."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW
+    fd = os.open(release_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in ["etc.replaced", *rel.split("/")[:-1]]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
+            below = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = below
+            if created:
+                os.fchmod(fd, 0o755)
+                if owner:
+                    os.fchown(fd, owner[0], owner[1])
+        name = os.path.basename(rel)
+        temporary = f".{name}.{os.urandom(6).hex()}.tmp"
+        out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+        try:
+            with os.fdopen(out, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)
+                os.fsync(handle.fileno())
+            os.rename(temporary, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=fd)
+            raise
+    finally:
+        os.close(fd)
+
+
 def write(path: str, data: bytes, mode: int) -> None:
     """Write ``path`` atomically: a temporary file in its directory, fsynced, renamed over it."""
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
@@ -192,10 +232,9 @@ class Plan:
             elif os.path.isfile(real):
                 self.removals.append((dest, real))
 
-    def carry_out(self, backup_owner: tuple[int, int] | None) -> None:
-        for _rel, dest, backup, (data, mode) in self.backups:
-            makedirs(os.path.dirname(backup), backup_owner)
-            write(backup, data, mode)
+    def carry_out(self, release_etc: str, backup_owner: tuple[int, int] | None) -> None:
+        for rel, dest, _backup, (data, mode) in self.backups:
+            write_backup(os.path.dirname(release_etc), rel, data, mode, backup_owner)
             print("backed up " + dest)
         for dest, real, data, mode in self.writes:
             makedirs(os.path.dirname(real), None)
@@ -485,7 +524,7 @@ def install(release_etc: str, root: str, previous_etc: str, check: dict[str, Any
         print("note: " + note)
     try:
         guard.write_records()
-        plan.carry_out(backup_owner(release_etc, plan))
+        plan.carry_out(release_etc, backup_owner(release_etc, plan))
     except OSError as error:
         fail(f"{error}; /etc may be partly updated, fix and re-run", EXIT_WRITE_FAILED)
     print(plan.summary())
