@@ -395,3 +395,28 @@ def test_a_rollback_installs_as_root_only_what_the_laptop_rendered(sudo_project:
     assert f"release {second} has no record of its config" in message, message
     assert "deploy its commit again instead" in message, message
     assert current(sudo_project) == f"releases/{first}"
+
+
+def test_upgrading_a_host_whose_releases_have_no_records(sudo_project: Project) -> None:
+    """A host deployed before records existed: the first deploy adopts the live release's files (what root
+    installed), so putting its config back after a rejected config works, and a later rollback to it too."""
+    etc = etc_root(sudo_project)
+    first = deploy(sudo_project, PASSWORD)
+    shutil.rmtree(etc / ".deploytool")  # as deployed by an earlier deploytool
+    marker = etc.parent / "reject-config"
+    marker.touch()
+    host = sudo_project.inventory["stages"]["test"]["hosts"]["web1"]
+    host["validate"] = [*host["validate"], f"test ! -e {marker}"]
+    sudo_project.write_inventory()
+    sudo_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    with pytest.raises(DeployError) as failure:
+        deploy(sudo_project, PASSWORD)
+    assert "validating config" in str(failure.value) and "failed too" not in str(failure.value), str(failure.value)
+    assert current(sudo_project) == f"releases/{first}"
+    assert (etc / "demo/app.conf").read_text() == f"workers=2\nrelease={first}\n", "put back (adopted)"
+
+    marker.unlink()
+    third = deploy(sudo_project, PASSWORD)
+    assert current(sudo_project) == f"releases/{third}"
+    assert rollback(sudo_project, PASSWORD) == first
+    assert (etc / "demo/app.conf").read_text() == f"workers=2\nrelease={first}\n"
