@@ -120,7 +120,7 @@ def run_deploy(
                 )
             rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit, finished=live)
             try:
-                deploy_batches(rollout, release)
+                deploy_batches(rollout, release, plan.rendered)
             except KeyboardInterrupt as stop:
                 # A host-side step under way runs to its end whatever happens here: it is waited for.
                 raise DeployError(interrupted_batches(stop, rollout, release.id, release)) from None

@@ -74,6 +74,7 @@ class InstallPlan:
     require_hashes: bool = False
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
     installer: str = "pip"
+    uv_hashes: tuple[str, ...] = ()  # installer uv: the sha256s its wheel may have (`installer.uv_hashes`)
 
 
 def check(target: Target, owner: dict[str, str | int]) -> HostState:
@@ -154,8 +155,8 @@ def _make_pack(project_root: str, commit: str, host_head: str | None) -> str | N
     return base64.b64encode(done.stdout).decode("ascii")
 
 
-def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, object]:
-    host, layout = target.host, target.layout
+def _installer_args(target: Target, release_id: str, install: InstallPlan) -> dict[str, object]:
+    host, layout, tool = target.host, target.layout, install.installer
     args: dict[str, object] = {
         "tool": tool,
         "tools_venv": layout.tools_venv,
@@ -167,6 +168,7 @@ def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, obj
             uv=installer.uv_bin(layout),
             uv_version=installer.uv_version_line(),
             install_uv=installer.install_uv(host, layout, release_id),
+            uv_requirement=installer.uv_requirement(install.uv_hashes),
         )
     return args
 
@@ -193,7 +195,7 @@ def build_args(
         "etc": layout.etc(release.id),
         "stale": [[layout.release(rid), posixpath.join(layout.trash, rid)] for rid in stale],
         "trash": layout.trash,
-        "installer": _installer_args(target, release.id, install.installer),
+        "installer": _installer_args(target, release.id, install),
         "make_venv": installer.make_venv(host, layout, release.id, install.installer),
         "install": installer.install(host, layout, release.id, requirements, install.require_hashes, install.installer),
         "check": installer.check(host, layout, release.id, install.installer),

@@ -22,11 +22,12 @@ import secrets
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 import zlib
-from typing import Any, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
 PACKAGE = "deploytool.hostside"
 EXIT_FAILED = 2  # a module that ran and answered ``ok: false``: its JSON still comes back on stdout
@@ -80,6 +81,29 @@ def remove(path: str) -> None:
         shutil.rmtree(path)
 
 
+def private_file(path: str, flags: int) -> BinaryIO:
+    """Open ``path`` (binary) as a file only its owner may read and write: created 0600 whatever the umask, and an
+    existing one of this user's narrowed to 0600."""
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        append = flags & os.O_APPEND
+        return os.fdopen(fd, ("ab+" if flags & os.O_RDWR else "ab") if append else "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def not_a_real_directory(path: str) -> bool:
+    """True when ``path`` exists and is not a directory itself (a symlink to one counts as not): never follow it."""
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def lock_is_ours(owner_path: str, run: str) -> bool:
     """The lock's owner record carries this run's token."""
     try:
@@ -103,6 +127,16 @@ def command_path(path: str | None = None) -> str:
     return ":".join(parts + [d for d in EXTRA_PATH if d not in parts])
 
 
+DETACHED_SIGNALS = ("SIGHUP", "SIGINT", "SIGPIPE")  # what `detach` ignores
+
+
+def default_signals() -> None:
+    """In a child, before its program starts: the signals a detached module ignores are back to their defaults,
+    so the programs it starts (daemons included) get a hang-up, an interrupt or a closed pipe as usual."""
+    for name in DETACHED_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def run(
     argv: list[str],
     stdin: str = "",
@@ -122,6 +156,7 @@ def run(
             errors="replace",
             timeout=timeout,
             env=env,
+            preexec_fn=default_signals,
         )
     except subprocess.TimeoutExpired as expired:
         output = expired.output if isinstance(expired.output, str) else ""
@@ -180,7 +215,13 @@ class Sudo:
         """Run ``argv`` answering each of its prompts with the password; (exit status 0, its output without
         the prompts)."""
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=default_signals,
+            )
         except OSError as error:
             return False, str(error)
         assert process.stdin is not None and process.stdout is not None
@@ -370,7 +411,7 @@ def program(python: str, name: str, *args: str) -> list[str]:
 # -- the answer ------------------------------------------------------------------------------------------------
 def detach() -> None:
     """Run to the end whatever happens to the SSH channel: a hang-up, an interrupt or a closed pipe."""
-    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
+    for name in DETACHED_SIGNALS:  # the programs it starts get their defaults back (`default_signals`)
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 

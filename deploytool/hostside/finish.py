@@ -27,8 +27,9 @@ from . import _common
 
 
 def append_line(path: str, line: str) -> None:
-    """Append ``line`` to ``path`` and fsync; end an unfinished last line first."""
-    with open(path, "ab+") as handle:
+    """Append ``line`` to ``path`` and fsync; end an unfinished last line first. The journal is made 0600 (an
+    existing one of the deploy user's is narrowed to it), whatever the umask."""
+    with _common.private_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT) as handle:
         handle.seek(0, os.SEEK_END)
         if handle.tell() > 0:
             handle.seek(-1, os.SEEK_END)
@@ -40,7 +41,10 @@ def append_line(path: str, line: str) -> None:
 
 
 def empty_trash_in_background(trash: str) -> None:
-    """Delete everything in ``trash`` (including what an earlier, interrupted deletion left), detached."""
+    """Delete everything in ``trash`` (including what an earlier, interrupted deletion left), detached. A
+    ``trash`` that is a symlink is never followed (its target is not ours to empty)."""
+    if _common.not_a_real_directory(trash):
+        return
     try:
         entries = [os.path.join(trash, name) for name in os.listdir(trash)]
     except OSError:
@@ -70,7 +74,12 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(path, ignore_errors=True)
         if os.path.lexists(path):
             notes.append(f"could not remove {path}")
-    for source, target in args.get("prune", []):
+    prune = args.get("prune", [])
+    if prune and _common.not_a_real_directory(args["trash"]):
+        trash = args["trash"]
+        notes.append(f"{trash} is not a directory (a symlink?): not followed, nothing pruned; remove it")
+        prune = []
+    for source, target in prune:
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.rename(source, target)

@@ -17,7 +17,8 @@ where the host stands. It refuses to start unless the lock is this run's.
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
-loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists), ``sudo``,
+loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists; ``check``: what each
+checks the release's files against, its stdin), ``sudo``,
 ``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
 (``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
 ``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
@@ -82,10 +83,12 @@ class Publish:
             }
         )
 
-    def run(self, step: str, argv: list[str], phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, step: str, argv: list[str], phase: str = PUBLISH, stdin: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
         started = time.monotonic()
-        done = self.execute(argv)
+        done = self.execute(argv, stdin)
         self.note(step, done.returncode == 0, started, done.stdout or "", phase)
         return done
 
@@ -100,7 +103,9 @@ class Publish:
         return self.run(step, self.shell_argv(command), phase)
 
     def etc(self, step: str, which: str) -> subprocess.CompletedProcess[str]:
-        return self.run(step, _common.program(sys.executable, _name(etc_install), *self.args["etc"][which]))
+        """``etc_install`` with its arguments and, on stdin, what to check the release's files against."""
+        argv = _common.program(sys.executable, _name(etc_install), *self.args["etc"][which])
+        return self.run(step, argv, stdin=json.dumps(self.args["etc"]["check"][which]) + "\n")
 
     def authenticate(self) -> None:
         """Give sudo the password (only if it asks), or check passwordless sudo, before anything changes."""
@@ -131,8 +136,8 @@ class Publish:
         if answer is not None:
             data.update(done=True, answer=answer)
         temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
-            handle.write(json.dumps(data, sort_keys=True) + "\n")
+        with _common.private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as handle:
+            handle.write((json.dumps(data, sort_keys=True) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

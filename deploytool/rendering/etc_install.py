@@ -33,6 +33,13 @@ Rules of the installer:
   previous) puts hand-made files back, and a rollback puts back what the release left had replaced;
 * a backup path under ``etc.replaced`` that is a symlink or not a regular file / directory is
   refused like an escaping destination, before anything changes;
+* nothing is installed on the word of the release's ``etc/`` (the deploy user can write it): the installer gets,
+  on stdin, the deploy root, the two releases, and at a deploy the sha256 and mode of every file the laptop
+  rendered (`switch.etc_check`); it refuses a release whose files differ from them, naming the files, and keeps
+  them as the release's record (``<etc_root>/.deploytool/<key>/<id>.json``, root's when run as root). A rollback,
+  switch back or restore checks the release against that record; removals follow the replaced release's record,
+  and a backup put back must be the one recorded. Run as root, a release without a record is refused (one being
+  replaced at a deploy is adopted: its files the new release renders that match the etc root);
 * exit status 3: refused before changing anything (so the caller must not "restore": nothing was touched);
   1: an error while writing (``etc_root`` may be partly updated); 0: done;
 * stdout: one ``backed up <path>`` / ``installed <path>`` / ``removed <path>`` /
