@@ -51,19 +51,25 @@ class InstallPlan:
     installer: str = "pip"
 
 
+def check_args(target: Target, lock: dict[str, str | int], sudo: bool = True) -> dict[str, object]:
+    """The ``check`` module's arguments: take the lock with owner record ``lock``."""
+    host = target.host
+    return {
+        "root": target.layout.root,
+        "etc_root": host.etc_root,
+        "allow_root": host.allow_root,
+        "sudo": host.sudo and sudo,
+        "password": target.sudo_password if sudo else None,
+        "lock": lock,
+        "timeout": phase_timeout(host, CHECK),
+    }
+
+
 def check(target: Target, owner: dict[str, str | int]) -> HostState:
     """Probe the host, make the layout, and take its lock (host-side module ``check``). A lock another run
     holds raises `ModuleFailed` with ``reason: locked`` and its ``owner`` (`deploylock.take` says whose)."""
     host, layout = target.host, target.layout
-    args = {
-        "root": layout.root,
-        "etc_root": host.etc_root,
-        "allow_root": host.allow_root,
-        "sudo": host.sudo,
-        "password": target.sudo_password,
-        "lock": {**owner, "run": target.run},
-        "timeout": phase_timeout(host, CHECK),
-    }
+    args = check_args(target, {**owner, "run": target.run})
     try:
         answer = run_module(target.c, target.name, host.python, "check", args, phase=CHECK)
     except ModuleFailed:

@@ -5,8 +5,10 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
+import json as json_module
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,9 +25,10 @@ from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
-from .fleet import connected, on_each
+from .fleet import connected, describe_failures, on_each
 from .golive import batch_size_problem
 from .inventory import HostConfig
+from .layout import Layout
 from .notify import notify
 from .release import Release, check_release_id, git, resolve_commit, uncommitted_files, working_tree_notes
 from .report import Progress, RunReport, dumps
@@ -261,12 +264,48 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
 
     def show(target: Target, found: tuple[deploylock.LostRun | None, list[str], str]) -> str:
         lost, incomplete, problem = found
-        said = f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
+        if lost is None:
+            said = f"{target.name}: was not locked"
+        elif lost.held:
+            said = f"{target.name}: lifted the lock {lost.holder}"
+        else:
+            said = f"{target.name}: removed the lock of {lost.holder}{lost.standing}"
         for release_id in incomplete:
             said += f"; release {release_id} is incomplete (left by an interrupted run): the next deploy removes it"
         return said + (f"; {problem}" if problem else "")
 
     _on_each_selected(c, stage, hosts, unlock_one, show, "unlock")
+
+
+@task(
+    klass=HostsTask,
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
+        "message": 'why deploys must wait, shown to whoever tries one (--message "db maintenance until 14:00")',
+    },
+)
+@task_boundary
+def lock(c: Context, stage: str | None = None, hosts: str | None = None, message: str | None = None) -> None:
+    """Hold every host of the stage (or --hosts): deploys and rollbacks are refused, saying who, why and since
+    when, until fab unlock. All or nothing: if one host cannot be held, none is."""
+    if message is None:
+        raise DeployError('fab lock needs --message, saying why deploys must wait (--message "db maintenance")')
+    owner = deploylock.hold_owner(message)
+    _, selected = selected_hosts(c, stage, hosts)
+    with connected(selected) as targets:
+        results = on_each(targets, lambda t: deploylock.hold(t, owner), lambda t: t.name)
+        if results.failed:
+            for target, held in results.done:  # all or nothing: lift the holds this call took
+                with suppress(Exception):
+                    deploylock.unlock(target, only_if_owner=held)
+            names = ", ".join(target.name for target, _ in results.done)
+            undone = f"\nNothing is held (the lock just taken on {names} was lifted again)." if names else ""
+            raise DeployError(describe_failures("lock", [(t.name, e) for t, e in results.failed]) + undone)
+    holder = deploylock.holder(json_module.dumps(owner, sort_keys=True), Layout(selected[0].root))
+    for host in selected:
+        print(f"{host.name}: locked, {holder}")
+    print(f"Deploys and rollbacks of {len(selected)} host(s) are refused until: fab unlock --stage {selected[0].stage}")
 
 
 @task(
@@ -333,7 +372,7 @@ def version(c: Context) -> None:
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit, version)
+    collection = Collection(deploy, rollback, releases, lock, unlock, render_etc, status, audit, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})
