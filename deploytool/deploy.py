@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import deploylock, journal, phases, sudo
+from . import deploylock, deploylog, journal, phases, sudo
 from .config import payload, render_commands, render_commit
 from .errors import DeployError
 from .etc import RenderedEtc
@@ -41,8 +41,9 @@ class Plan:
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
 
 
-def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
+def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog, run: str) -> None:
     release, name = plan.release, target.name
+    target.log = deploylog.spec(target, release.id, "deploy", run)
     try:
         with log.phase(name, phases.CHECK):
             state = deploylock.take(target, deploylock.owner("deploy", release.id), log)
@@ -50,8 +51,10 @@ def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> N
         with log.phase(name, phases.PUSH):
             phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(name)
-        with log.phase(name, phases.BUILD):
-            phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
+        with log.phase(name, phases.BUILD) as record:
+            record.output = phases.build(
+                target, release, plan.install[name], payload(rendered) if rendered is not None else None
+            )
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
@@ -120,7 +123,7 @@ def run_deploy(
                 sudo.passwords(targets, ask_password)
             try:
                 prepared = on_each(
-                    targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, _stop, limit
+                    targets, lambda t: _prepare(plan, project_root, t, log, report.run), lambda t: t.name, _stop, limit
                 )
             except KeyboardInterrupt as stop:
                 stuck = abort_all(targets, release, f"{interruption(stop)} on the laptop", limit)
@@ -215,6 +218,8 @@ def run_rollback(
                 abort_all(targets, limit=limit)
                 raise
             report.release = chosen
+            for target in targets:
+                target.log = deploylog.spec(target, chosen, "rollback", report.run)
             rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit, finished=done)
             try:
                 rollback_batches(rollout, chosen)

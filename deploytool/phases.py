@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from . import installer, journal
 from .errors import DeployError, RemoteError
-from .hostrun import ModuleFailed, run_module
+from .hostrun import ModuleFailed, run_module, steps_output
 from .release import Release
 from .target import HostState, Target, host_state, printable
 from .transport import git_remote, phase_timeout, ssh_failure
@@ -165,10 +165,11 @@ def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b
         "bytecode": {"venv": layout.venv(release.id), "previous": layout.venv(state.current) if state.current else ""},
         "shared": [[layout.shared_dir(name), posixpath.join(path, name)] for name in host.shared_dirs],
         "timeout": phase_timeout(host, BUILD),
+        "log": target.log,
     }
 
 
-def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> None:
+def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> str:
     """Make ``releases/<id>`` (host-side module ``build``): code from the host's repo, manifest, rendered config,
     venv with the pins. A failed step raises naming it ("no space left on <root>" when the disk is full)."""
     args = build_args(target, release, install, etc_tar_b64)
@@ -178,6 +179,7 @@ def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: s
         _drop_removed(target, failed.result.get("removed"))
         raise
     _drop_removed(target, answer.get("removed"))
+    return steps_output(answer)
 
 
 def _drop_removed(target: Target, removed: object) -> None:
@@ -208,6 +210,8 @@ def finish(
         "run": target.run,
         "unlock": unlock,
         "trash": layout.trash,
+        "log": target.log,
+        "logs": _kept_logs(target, prune),
     }
     try:
         answer = run_module(target.c, target.name, target.host.python, "finish", args, phase=FINISH)
@@ -215,6 +219,12 @@ def finish(
         target.locked = failed.result.get("unlocked") is not True
         raise
     target.locked = answer.get("unlocked") is not True
+
+
+def _kept_logs(target: Target, prune: Sequence[str]) -> dict[str, str] | None:
+    """When pruning: the deploy logs to keep are those from the oldest release left on."""
+    kept = [rid for rid in target.state.releases if rid not in prune]
+    return {"dir": target.layout.deploy_logs, "keep_from": min(kept)} if prune and kept else None
 
 
 def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -> None:

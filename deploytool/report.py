@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -72,6 +73,8 @@ class RunReport:
     log: EventLog
     outcomes: list[HostOutcome] = field(default_factory=list)
     error: str | None = None
+    run: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))  # the run's id
+    log_path: str | None = None  # the laptop's log of this run (`deploylog.LaptopLog`)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +123,8 @@ class RunReport:
                 for outcome in self.outcomes
             ],
             "events": [event.to_json() for event in self.log.events],
+            "run": self.run,
+            "log": self.log_path,
         }
 
 

@@ -214,6 +214,7 @@ def publish(
         "health": config.health,
         "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
         "command_timeout": host.timeout,
+        "log": target.log,
     }
     try:
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)

@@ -17,7 +17,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import deploylock, journal, sudo, typos
+from . import deploylock, deploylog, journal, sudo, typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
@@ -53,16 +53,29 @@ def _run_and_report(
     failure still prints them, then ends in the one-line ``Error:``. The stage's ``notify`` commands run last,
     whatever the outcome, and never change it."""
     show_library_messages(verbose)
-    if not as_json:
-        report.log.listeners = [Progress([host.name for host in hosts], verbose=verbose)]
+    names = [host.name for host in hosts]
+    path = deploylog.laptop_path(hosts[0].app, report.stage, report.run, report.command)
+    laptop_log = deploylog.LaptopLog(path, deploylog.header(report.command, report.stage, report.release, names,
+                                                            report.run))  # fmt: skip
+    report.log_path = str(laptop_log.path) if laptop_log.path else None
+    report.log.listeners = [laptop_log, *([] if as_json else [Progress(names, verbose=verbose)])]
     ok = False
     try:
         run()
         ok = report.ok
+    except DeployError as error:
+        raise DeployError(f"{error}\n{where_logs(report)}") from None
     finally:
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
         sys.stdout.flush()
         notify(hosts, report, ok, project_root)
+
+
+def where_logs(report: RunReport) -> str:
+    """Where a failed run's whole log is: the laptop's file, and each host's (``fab log``)."""
+    here = f"{report.log_path}; " if report.log_path else ""
+    release = f" --release {report.release}" if report.release else ""
+    return f"The whole log: {here}each host's: fab log --stage {report.stage}{release}"
 
 
 BATCH_HELP = 'hosts per batch: a number or a percentage like "25%" (default: hosts.yml batch_size, else all)'
@@ -282,6 +295,32 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "release": "the release whose log to show (default: the log each host wrote last)",
+        "brief": "one line per step, without its output",
+    },
+)
+@task_boundary
+def log(c: Context, stage: str | None = None, hosts: str | None = None, release: str | None = None,
+        brief: bool = False) -> None:  # fmt: skip
+    """Show each host's deploy log of a release: every step of every run (build, publish, restart, health,
+    hooks, finish), with its output."""
+    if release is not None:
+        check_release_id(release)
+    _on_each_selected(
+        c,
+        stage,
+        hosts,
+        lambda target: deploylog.read_host_log(target, release),
+        lambda target, found: "\n".join(deploylog.format_host_log(target, found, verbose=not brief)),
+        "reading the deploy log",
+    )
+
+
+@task(
+    klass=HostsTask,
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
         "message": 'why deploys must wait, shown to whoever tries one (--message "db maintenance until 14:00")',
     },
 )
@@ -372,7 +411,7 @@ def version(c: Context) -> None:
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, lock, unlock, render_etc, status, audit, version)
+    collection = Collection(deploy, rollback, releases, log, lock, unlock, render_etc, status, audit, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})
