@@ -20,7 +20,7 @@ from .mirror import PYPI, hash_requirements, publish, read_manifest, serve, sync
 from .mirror_verify import verify
 from .pins import laptop_mirror, target_python
 from .release import deployer
-from .reqlock import lock
+from .reqlock import find_uv, lock
 from .requirements import RequirementsError, check_nested, read_requirements
 from .transport import close, connect
 
@@ -213,9 +213,11 @@ def lock_(c: Context, stage: str | None = None, role: str | None = None, upstrea
     missing = [str(path) for path in sources if not path.is_file()]
     if missing or not sources:
         raise DeployError(f"{inventory.path}: no input file {', '.join(missing) or str(directory / '<role>.in')}")
+    uv = find_uv(wheelhouse_of(inventory))
+    print(f"resolving with {uv}")
     for source in sources:
         started = time.perf_counter()
-        written = lock(source, target_python(host), upstream or inventory.upstream)
+        written = lock(source, target_python(host), upstream or inventory.upstream, uv)
         pins, seconds = len(read_requirements(written).pins), time.perf_counter() - started
         print(f"locked {written.relative_to(inventory.project_root)}: {pins} pins in {seconds:.2f}s")
 
