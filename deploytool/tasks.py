@@ -20,7 +20,7 @@ from . import deploy as flow
 from . import deploylock, deploylog, journal, sudo, typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
-from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
+from .confirm import YES_HELP, ask, deploy_lines, hosts_now, range_lines, rollback_lines, will_ask
 from .dryrun import print_plan
 from .errors import DeployError, task_boundary
 from .etc import diff_against, format_diffs, write_tree
@@ -127,11 +127,11 @@ def deploy(
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return
-    if selected[0].confirm and not yes:
+    if will_ask(selected, "deploy", yes):
         root, commit = inventory.project_root, plan.release.commit
         subject = git(root, "log", "-1", "--format=%s", commit)
         lines = deploy_lines(plan.release.id, commit, subject, ref, selected, uncommitted_files(root, inventory.path))
-        ask(selected, "deploy", lines, yes)
+        ask(selected, "deploy", lines + range_lines(root, hosts_now(selected), commit), yes)
     password = sudo.configured_password(selected, c.config)
     release = plan.release
     report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
@@ -174,7 +174,11 @@ def rollback(
     batch = parse_batch_size(batch_size)
     if to is not None:
         check_release_id(to)  # before asking about it
-    ask(selected, "roll back", rollback_lines(to, selected), yes)
+    if will_ask(selected, "roll back", yes):
+        lines = rollback_lines(to, selected)
+        if to is None:
+            lines += range_lines(inventory.project_root, hosts_now(selected), None, rollback=True)
+        ask(selected, "roll back", lines, yes)
     password = sudo.configured_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
 
