@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .events import FAILED, Event, EventLog
+from .live import Live
 from .terminal import clean_document, for_terminal
 
 FAILURE_LINES = 8  # lines of a failed phase's output shown without --verbose
@@ -26,10 +27,13 @@ JSON_VERSION = 1
 class Progress:
     """An event listener printing one line per phase as it ends."""
 
-    def __init__(self, hosts: Sequence[str], out: TextIO | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self, hosts: Sequence[str], out: TextIO | None = None, verbose: bool = False, live: Live | None = None
+    ) -> None:
         self.width = max((len(name) for name in hosts), default=4)
         self.out = out
         self.verbose = verbose
+        self.live = live  # on a terminal: each host's current step, redrawn below these lines
         self._lock = threading.Lock()
 
     def line(self, event: Event) -> str:
@@ -45,10 +49,17 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         text = for_terminal(self.line(event))  # also when written to a stream of its own
-        with self._lock:
+
+        def write() -> None:
             out = self.out or sys.stdout
             out.write(text + "\n")
             out.flush()
+
+        with self._lock:
+            if self.live is not None:
+                self.live.around(write, event.host)
+            else:
+                write()
 
 
 @dataclass

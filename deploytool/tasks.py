@@ -5,6 +5,7 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
+import contextlib
 import json as json_module
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from . import deploy as flow
-from . import deploylock, deploylog, journal, sudo, typos
+from . import deploylock, deploylog, journal, live, sudo, typos
 from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .confirm import YES_HELP, ask, deploy_lines, hosts_now, range_lines, rollback_lines, will_ask
@@ -27,6 +28,7 @@ from .etc import diff_against, format_diffs, write_tree
 from .events import EventLog
 from .fleet import connected, describe_failures, on_each
 from .golive import batch_size_problem
+from .hostrun import step_listener
 from .inventory import HostConfig
 from .layout import Layout
 from .notify import notify
@@ -58,14 +60,18 @@ def _run_and_report(
     laptop_log = deploylog.LaptopLog(path, deploylog.header(report.command, report.stage, report.release, names,
                                                             report.run))  # fmt: skip
     report.log_path = str(laptop_log.path) if laptop_log.path else None
-    report.log.listeners = [laptop_log, *([] if as_json else [Progress(names, verbose=verbose)])]
+    show = live.Live(names) if live.wanted(as_json) else None
+    report.log.listeners = [laptop_log, *([] if as_json else [Progress(names, verbose=verbose, live=show)])]
     ok = False
     try:
-        run()
+        with step_listener(show.step) if show else contextlib.nullcontext():
+            run()
         ok = report.ok
     except DeployError as error:
         raise DeployError(f"{error}\n{where_logs(report)}") from None
     finally:
+        if show is not None:
+            show.close()
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
         sys.stdout.flush()
         notify(hosts, report, ok, project_root)

@@ -255,6 +255,17 @@ class RunLog:
 
 
 # -- steps ---------------------------------------------------------------------------------------------------
+def announce(title: str, phase: str) -> None:
+    """Say on stderr, at once, as one JSON line (``{"progress": title, "phase": phase}``), that step ``title``
+    starts: the laptop shows it live on a terminal, and if the host stops answering or the connection drops, it
+    can tell where it was."""
+    try:
+        sys.stderr.write(json.dumps({"progress": title, "phase": phase}) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class StepFailed(Exception):
     """The current step failed; `Steps` has recorded why."""
 
@@ -278,17 +289,12 @@ class Steps:
         return self.steps[-1]
 
     def begin(self, title: str) -> None:
-        """Start step ``title``, and say so at once on stderr as one JSON line (``{"progress": title}``): if the
-        host stops answering or the connection drops, the laptop can tell where it was."""
+        """Start step ``title``, and say so at once on stderr (`announce`)."""
         self.close()
         self.started = time.monotonic()
         self.full = ""
         self.steps.append({"step": title, "phase": self.phase, "ok": True, "seconds": 0.0, "output": ""})
-        try:
-            sys.stderr.write(json.dumps({"progress": title, "phase": self.phase}) + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        announce(title, self.phase)
 
     def close(self) -> None:
         if self.steps and self.logged < len(self.steps):

@@ -91,6 +91,7 @@ class Publish:
 
     def run(self, step: str, argv: list[str], phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
+        _common.announce(step, phase)
         started = time.monotonic()
         done = self.execute(argv)
         self.note(step, done.returncode == 0, started, done.stdout or "", phase)
@@ -219,6 +220,7 @@ class Publish:
     def reexec(self, gunicorn: dict[str, Any]) -> bool:
         """gunicorn's graceful re-exec (the ``gunicorn_reexec`` module); False when no master runs to re-exec."""
         started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
+        _common.announce(step, RESTART)
         request = {"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}
         answer, said = self.program(_name(gunicorn_reexec), request, float(gunicorn["timeout"]) + 30)
         if answer is None:
@@ -241,6 +243,7 @@ class Publish:
             return
         started = time.monotonic()
         what = "health check: " + str(check.get("url") or check.get("command"))
+        _common.announce(what, HEALTH)
         request = dict(check, env=self.args.get("env", {}))
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
         answer, said = self.program(_name(health), request, limit, privileged=False)
