@@ -71,6 +71,11 @@ class LaptopLog:
         except OSError:
             self.path = None
 
+    def end(self, summary: str, error: str | None) -> None:
+        """The run's outcome: the summary table, and the error that ended it."""
+        with self._lock:
+            self._write("\n" + summary.rstrip("\n") + "\n" + (f"Error: {error}\n" if error else ""))
+
     def __call__(self, event: Event) -> None:
         when = time.strftime("%H:%M:%S", time.gmtime(event.end))
         text = f"{when}  {event.host}  {event.phase}  {event.result}  {event.seconds:.2f} s"

@@ -72,6 +72,7 @@ def _run_and_report(
     finally:
         if show is not None:
             show.close()
+        laptop_log.end(report.summary(), report.error)
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
         sys.stdout.flush()
         notify(hosts, report, ok, project_root)
