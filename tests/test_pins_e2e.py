@@ -533,3 +533,26 @@ def test_publish_to_a_stage_host_with_only_exec_channels(
     assert "Traceback" not in result.stderr, result.stderr[-600:]
     assert result.returncode == 0, result.stderr
     _assert_published(wheelhouse, published, ssh_server.user)
+
+
+def test_check_names_a_bad_pin_once_under_its_own_file(check_project: Project) -> None:
+    prod = check_project.path / "requirements" / "prod.txt"
+    prod.write_text(PROD + "pe-devtool>=1.0\n")
+    result = check_project.fab("requirements.check", check=False)
+    assert_clean_failure(result)
+    assert "FAIL  requirements/prod.txt\n" in result.stdout
+    assert "FAIL  requirements/dev.txt: through requirements/prod.txt" in result.stdout
+    assert "FAIL  requirements/test.txt: through requirements/prod.txt" in result.stdout
+    problem = f"{prod}:3: pe-devtool>=1.0 is not pinned: write exactly pe-devtool==VERSION"
+    assert result.stderr.count(problem) == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {prod}: 1 problem:\n") and "dev.txt" not in result.stderr
+
+
+def test_check_suggests_mirror_sync_for_a_pin_missing_from_the_mirror(check_project: Project) -> None:
+    prod = check_project.path / "requirements" / "prod.txt"
+    prod.write_text(PROD + "pe-absent==1.0\n")
+    result = check_project.fab("requirements.check", check=False)
+    assert_clean_failure(result)
+    assert result.stderr.count("pe-absent==1.0 is not in the mirror") == 1, result.stderr
+    assert result.stderr.count("fab mirror.sync") == 1
+    assert result.stderr.rstrip().splitlines()[-1].startswith("fab mirror.sync downloads every pinned wheel")

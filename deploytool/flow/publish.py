@@ -249,6 +249,7 @@ def publish(
         "health": config.health,
         "env": env,  # each value one argument of ``env`` on the host: a newline is carried as it is
         "command_timeout": host.timeout,
+        "log": target.log,
     }
     try:
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)

@@ -42,6 +42,7 @@ LOCK = "deploy.lock"
 OWNER = "owner.json"
 SWITCH_RECORD = "switch.json"
 JOURNAL = "journal.jsonl"
+DEPLOY_LOGS = "deploy-logs"  # <root>/deploy-logs/<release id>.jsonl: every step of every run of that release
 OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
 RECORD_LIMIT = 1 << 20  # publish's record holds its answer once done: its steps' output tails
 
@@ -117,6 +118,7 @@ def lock_is_ours(owner_path: str, run: str) -> bool:
 # -- commands --------------------------------------------------------------------------------------------------
 EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 OUTPUT_LIMIT = 4000  # characters of a step's output kept (its end)
+LOG_OUTPUT_LIMIT = 65536  # characters of a step's output kept in the deploy log (its end)
 
 
 def command_path(path: str | None = None) -> str:
@@ -258,7 +260,54 @@ class Sudo:
             self.authenticated = False
 
 
+# -- the deploy log --------------------------------------------------------------------------------------------
+class RunLog:
+    """The deploy log a module appends to as its steps end: ``spec`` (from the laptop, or None: no log) names the
+    file (``path``, `DEPLOY_LOGS`/<release>.jsonl), the ``run`` and its ``action``. One JSON line per step
+    (``time``, ``run``, ``action``, ``phase``, ``step``, ``ok``, ``seconds``, ``output``: its last
+    `LOG_OUTPUT_LIMIT` characters), each written with one ``write`` in append mode. Best effort: a log that
+    cannot be written never fails a deploy."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec if isinstance(spec, dict) and isinstance(spec.get("path"), str) else None
+
+    def write(self, phase: str, step: str, ok: bool, seconds: float, output: str) -> None:
+        if self.spec is None:
+            return
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run": self.spec.get("run"),
+            "action": self.spec.get("action"),
+            "phase": phase,
+            "step": step,
+            "ok": ok,
+            "seconds": seconds,
+            "output": output[-LOG_OUTPUT_LIMIT:],
+        }
+        path = self.spec["path"]
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
 # -- steps ---------------------------------------------------------------------------------------------------
+def announce(title: str, phase: str) -> None:
+    """Say on stderr, at once, as one JSON line (``{"progress": title, "phase": phase}``), that step ``title``
+    starts: the laptop shows it live on a terminal, and if the host stops answering or the connection drops, it
+    can tell where it was."""
+    try:
+        sys.stderr.write(json.dumps({"progress": title, "phase": phase}) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class StepFailed(Exception):
     """The current step failed; `Steps` has recorded why."""
 
@@ -268,34 +317,37 @@ class Steps:
     ``seconds`` and ``output`` (its end), in the answer. A failed step ends the run: ``error`` is ``<step> failed:
     <its last lines>``, the way every step failure reads."""
 
-    def __init__(self, phase: str, timeout: float = 600.0) -> None:
+    def __init__(self, phase: str, timeout: float = 600.0, log: Any = None) -> None:
         self.phase = phase
         self.timeout = timeout
         self.steps: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self.log = RunLog(log)
+        self.logged = 0  # steps written to the log so far
+        self.full = ""  # the current step's output as the log keeps it (longer than the answer's)
 
     @property
     def current(self) -> dict[str, Any]:
         return self.steps[-1]
 
     def begin(self, title: str) -> None:
-        """Start step ``title``, and say so at once on stderr as one JSON line (``{"progress": title}``): if the
-        host stops answering or the connection drops, the laptop can tell where it was."""
+        """Start step ``title``, and say so at once on stderr (`announce`)."""
         self.close()
         self.started = time.monotonic()
+        self.full = ""
         self.steps.append({"step": title, "phase": self.phase, "ok": True, "seconds": 0.0, "output": ""})
-        try:
-            sys.stderr.write(json.dumps({"progress": title, "phase": self.phase}) + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        announce(title, self.phase)
 
     def close(self) -> None:
-        if self.steps:
-            self.current["seconds"] = round(time.monotonic() - self.started, 3)
+        if self.steps and self.logged < len(self.steps):
+            step = self.current
+            step["seconds"] = round(time.monotonic() - self.started, 3)
+            self.log.write(step["phase"], step["step"], step["ok"], step["seconds"], self.full)
+            self.logged = len(self.steps)
 
     def say(self, output: str) -> None:
         self.current["output"] = (self.current["output"] + output)[-OUTPUT_LIMIT:]
+        self.full = (self.full + output)[-LOG_OUTPUT_LIMIT:]
 
     def fail(self, output: str = "") -> NoReturn:
         self.say(output)

@@ -18,7 +18,8 @@ Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``pa
 ``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``, ``uv_requirement``: its pinned
 sha256s, on pip's stdin), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
-``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
+``timeout``, ``log`` (the deploy log each step is appended to as it ends: `_common.RunLog`; null: none).
+Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
 moved away). Standard library only, Python 3.8 syntax.
 """
 
@@ -204,7 +205,7 @@ def free_bytes(path: str) -> int | None:
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
-    steps = _common.Steps(PHASE, float(args.get("timeout") or 600))
+    steps = _common.Steps(PHASE, float(args.get("timeout") or 600), args.get("log"))
     removed = remove_stale(steps, args["stale"], args["trash"]) if args.get("stale") else []
     try:
         build(steps, args)

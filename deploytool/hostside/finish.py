@@ -10,15 +10,19 @@ says ``unlock: "always"`` (an abort: nothing went live, a missing failure line m
 
 Arguments (one JSON line on stdin): ``journal``, ``entries`` (journal lines, as text), ``prune`` (pairs of
 release path and its trash path), ``remove`` (paths), ``record``, ``lock``, ``lock_owner``, ``run``, ``unlock``,
-``trash``. Answer: ``ok``, ``error``, ``journaled``, ``pruned``, ``unlocked``, ``notes``, and ``ours: false`` when the
-lock does not carry this run's token (nothing was done).
+``trash``, ``log`` (the deploy log to note the outcome in, or null: `_common.RunLog`), ``logs`` (``dir`` and
+``keep_from``: the deploy logs of releases older than that id are deleted, or null). Answer: ``ok``, ``error``,
+``journaled``, ``pruned``, ``unlocked``, ``notes``, and ``ours: false`` when the lock does not carry this run's
+token (nothing was done).
 Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -56,6 +60,37 @@ def empty_trash_in_background(trash: str) -> None:
             )
 
 
+RELEASE_LOG = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}\.jsonl")
+
+
+def prune_logs(logs: Any) -> None:
+    """Delete the deploy logs of releases older than ``keep_from`` (ids sort by time): the logs of kept
+    releases, and of failed runs since the oldest of them, stay."""
+    if not isinstance(logs, dict) or not logs.get("keep_from"):
+        return
+    directory, keep_from = str(logs["dir"]), str(logs["keep_from"]) + ".jsonl"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if RELEASE_LOG.fullmatch(name) and name < keep_from:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+
+
+def log_outcome(log: _common.RunLog, entries: list[str]) -> None:
+    """Note each journal line of this run in its deploy log (the outcome, and a failure's reason)."""
+    for text in entries:
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            said = "{} {}: {}".format(entry.get("event"), entry.get("status"), entry.get("release"))
+            log.write("finish", "journal: " + said, entry.get("status") == "ok", 0.0, str(entry.get("reason") or ""))
+
+
 def main(args: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     answer: dict[str, Any] = {"ok": True, "error": None, "journaled": False, "pruned": [], "unlocked": False}
@@ -68,6 +103,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         for entry in args.get("entries", []):
             append_line(args["journal"], entry)
         answer["journaled"] = bool(args.get("entries"))
+        log_outcome(_common.RunLog(args.get("log")), args.get("entries", []))
     except OSError as error:
         answer.update(ok=False, error="cannot write {}: {}".format(args["journal"], error.strerror or error))
     for path in args.get("remove", []):
@@ -93,6 +129,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         answer["unlocked"] = not os.path.lexists(args["lock"])
     if answer["pruned"] or args.get("prune"):
         empty_trash_in_background(args["trash"])
+        prune_logs(args.get("logs"))
     answer["notes"] = notes
     return answer
 

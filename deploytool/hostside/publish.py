@@ -21,8 +21,9 @@ loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argumen
 checks the release's files against, its stdin), ``sudo``,
 ``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
 (``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
-``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
-runs (``etc_install``, ``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
+``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``, ``log``
+(the deploy log each step is appended to: `_common.RunLog`). The modules it runs (``etc_install``,
+``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``phase``: ``publish``, ``restart`` or ``health``, ``ok``, ``seconds``,
 ``output`` each). Standard library only, Python 3.8 syntax.
@@ -54,6 +55,7 @@ class Publish:
         self.steps: list[dict[str, Any]] = []
         self.switched = False
         self.sudo = _common.Sudo(args.get("password")) if args.get("sudo") else None
+        self.log = _common.RunLog(args.get("log"))  # every step, its whole output included, as it ends
 
     # -- running things -------------------------------------------------------------------------------------
 
@@ -73,20 +75,27 @@ class Publish:
         return _common.run(argv, stdin, limit, stdout_only=stdout_only)
 
     def note(self, step: str, ok: bool, started: float, output: str, phase: str = PUBLISH) -> None:
-        self.steps.append(
+        self.add(
             {
                 "step": step,
                 "phase": phase,
                 "ok": ok,
                 "seconds": round(time.monotonic() - started, 3),
                 "output": output[-_common.OUTPUT_LIMIT :],
-            }
+            },
+            output,
         )
+
+    def add(self, step: dict[str, Any], output: str) -> None:
+        """Record a step that ended, in the answer and in the deploy log."""
+        self.steps.append(step)
+        self.log.write(step["phase"], step["step"], step["ok"], step["seconds"], output)
 
     def run(
         self, step: str, argv: list[str], phase: str = PUBLISH, stdin: str = ""
     ) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
+        _common.announce(step, phase)
         started = time.monotonic()
         done = self.execute(argv, stdin)
         self.note(step, done.returncode == 0, started, done.stdout or "", phase)
@@ -187,7 +196,7 @@ class Publish:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
         step.update(ok=self.switched, seconds=round(time.monotonic() - started, 3))
-        self.steps.append(step)
+        self.add(step, step["output"])
         if not self.switched:
             self.restore_config()
             raise Failed()
@@ -221,6 +230,7 @@ class Publish:
     def reexec(self, gunicorn: dict[str, Any]) -> bool:
         """gunicorn's graceful re-exec (the ``gunicorn_reexec`` module); False when no master runs to re-exec."""
         started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
+        _common.announce(step, RESTART)
         request = {"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}
         answer, said = self.program(_name(gunicorn_reexec), request, float(gunicorn["timeout"]) + 30)
         if answer is None:
@@ -243,6 +253,7 @@ class Publish:
             return
         started = time.monotonic()
         what = "health check: " + str(check.get("url") or check.get("command"))
+        _common.announce(what, HEALTH)
         request = dict(check, env=self.args.get("env", {}))
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
         answer, said = self.program(_name(health), request, limit, privileged=False)

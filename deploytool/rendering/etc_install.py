@@ -54,6 +54,7 @@ from __future__ import annotations
 import base64
 import difflib
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,7 +79,9 @@ def install_args(release_etc: str, etc_root: str, previous_release_etc: str | No
     )
 
 
-Status = Literal["new", "changed", "unchanged", "unreadable"]
+Status = Literal["new", "changed", "release-only", "unchanged", "unreadable"]
+RELEASE_IDS = re.compile(rb"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}")  # `release.RELEASE_ID`, in bytes
+RELEASE_PLACEHOLDER = b"<release>"
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,20 @@ def _compare(relpath: str, path: str, entry: object, new: bytes, new_mode: int) 
     old_mode = mode
     if old == new and old_mode == new_mode:
         return FileDiff(relpath, path, "unchanged", "", old_mode, new_mode)
+    if old_mode == new_mode and _without_release(old) == _without_release(new):
+        olds = sorted({match.decode() for match in RELEASE_IDS.findall(old)})
+        news = sorted({match.decode() for match in RELEASE_IDS.findall(new)})
+        note = f"{path}: only the release id/path changes ({', '.join(olds)} -> {', '.join(news)})\n"
+        return FileDiff(relpath, path, "release-only", note, old_mode, new_mode)
     diff = _unified(path, old, new)
     if old_mode != new_mode:
         diff = f"mode {old_mode:o} -> {new_mode:o} {path}\n" + diff
     return FileDiff(relpath, path, "changed", diff, old_mode, new_mode)
+
+
+def _without_release(data: bytes) -> bytes:
+    """``data`` with every release id (and so every release path, ``<root>/releases/<id>``) made the same."""
+    return RELEASE_IDS.sub(RELEASE_PLACEHOLDER, data)
 
 
 def diff_against(
@@ -174,12 +187,14 @@ def _reason(host: str, error: RemoteError) -> str:
 
 def format_diffs(diffs: list[FileDiff], *, host: str | None = None) -> str:
     """Render diffs for printing: the diffs of new/changed/unreadable files, then a summary line."""
-    counts = {status: 0 for status in ("new", "changed", "unchanged", "unreadable")}
+    counts = {status: 0 for status in ("new", "changed", "release-only", "unchanged", "unreadable")}
     parts = []
     for item in diffs:
         counts[item.status] += 1
         if item.status != "unchanged":
             parts.append(item.diff)
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status != "unreadable")
+    shown = {"release-only": "changed only in the release id/path"}
+    always = ("new", "changed", "unchanged")
+    summary = ", ".join(f"{n} {shown.get(status, status)}" for status, n in counts.items() if n or status in always)
     parts.append(f"{host + ': ' if host else ''}etc: {summary}\n")
     return "".join(parts)
