@@ -33,7 +33,8 @@ _Check = Callable[[Any], bool]
 
 
 def _is_str(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
+    """A non-empty string without a NUL (no path, argument or environment variable can hold one)."""
+    return isinstance(value, str) and value != "" and "\x00" not in value
 
 
 def _is_bool(value: Any) -> bool:

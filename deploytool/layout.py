@@ -7,6 +7,7 @@
 <root>/tools/venv/            the pip used to fill release virtualenvs (made once per host)
 <root>/deploy.lock/owner.json present while a deploy or rollback runs
 <root>/journal.jsonl          append-only record of deploys and rollbacks
+<root>/deploy-logs/<id>.jsonl every step of every run of release <id>, whole output (``fab log``)
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ class Layout:
     @property
     def journal(self) -> str:
         return join(self.root, "journal.jsonl")
+
+    @property
+    def deploy_logs(self) -> str:
+        return join(self.root, "deploy-logs")
+
+    def deploy_log(self, release_id: str) -> str:
+        """Where the host-side modules log each step of the runs that deploy (or return to) ``release_id``."""
+        return join(self.deploy_logs, f"{release_id}.jsonl")
 
     def release(self, release_id: str) -> str:
         return join(self.releases, release_id)

@@ -58,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
         shared = Path(tempfile.mkdtemp(prefix="deploytool-tests-shared-"))
         shared.chmod(0o755)  # the hosts' user reads what is built there
         os.environ[SHARED] = config.stash[_OWN_SHARED] = str(shared)
+    if SHARED in os.environ:  # the laptop's deploy logs of every fab a test runs go there, not into ~/.local/state
+        os.environ["XDG_STATE_HOME"] = os.path.join(os.environ[SHARED], "laptop-state")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

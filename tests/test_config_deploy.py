@@ -259,7 +259,8 @@ def fail_a_first_deploy_after_switching(project: Project) -> None:
 def test_a_failed_first_deploy_takes_its_config_away_again(config_project: Project) -> None:
     fail_a_first_deploy_after_switching(config_project)
     installed = etc_root(config_project, "web1")
-    assert [path for path in installed.rglob("*") if path.is_file()] == []
+    records = installed / ".deploytool"  # the installer's records of releases (removed with their release)
+    assert [path for path in installed.rglob("*") if path.is_file() and records not in path.parents] == []
 
 
 def test_rollback_whose_after_switch_command_fails_is_journaled_where_current_is(config_project: Project) -> None:
@@ -355,3 +356,25 @@ def test_hook_commands_find_sbin_tools(config_project: Project) -> None:
     path = (etc / "path").read_text().strip().split(":")
     assert {"/usr/local/sbin", "/usr/sbin", "/sbin"} <= set(path)
     assert path.index("/usr/bin") < path.index("/usr/sbin")
+
+
+def test_diff_and_dry_run_tell_files_changing_only_in_the_release_from_real_changes(config_project: Project) -> None:
+    config_project.commit("paths", {"etc-mock/demo/paths.conf.j2": "chdir={{ release_path }}\nkeep=1\n"})
+    config_project.fab("deploy", "--hosts", "web1")
+    live = current(config_project).removeprefix("releases/")
+    config_project.commit("nothing for the config")
+    etc = etc_root(config_project, "web1")
+    diff = config_project.fab("render-etc", "--hosts", "web1", "--diff").stdout
+    assert f"{etc}/demo/app.conf: only the release id/path changes ({live} -> " in diff
+    assert f"{etc}/demo/paths.conf: only the release id/path changes ({live} -> " in diff
+    assert "web1: etc: 0 new, 0 changed, 2 changed only in the release id/path, 1 unchanged" in diff
+    assert "-release=" not in diff and "+chdir=" not in diff
+
+    dry = config_project.fab("deploy", "--hosts", "web1", "--dry-run").stdout
+    assert "web1: etc: 0 new, 0 changed, 2 changed only in the release id/path, 1 unchanged" in dry
+
+    # A real change beside the release id is a change, with its whole diff.
+    config_project.commit("more", {"etc-mock/demo/paths.conf.j2": "chdir={{ release_path }}\nkeep=2\n"})
+    dry = config_project.fab("deploy", "--hosts", "web1", "--dry-run").stdout
+    assert "web1: etc: 0 new, 1 changed, 1 changed only in the release id/path, 1 unchanged" in dry
+    assert "-keep=1" in dry and "+keep=2" in dry and f"-chdir={root_of(config_project)}/releases/{live}" in dry

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -325,10 +327,50 @@ def release(host: Path, release_id: str, files: RenderedEtc) -> str:
     return str(path / "etc")
 
 
-def install(release_etc: str, etc_root: Path, previous: str | None) -> tuple[int, str, str]:
-    """Run the installer as ``publish`` does: the shipped module, its paths as words."""
+def release_of(release_etc: str | None) -> str | None:
+    """The release id of ``<root>/releases/<id>/etc`` (None for another directory: no release)."""
+    path = Path(release_etc or "/")
+    return path.parent.name if path.name == "etc" and path.parent.parent.name == "releases" else None
+
+
+def check_for(release_etc: str, etc_root: Path, previous: str | None, expected: object = "auto") -> dict[str, object]:
+    """``etc_install``'s stdin as ``switch.config_switch`` builds it. ``expected="auto"``: the files of a release
+    without a record yet are the laptop's render (a deploy, the files as the test wrote them); a release with a
+    record is checked against it (a rollback)."""
+    release_id, root = release_of(release_etc), str(host_root(release_etc, previous))
+    if expected == "auto":
+        recorded = release_id is not None and record_path(etc_root, root, release_id).exists()
+        expected = None if recorded or release_id is None else sums_of_tree(Path(release_etc))
+    return {"root": root, "release": release_id, "previous": release_of(previous), "expected": expected}
+
+
+def host_root(*paths: str | None) -> Path:
+    for path in paths:
+        if release_of(path):
+            return Path(str(path)).parent.parent.parent
+    return Path("/nonexistent-root")
+
+
+def record_path(etc_root: Path, root: str, release_id: str) -> Path:
+    return etc_root / ".deploytool" / hashlib.sha256(root.encode()).hexdigest()[:16] / f"{release_id}.json"
+
+
+def sums_of_tree(top: Path) -> dict[str, dict[str, object]]:
+    return {
+        path.relative_to(top).as_posix(): {
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "mode": path.stat().st_mode & 0o777,
+        }
+        for path in sorted(top.rglob("*"))
+        if path.is_file()
+    }
+
+
+def install(release_etc: str, etc_root: Path, previous: str | None, expected: object = "auto") -> tuple[int, str, str]:
+    """Run the installer as ``publish`` does: the shipped module, its paths as words, the check on stdin."""
     command = argv(sys.executable, "etc_install", *install_args(release_etc, str(etc_root), previous))
-    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    check = json.dumps(check_for(release_etc, etc_root, previous, expected)) + "\n"
+    result = subprocess.run(command, capture_output=True, text=True, input=check, check=False)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -336,6 +378,8 @@ def snapshot(top: Path) -> dict[str, tuple[bytes | str, int, int]]:
     """Map every path under top to (content or link target, mode, inode)."""
     found: dict[str, tuple[bytes | str, int, int]] = {}
     for path in sorted(top.rglob("*")):
+        if ".deploytool" in path.relative_to(top).parts:  # the installer's records
+            continue
         st = path.lstat()
         content: bytes | str = (
             os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
@@ -593,3 +637,166 @@ def test_as_root_the_backup_directories_belong_to_the_release_owner(host: Path) 
         assert (directory.stat().st_uid, directory.stat().st_gid) == (4242, 4343)
     backup = replaced(r1)
     assert backup.stat().st_uid == 0 and backup.stat().st_mode & 0o777 == 0o600, "root-only stays root-only"
+
+
+# --- issue 17: nothing installed on the word of a release's etc/ (which the deploy user can write) --------------
+
+
+def test_a_deploy_installs_only_what_the_laptop_rendered_and_records_it(host: Path) -> None:
+    """A file changed, added or missing between the render and the switch is refused, named, nothing changed."""
+    etc = host / "etc"
+    r1 = release(host, "r1", R1)
+    rendered = sums_of_tree(Path(r1))
+    with open(Path(r1) / "cron.d/demo", "ab") as cron:
+        cron.write(b"* * * * * root touch /tmp/PWNED\n")
+    (Path(r1) / "sudoers.d").mkdir()
+    (Path(r1) / "sudoers.d/demo").write_bytes(b"deploy ALL=(ALL) NOPASSWD: ALL\n")
+    (Path(r1) / "demo/hooks/reload.sh").unlink()
+    before = snapshot(etc)
+    code, out, err = install(r1, etc, None, expected=rendered)
+    assert code == 3 and out == "", out
+    assert f"{r1} is not what the laptop rendered for release r1: " in err
+    assert "cron.d/demo (content differs)" in err and "sudoers.d/demo (not rendered for this release)" in err
+    assert "demo/hooks/reload.sh (missing)" in err and "nothing changed" in err
+    assert snapshot(etc) == before and not (etc / ".deploytool").exists()
+
+    (Path(r1) / "demo/hooks/reload.sh").write_bytes(b"#!/bin/sh\n")
+    (Path(r1) / "demo/hooks/reload.sh").chmod(0o644)
+    (Path(r1) / "sudoers.d/demo").unlink()
+    (Path(r1) / "cron.d/demo").write_bytes(b"cron\n")
+    code, _out, err = install(r1, etc, None, expected=rendered)
+    assert code == 3 and "demo/hooks/reload.sh (mode 644, rendered 755)" in err, err
+    (Path(r1) / "demo/hooks/reload.sh").chmod(0o755)
+    code, _out, err = install(r1, etc, None, expected=rendered)
+    assert (code, err) == (0, "")
+    record = record_path(etc, str(host / "srv"), "r1")
+    assert json.loads(record.read_text())["files"] == rendered
+    assert record.stat().st_mode & 0o777 == 0o600 and record.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_rollback_refuses_a_release_whose_files_changed_since_its_deploy(host: Path) -> None:
+    """The issue's attack: a root cron line appended to a kept release's etc/, then a rollback to it."""
+    etc = host / "etc"
+    r1, r2 = release(host, "r1", R1), release(host, "r2", R2)
+    assert install(r1, etc, None)[0] == 0
+    assert install(r2, etc, r1)[0] == 0
+    with open(Path(r1) / "cron.d/demo", "ab") as cron:
+        cron.write(b"* * * * * root touch /tmp/PWNED\n")
+    before = snapshot(etc)
+    code, _out, err = install(r1, etc, r2)
+    assert code == 3, err
+    assert f"{r1} is not what was deployed for release r1 (its record: " in err
+    assert "cron.d/demo (content differs); refusing, nothing changed" in err
+    assert snapshot(etc) == before and not (etc / "cron.d/demo").exists()
+
+
+def test_files_added_to_the_replaced_release_are_not_removed_on_its_word(host: Path) -> None:
+    """Removal follows the record of the release being replaced, not its writable directory."""
+    etc = host / "etc"
+    r1, r2 = release(host, "r1", R1), release(host, "r2", R2)
+    assert install(r1, etc, None)[0] == 0
+    precious = hand_made(etc, "passwd", b"root:x:0:0::/root:/bin/sh\n")
+    (Path(r1) / "passwd").write_bytes(precious)  # as if r1 had installed it
+    code, out, err = install(r2, etc, r1)
+    assert (code, err) == (0, ""), err
+    assert f"removed {etc}/cron.d/demo\n" in out and "passwd" not in out
+    assert (etc / "passwd").read_bytes() == precious
+
+
+def test_a_backup_the_installer_did_not_make_is_not_put_back(host: Path) -> None:
+    """etc.replaced is the deploy user's: a changed or planted backup is refused, named, before anything changes."""
+    etc = host / "etc"
+    hand_made(etc)
+    r1 = release(host, "r1", R1)
+    assert install(r1, etc, None)[0] == 0
+    replaced(r1).chmod(0o644)
+    replaced(r1).write_bytes(b"* * * * * root touch /tmp/PWNED\n")
+    empty = host / "srv" / "tools" / "empty-etc"
+    before = snapshot(etc)
+    code, _out, err = install(str(empty), etc, r1)
+    assert code == 3 and f"{replaced(r1)}: not the backup the installer made" in err, err
+    assert snapshot(etc) == before
+
+    planted = replaced(r1, "demo/hooks/reload.sh")
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"#!/bin/sh\nevil\n")
+    replaced(r1).unlink()
+    code, _out, err = install(str(empty), etc, r1)
+    assert code == 3 and f"{planted}: not the backup the installer made" in err, err
+    planted.unlink()
+    code, out, err = install(str(empty), etc, r1)
+    assert (code, err) == (0, ""), err
+    assert f"removed {etc}/{SITE}\n" in out, "its backup gone, the file is removed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the installer refuses unrecorded releases only when run as root")
+def test_as_root_a_release_without_a_record_is_refused_and_one_being_replaced_is_adopted(host: Path) -> None:
+    """Releases deployed before records existed: never installed as root unchecked (deploy the commit again);
+    at a deploy over one, the files it shares with the new release that are what the etc root holds are adopted,
+    so a switch back can put them back; its files are not removed on its word."""
+    etc = host / "etc"
+    r1, r2 = release(host, "r1", R1), release(host, "r2", R2)
+    assert install(r1, etc, None)[0] == 0
+    record_path(etc, str(host / "srv"), "r1").unlink()  # r1 as a release deployed before this change
+    before = snapshot(etc)
+    code, _out, err = install(r1, etc, r2, expected=None)
+    assert code == 3 and "release r1 has no record of its config in " in err, err
+    assert "deploy its commit again instead" in err and snapshot(etc) == before
+
+    (Path(r1) / "extra.conf").write_bytes(b"not installed by r1\n")
+    code, out, err = install(r2, etc, r1)
+    assert (code, err) == (0, ""), err
+    assert "note: release r1 has no record of its config: its files are not removed: cron.d/demo, extra.conf" in out
+    assert (etc / "cron.d/demo").exists(), "left in place"
+    adopted = json.loads(record_path(etc, str(host / "srv"), "r1").read_text())
+    assert adopted["adopted"] is True and sorted(adopted["files"]) == ["demo/hooks/reload.sh", SITE]
+    (Path(r1) / "extra.conf").unlink()
+    code, out, err = install(r1, etc, r2)  # the switch back
+    assert (code, err) == (0, ""), err
+    assert (etc / SITE).read_bytes() == b"v1\n" and not (etc / "demo/new.conf").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership of the records is checked against root when run as root")
+def test_as_root_records_another_user_could_write_are_refused(host: Path) -> None:
+    etc = host / "etc"
+    r1, r2 = release(host, "r1", R1), release(host, "r2", R2)
+    assert install(r1, etc, None)[0] == 0
+    assert install(r2, etc, r1)[0] == 0
+    record = record_path(etc, str(host / "srv"), "r1")
+    os.chown(record.parent, 4242, 4242)
+    code, _out, err = install(r1, etc, r2)
+    assert code == 3 and f"{record.parent}: not a directory owned by root" in err, err
+    os.chown(record.parent, 0, 0)
+    record.chmod(0o620)
+    code, _out, err = install(r1, etc, r2)
+    assert code == 3 and f"{record}: not a file owned by root" in err, err
+
+
+def test_a_template_may_not_render_into_the_installers_records(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "etc-mock", {"{{ top }}/x/r.json.j2": "{}"})
+    with pytest.raises(EtcPathError, match=r"under \.deploytool/, where the installer keeps its records"):
+        render_host(src, {"top": ".deploytool"}, "h1")
+
+
+def test_a_backup_is_written_without_following_a_symlink_swapped_in_after_the_checks(tmp_path: Path) -> None:
+    """The deploy user owns etc.replaced/: a directory swapped for a symlink between the installer's checks and
+    its write must not lead the (root) installer to create directories or the file where the link points."""
+    from deploytool.hostside.etc_install import write_backup
+
+    release_dir, elsewhere = tmp_path / "releases" / "r1", tmp_path / "elsewhere"
+    release_dir.mkdir(parents=True)
+    elsewhere.mkdir()
+    write_backup(str(release_dir), "nginx/sites-available/demo.conf", b"original\n", 0o600, None)
+    written = release_dir / "etc.replaced/nginx/sites-available/demo.conf"
+    assert written.read_bytes() == b"original\n" and written.stat().st_mode & 0o777 == 0o600
+    assert (release_dir / "etc.replaced/nginx").stat().st_mode & 0o777 == 0o755
+
+    shutil.rmtree(release_dir / "etc.replaced/nginx")
+    (release_dir / "etc.replaced/nginx").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError):
+        write_backup(str(release_dir), "nginx/sites-available/demo.conf", b"original\n", 0o600, None)
+    shutil.rmtree(release_dir / "etc.replaced")
+    (release_dir / "etc.replaced").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError):
+        write_backup(str(release_dir), "cron.d/demo", b"original\n", 0o600, None)
+    assert list(elsewhere.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from deploytool.hostside import finish, publish, switch_wait
+from deploytool.hostside import etc_install, finish, publish, switch_wait
 
 A, B = "20260101T000000Z-aaaaaaa", "20260102T000000Z-bbbbbbb"
 RUN = "0123456789abcdef"
@@ -28,7 +29,22 @@ def root(tmp_path: Path) -> Path:
     (tmp_path / "current").symlink_to(f"releases/{A}")
     (tmp_path / "deploy.lock").mkdir()
     (tmp_path / "deploy.lock/owner.json").write_text(json.dumps({"run": RUN}))
+    # A went live through the installer, which kept the record of its config (etc_install.Records)
+    etc_install.Records(str(tmp_path / "etc-root"), str(tmp_path)).save(A, {"files": sums(tmp_path, A), "replaced": {}})
     return tmp_path
+
+
+def sums(root: Path, rid: str) -> dict[str, dict[str, Any]]:
+    """The sha256s of a release's config, as the laptop sends them for what it rendered."""
+    top = root / "releases" / rid / "etc"
+    found = {}
+    for path in sorted(top.rglob("*")):
+        if path.is_file():
+            found[path.relative_to(top).as_posix()] = {
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "mode": path.stat().st_mode & 0o777,
+            }
+    return found
 
 
 def publish_args(root: Path, release: str | None, previous: str | None, **extra: Any) -> dict[str, Any]:
@@ -46,6 +62,15 @@ def publish_args(root: Path, release: str | None, previous: str | None, **extra:
         "etc": {
             "install": [etc(release), str(root / "etc-root"), etc(previous) if previous else ""],
             "restore": [etc(previous), str(root / "etc-root"), etc(release) if release else ""],
+            "check": {  # a deploy of release: its files as rendered; the restore: the records
+                "install": {
+                    "root": str(root),
+                    "release": release,
+                    "previous": previous,
+                    "expected": sums(root, release) if release else None,
+                },
+                "restore": {"root": str(root), "release": previous, "previous": release, "expected": None},
+            },
         },
         "sudo": False,
         "password": None,

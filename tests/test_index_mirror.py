@@ -252,6 +252,39 @@ def test_lock_pins_every_dependency_with_hashes_then_sync_and_check_pass(
     assert sorted(p.name for p in (local_project.path / "requirements").iterdir()) == ["prod.in", "prod.txt"]
 
 
+def test_lock_runs_deploytools_pinned_uv_from_the_wheelhouse_without_uv_on_path(
+    local_project: Project, index: indexserver.IndexServer, uv_wheel_dir: Path, tmp_path: Path
+) -> None:
+    make_wheel(index.packages, "demo-lib", "1.0")
+    wheelhouse, cache = tmp_path / "wheelhouse", tmp_path / "cache"
+    local_project.inventory.update({"upstream": index.simple, "wheelhouse": str(wheelhouse)})
+    local_project.write_inventory()
+    (uv_wheel,) = uv_wheel_dir.glob("*.whl")
+    local_project.fab("mirror.upload", "--file", str(uv_wheel))  # as fab mirror.sync adds it: recorded
+    (local_project.path / "requirements" / "prod.in").write_text("demo-lib\n")
+    bare = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(cache)}
+    assert shutil.which("uv", path=bare["PATH"]) is None, "this machine has uv on the bare PATH"
+    result = local_project.fab("requirements.lock", env=bare)
+    digest = hashlib.sha256(uv_wheel.read_bytes()).hexdigest()
+    binary = cache / "deploytool" / "uv" / digest / "uv"
+    assert f"resolving with {binary}" in result.stdout and "locked requirements/prod.txt: 1 pins" in result.stdout
+    assert "demo-lib==1.0" in (local_project.path / "requirements" / "prod.txt").read_text()
+
+    # A cached binary that no longer matches the wheel's RECORD is unpacked again.
+    binary.write_bytes(b"#!/bin/sh\necho tampered\n")
+    local_project.fab("requirements.lock", env=bare)
+    assert b"tampered" not in binary.read_bytes()
+
+    # A wheel whose sha256 is not what MANIFEST.jsonl recorded is never run.
+    before = (local_project.path / "requirements" / "prod.txt").read_text()
+    with (wheelhouse / uv_wheel.name).open("ab") as handle:
+        handle.write(b"\0")
+    failed = local_project.fab("requirements.lock", env=bare, check=False)
+    assert_clean_failure(failed)
+    assert f"{wheelhouse / uv_wheel.name}: sha256 " in failed.stderr and "MANIFEST.jsonl records" in failed.stderr
+    assert (local_project.path / "requirements" / "prod.txt").read_text() == before
+
+
 # --- mirror.verify ------------------------------------------------------------------------------------------------
 
 
@@ -326,6 +359,6 @@ def test_vendored_wheels_travel_in_the_release_and_are_read_from_the_commit(ssh_
 def test_lock_needs_uv_and_says_so(local_project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     (local_project.path / "requirements" / "prod.in").write_text("demo-lib\n")
     monkeypatch.setattr("deploytool.supply.reqlock.shutil.which", lambda *args, **kwargs: None)
-    with pytest.raises(DeployError, match="uv not found on PATH"):
+    with pytest.raises(DeployError, match=r"uv not found: fab mirror\.sync adds deploytool's pinned uv"):
         lock(local_project.path / "requirements" / "prod.in", TARGET, None)
     assert not (local_project.path / "requirements" / "prod.txt").read_text().startswith("#")

@@ -7,9 +7,15 @@ and served, with the demo wheels, from a mirror of its own, so the rest of the s
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +23,7 @@ import pytest
 from deploytool.hostside import bytecode
 from deploytool.supply import installer
 from deploytool.supply.mirror import serve, sync, write_indexes
-from tests.conftest import Mirror, Project
+from tests.conftest import Mirror, Project, _QuietHandler
 from tests.test_deploy_ssh import journal, root_of
 from tests.test_pins_e2e import assert_clean_failure
 from tests.wheelfactory import make_wheel
@@ -124,3 +130,50 @@ def test_bytecode_reuses_identical_sources_and_compiles_the_rest(tmp_path: Path)
     assert same.stat().st_ino != next((old / "__pycache__").glob("same.*.pyc")).stat().st_ino
     assert (new / "same.py").stat().st_mtime_ns == (old / "same.py").stat().st_mtime_ns
     assert json.dumps(bytecode.main({"venv": str(tmp_path / "none"), "previous": ""})).startswith('{"ok": false')
+
+
+@pytest.fixture
+def tampered_uv_mirror(uv_mirror: Mirror) -> Iterator[Mirror]:
+    """uv_mirror's wheels, served over HTTP, but uv's wheel has one more file (same name, other bytes): what a
+    host gets when its mirror, or the way to it, is not the one the laptop checked."""
+    directory = Path(tempfile.mkdtemp(prefix="deploytool-tampered-mirror-"))
+    directory.chmod(0o755)
+    for wheel in uv_mirror.directory.glob("*.whl"):
+        shutil.copy2(wheel, directory / wheel.name)
+    (uv,) = directory.glob(f"uv-{installer.UV_VERSION}-*.whl")
+    with zipfile.ZipFile(uv, "a") as archive:
+        archive.writestr(f"uv-{installer.UV_VERSION}.data/scripts/planted", "#!/bin/sh\necho planted\n")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Mirror(directory, f"http://127.0.0.1:{server.server_address[1]}/")
+    server.shutdown()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_uv_wheel_a_host_installs_must_be_the_one_the_laptop_saw(
+    ssh_project: Project, uv_mirror: Mirror, tampered_uv_mirror: Mirror
+) -> None:
+    """Issue 17: uv was installed with no hash check (and that uv then enforces the app's hashes). The laptop
+    reads its wheelhouse (the genuine wheels); the host's mirror serves another uv wheel: the build refuses it."""
+    wheelhouse = ssh_project.path / "wheels"
+    wheelhouse.mkdir()
+    for wheel in uv_mirror.directory.glob("*.whl"):
+        shutil.copy2(wheel, wheelhouse / wheel.name)
+    ssh_project.inventory["mirror"] = tampered_uv_mirror.url
+    ssh_project.write_inventory()
+    ssh_project.commit("uv mirror", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
+    result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "preparing the installer (uv)" in result.stderr and "DO NOT MATCH THE HASHES" in result.stderr
+    root = root_of(ssh_project)
+    assert not (root / "tools" / "venv" / "bin" / "uv").exists(), "the planted uv was not installed"
+    assert not (root / "current").exists()
+
+    ssh_project.inventory["mirror"] = uv_mirror.url  # the genuine wheel passes the same check
+    ssh_project.write_inventory()
+    ssh_project.commit("genuine mirror", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
+    ssh_project.fab("deploy", "--hosts", "web1")
+    assert (root / "tools" / "venv" / "bin" / "uv").is_file()
+    assert not list((root / "tools" / "venv" / "bin").glob("planted"))

@@ -113,6 +113,37 @@ def test_a_confirm_stage_deploys_and_rolls_back_when_answered_y(local_project: P
     assert os.readlink(local_project.path / ".deploy/local/current") == first
 
 
+def test_the_question_shows_what_each_host_runs_and_the_commit_range_over_ssh(ssh_project: Project) -> None:
+    stage = ssh_project.inventory["stages"]["test"]
+    stage["confirm"] = True
+    ssh_project.write_inventory()
+    first = ssh_project.commit("first shipped")
+    ssh_project.fab("deploy", "--hosts", "web1,web2", "--yes")
+    second = ssh_project.commit("second shipped")
+    ssh_project.fab("deploy", "--hosts", "web1,web2", "--yes")
+    live = os.readlink(Path(stage["hosts"]["web1"]["root"]) / "current").removeprefix("releases/")
+    subjects = [f"change {number}" for number in range(12)]
+    for subject in subjects:
+        new = ssh_project.commit(subject)
+
+    status, output = fab_on_terminal(ssh_project, b"n", "deploy", "--hosts", "web1,web2,web3")
+    assert status == 1 and "Error: deploy not confirmed (answered 'n'): nothing was changed" in output
+    assert f"now          web1, web2: {live} ({second[:12]})" in output
+    assert f"commits      {second[:12]}..{new[:12]}" in output
+    for subject in subjects[2:]:  # newest first, bounded
+        assert f" {subject}\n" in output
+    assert " change 1\n" not in output and "... and 2 more" in output
+    assert "now          web3: no release yet" in output and "(no earlier commit known" in output
+    assert not (Path(stage["hosts"]["web3"]["root"]) / "releases").exists(), "declining touched nothing"
+    assert os.readlink(Path(stage["hosts"]["web1"]["root"]) / "current") == f"releases/{live}"
+
+    status, output = fab_on_terminal(ssh_project, b"n", "rollback", "--hosts", "web1,web2")
+    assert status == 1 and "roll back not confirmed" in output
+    assert f"now          web1, web2: {live} ({second[:12]})" in output
+    assert "back to      " in output and f"({first[:12]})" in output
+    assert "  leaving    " in output and " second shipped\n" in output
+
+
 def test_a_confirm_stage_without_a_terminal_or_yes_refuses_before_any_host(local_project: Project) -> None:
     confirming(local_project)
     result = local_project.fab("deploy", check=False)

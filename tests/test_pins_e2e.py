@@ -25,6 +25,7 @@ from deploytool.inventory import HostConfig, parse_inventory
 from deploytool.layout import Layout
 from deploytool.supply import installer
 from deploytool.supply.mirror import serve, write_indexes
+from deploytool.supply.pins import target_python
 from tests import sshd
 from tests.conftest import HOST_PYTHON, Mirror, Project, make_project
 from tests.isolation import machine_lock
@@ -354,9 +355,9 @@ def _offline_host(root: Path, mirror: str, installer_name: str) -> tuple[HostCon
     return parse_inventory(data, root / "hosts.yml").hosts("x")[0], Layout(str(root))
 
 
-def _offline(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _offline(*argv: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run a command with no network at all (a fresh network namespace: not even loopback is up)."""
-    return subprocess.run(["unshare", "-n", *argv], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(["unshare", "-n", *argv], capture_output=True, text=True, env=env, timeout=120, input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -389,7 +390,9 @@ def test_install_command_works_without_any_network(
 
     if installer_name == "uv":  # from its wheel, with the tools venv's pip, as a first deploy puts it there
         uv_host, layout = _offline_host(offline_root, uv_wheel_dir.as_uri(), "uv")
-        assert _offline(*installer.install_uv(uv_host, layout, release_id)).returncode == 0
+        hashes = installer.uv_hashes(str(uv_wheel_dir), "find-links", target_python(uv_host), "test")
+        requirement = installer.uv_requirement(hashes)
+        assert _offline(*installer.install_uv(uv_host, layout, release_id), stdin=requirement).returncode == 0
     host, layout = _offline_host(offline_root, pins_mirror.built.as_uri(), installer_name)
     made = _offline(*installer.make_venv(host, layout, release_id, installer_name))
     assert made.returncode == 0, made.stderr
@@ -530,3 +533,26 @@ def test_publish_to_a_stage_host_with_only_exec_channels(
     assert "Traceback" not in result.stderr, result.stderr[-600:]
     assert result.returncode == 0, result.stderr
     _assert_published(wheelhouse, published, ssh_server.user)
+
+
+def test_check_names_a_bad_pin_once_under_its_own_file(check_project: Project) -> None:
+    prod = check_project.path / "requirements" / "prod.txt"
+    prod.write_text(PROD + "pe-devtool>=1.0\n")
+    result = check_project.fab("requirements.check", check=False)
+    assert_clean_failure(result)
+    assert "FAIL  requirements/prod.txt\n" in result.stdout
+    assert "FAIL  requirements/dev.txt: through requirements/prod.txt" in result.stdout
+    assert "FAIL  requirements/test.txt: through requirements/prod.txt" in result.stdout
+    problem = f"{prod}:3: pe-devtool>=1.0 is not pinned: write exactly pe-devtool==VERSION"
+    assert result.stderr.count(problem) == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {prod}: 1 problem:\n") and "dev.txt" not in result.stderr
+
+
+def test_check_suggests_mirror_sync_for_a_pin_missing_from_the_mirror(check_project: Project) -> None:
+    prod = check_project.path / "requirements" / "prod.txt"
+    prod.write_text(PROD + "pe-absent==1.0\n")
+    result = check_project.fab("requirements.check", check=False)
+    assert_clean_failure(result)
+    assert result.stderr.count("pe-absent==1.0 is not in the mirror") == 1, result.stderr
+    assert result.stderr.count("fab mirror.sync") == 1
+    assert result.stderr.rstrip().splitlines()[-1].startswith("fab mirror.sync downloads every pinned wheel")

@@ -111,6 +111,7 @@ def test_status_reports_drift_lock_disagreement_and_previous(fleet: Fleet) -> No
         "release": fleet.second,
         "user": "carol@laptop",
         "since": "2026-01-03T10:00:00",
+        "message": None,
     }
     assert web1["lock"]["held"] is False and web1["health"] is None
     assert document["warnings"] == [

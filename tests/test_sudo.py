@@ -351,3 +351,72 @@ def test_passwordless_sudo_asks_nothing(sudo_project: Project, passwordless: str
     assert result.returncode == 0, result.stderr
     assert (etc_root(sudo_project) / "demo/app.conf").stat().st_uid == 0
     assert (etc_root(sudo_project) / "validated-by").read_text() == "0\n"
+
+
+def as_deploy_user(user: str, command: str) -> None:
+    """Run ``command`` as the deploy user (what an app compromise can do), checking it worked."""
+    subprocess.run(["su", "-s", "/bin/sh", user, "-c", command], check=True, capture_output=True, text=True)
+
+
+def test_a_rollback_installs_as_root_only_what_the_laptop_rendered(sudo_project: Project, sudo_user: str) -> None:
+    """Issue 17: a root cron line appended by the deploy user to a kept release's etc/ is refused at the
+    rollback, naming the file; so is a release with no record (deployed before records existed)."""
+    etc, root = etc_root(sudo_project), root_of(sudo_project)
+    first = deploy(sudo_project, PASSWORD)
+    sudo_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    second = deploy(sudo_project, PASSWORD)
+    records = [path for path in (etc / ".deploytool").rglob("*") if path.is_file()]
+    assert sorted(path.name for path in records) == [f"{first}.json", f"{second}.json"]
+    for path in (etc / ".deploytool", records[0].parent, *records):
+        mode = 0o700 if path.is_dir() else 0o600  # only root may read them (a weak secret's sha256 is guessable)
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, mode), path
+
+    kept = root / "releases" / first / "etc" / "cron.d" / "demo"
+    as_deploy_user(sudo_user, f"echo '* * * * * root touch {root}/PWNED' >> {kept}")
+    before = {path: path.read_bytes() for path in sorted(etc.rglob("*")) if path.is_file()}
+    with pytest.raises(DeployError) as failure:
+        rollback(sudo_project, PASSWORD)
+    message = str(failure.value)
+    assert f"is not what was deployed for release {first}" in message, message
+    assert "cron.d/demo (content differs)" in message and "nothing changed" in message, message
+    assert current(sudo_project) == f"releases/{second}"
+    assert {path: path.read_bytes() for path in sorted(etc.rglob("*")) if path.is_file()} == before
+    assert b"PWNED" not in (etc / "cron.d/demo").read_bytes()
+    assert not (root / "deploy.lock").exists()
+
+    as_deploy_user(sudo_user, f"sed -i '$d' {kept}")  # the file as rendered again: the rollback goes through
+    assert rollback(sudo_project, PASSWORD) == first
+    assert (etc / "demo/app.conf").read_text() == f"workers=2\nrelease={first}\n"
+
+    (etc / ".deploytool").rename(etc / "records-of-another-version")  # releases deployed before records existed
+    with pytest.raises(DeployError) as failure:
+        run_rollback(load_inventory(sudo_project.path / "hosts.yml").hosts("test", "web1"), second, password=PASSWORD)
+    message = str(failure.value)
+    assert f"release {second} has no record of its config" in message, message
+    assert "deploy its commit again instead" in message, message
+    assert current(sudo_project) == f"releases/{first}"
+
+
+def test_upgrading_a_host_whose_releases_have_no_records(sudo_project: Project) -> None:
+    """A host deployed before records existed: the first deploy adopts the live release's files (what root
+    installed), so putting its config back after a rejected config works, and a later rollback to it too."""
+    etc = etc_root(sudo_project)
+    first = deploy(sudo_project, PASSWORD)
+    shutil.rmtree(etc / ".deploytool")  # as deployed by an earlier deploytool
+    marker = etc.parent / "reject-config"
+    marker.touch()
+    host = sudo_project.inventory["stages"]["test"]["hosts"]["web1"]
+    host["validate"] = [*host["validate"], f"test ! -e {marker}"]
+    sudo_project.write_inventory()
+    sudo_project.commit("v2", {"etc-mock/demo/app.conf.j2": "v2\n" + TEMPLATE})
+    with pytest.raises(DeployError) as failure:
+        deploy(sudo_project, PASSWORD)
+    assert "validating config" in str(failure.value) and "failed too" not in str(failure.value), str(failure.value)
+    assert current(sudo_project) == f"releases/{first}"
+    assert (etc / "demo/app.conf").read_text() == f"workers=2\nrelease={first}\n", "put back (adopted)"
+
+    marker.unlink()
+    third = deploy(sudo_project, PASSWORD)
+    assert current(sudo_project) == f"releases/{third}"
+    assert rollback(sudo_project, PASSWORD) == first
+    assert (etc / "demo/app.conf").read_text() == f"workers=2\nrelease={first}\n"

@@ -7,10 +7,13 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from deploytool.connection import transport
-from deploytool.errors import RemoteError
+from deploytool.errors import InventoryError, RemoteError
 from deploytool.inventory import HostConfig, load_inventory
 from deploytool.rendering.config import render_commands
 from deploytool.reporting.terminal import escape_controls, redact_credentials
@@ -29,7 +32,7 @@ from deploytool.supply.mirror import hash_requirements, read_manifest, sync, upl
 from deploytool.supply.requirements import RequirementsError, parse_requirement_texts
 from deploytool.supply.wheelmeta import MirrorError, sha256_file
 from tests import sshd
-from tests.conftest import Project
+from tests.conftest import HOST_PYTHON, Project
 from tests.isolation import deadline
 from tests.test_config_deploy import config_project, etc_root  # noqa: F401  (a fixture)
 from tests.test_deploy_ssh import current, root_of
@@ -489,3 +492,92 @@ def test_library_messages_are_one_line_with_verbose_and_nothing_without(capfd: p
     # a reset rather than an end of file (a matter of timing); its traceback lines are not shown.
     assert verbose.err.count("\n") == 1 and "Traceback" not in verbose.err, verbose.err
     assert verbose.err.startswith("paramiko.transport: Exception (client): Error reading SSH protocol banner")
+
+
+# --- issue 17, host side: what the deploy user's files let others see or do ---------------------------------
+
+
+def permissive_python(project: Project, host: str) -> None:
+    """``host``'s python runs with umask 000, as a host whose login sets no umask may."""
+    script = root_of(project, host).parent / "umask-000-python"
+    script.write_text(f'#!/bin/sh\numask 000\nexec {shlex.quote(HOST_PYTHON)} "$@"\n')
+    script.chmod(0o755)
+    project.inventory["stages"]["test"]["hosts"][host]["python"] = str(script)
+
+
+def test_the_lock_its_token_and_the_journal_are_the_deploy_users_alone_whatever_the_umask(
+    ssh_project: Project,
+) -> None:
+    """owner.json holds the run's token: deploy.lock is 0700, owner.json, switch.json and journal.jsonl 0600."""
+    permissive_python(ssh_project, "web1")
+    seen = root_of(ssh_project, "web1").parent / "seen"
+    ssh_project.inventory["stages"]["test"]["hosts"]["web1"]["validate"] = [
+        f'umask > {seen}; cd "$DEPLOYTOOL_ROOT" && stat -c "%a %n" deploy.lock deploy.lock/owner.json '
+        f"deploy.lock/switch.json >> {seen}"
+    ]
+    ssh_project.write_inventory()
+    ssh_project.commit("validate")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    assert seen.read_text().splitlines() == [
+        "0000",  # the host's commands did run with umask 000
+        "700 deploy.lock",
+        "600 deploy.lock/owner.json",
+        "600 deploy.lock/switch.json",
+    ]
+    journal = root_of(ssh_project, "web1") / "journal.jsonl"
+    assert journal.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_trash_symlink_is_never_followed(ssh_project: Project) -> None:
+    """A ``<root>/trash`` symlink made finish empty the directory it points to: nothing is pruned into it now."""
+    host = ssh_project.inventory["stages"]["test"]["hosts"]["web1"]
+    host["keep_releases"] = 1
+    ssh_project.write_inventory()
+    ssh_project.commit("keep one")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    root = root_of(ssh_project, "web1")
+    victim = root.parent / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me\n")
+    user = ssh_project.inventory["stages"]["test"]["user"]
+    subprocess.run(["chown", "-R", f"{user}:", str(victim)], check=True)  # the deploy user could empty it
+    shutil.rmtree(root / "trash", ignore_errors=True)
+    (root / "trash").symlink_to(victim, target_is_directory=True)
+    first = sorted(os.listdir(root / "releases"))
+    for version in ("v2", "v3"):  # the third deploy prunes the first (the rollback target is kept too)
+        ssh_project.commit(version)
+        ssh_project.fab("deploy", "--hosts", "web1")
+    time.sleep(1)  # the background deletion, had one started
+    assert sorted(os.listdir(victim)) == ["precious"] and (victim / "precious").read_text() == "keep me\n"
+    assert set(first) <= set(os.listdir(root / "releases")), "not pruned into the symlink's target"
+    assert current(ssh_project, "web1") != f"releases/{first[0]}"
+
+
+def test_commands_get_every_variable_and_default_signal_dispositions(ssh_project: Project) -> None:
+    """A ``DEPLOYTOOL_*`` value with a newline was dropped silently; the commands publish starts (daemons
+    included) inherited its ignored SIGHUP and SIGINT."""
+    host = ssh_project.inventory["stages"]["test"]["hosts"]["web1"]
+    seen = root_of(ssh_project, "web1").parent / "seen"
+    seen.mkdir()
+    subprocess.run(["chown", f"{ssh_project.inventory['stages']['test']['user']}:", str(seen)], check=True)
+    host["etc_root"] = str(seen.parent / "etc\nroot")
+    host["validate"] = [f'printf %s "$DEPLOYTOOL_ETC_ROOT" > {seen}/etc_root']
+    host["after_switch"] = [f"grep SigIgn /proc/$$/status > {seen}/ignored"]
+    host["restart"] = [f"sh -c 'grep SigIgn /proc/$$/status' > {seen}/restart-ignored"]
+    ssh_project.write_inventory()
+    ssh_project.commit("odd etc root")
+    ssh_project.fab("deploy", "--hosts", "web1")
+    for name in ("ignored", "restart-ignored"):
+        mask = int((seen / name).read_text().split()[1], 16)
+        hup, intr, pipe = (1 << (signal.SIGHUP - 1)), (1 << (signal.SIGINT - 1)), (1 << (signal.SIGPIPE - 1))
+        assert mask & (hup | intr | pipe) == 0, f"{name}: {mask:#x}"
+    assert (seen / "etc_root").read_text() == host["etc_root"]
+
+
+def test_a_nul_in_a_hosts_yml_value_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yml").write_text(
+        'app: demo\nmirror: /srv/wheels\nstages:\n  s:\n    root: "/srv/a\\0b"\n    hosts: [h1]\n'
+    )
+    with pytest.raises(InventoryError) as failure:
+        load_inventory(tmp_path / "hosts.yml")
+    assert "root" in str(failure.value) and "\\x00" in str(failure.value)

@@ -5,8 +5,11 @@ A project's fabfile needs one line: ``from deploytool import ns``.
 
 from __future__ import annotations
 
+import contextlib
+import json as json_module
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -44,21 +47,41 @@ def _run_and_report(
     """Run a flow with progress lines (or silently, for --json), then print the summary (or the document); a
     failure still prints them, then ends in the one-line ``Error:``. The stage's ``notify`` commands run last,
     whatever the outcome, and never change it."""
+    from ..connection.hostrun import step_listener
     from ..connection.transport import show_library_messages
+    from ..reporting import deploylog, live
     from ..reporting.notify import notify
     from ..reporting.report import Progress, dumps
 
     show_library_messages(verbose)
-    if not as_json:
-        report.log.listeners = [Progress([host.name for host in hosts], verbose=verbose)]
+    names = [host.name for host in hosts]
+    path = deploylog.laptop_path(hosts[0].app, report.stage, report.run, report.command)
+    laptop_log = deploylog.LaptopLog(path, deploylog.header(report.command, report.stage, report.release, names,
+                                                            report.run))  # fmt: skip
+    report.log_path = str(laptop_log.path) if laptop_log.path else None
+    show = live.Live(names) if live.wanted(as_json) else None
+    report.log.listeners = [laptop_log, *([] if as_json else [Progress(names, verbose=verbose, live=show)])]
     ok = False
     try:
-        run()
+        with step_listener(show.step) if show else contextlib.nullcontext():
+            run()
         ok = report.ok
+    except DeployError as error:
+        raise DeployError(f"{error}\n{where_logs(report)}") from None
     finally:
+        if show is not None:
+            show.close()
+        laptop_log.end(report.summary(), report.error)
         print(dumps(report.to_json()) if as_json else "\n" + report.summary())
         sys.stdout.flush()
         notify(hosts, report, ok, project_root)
+
+
+def where_logs(report: RunReport) -> str:
+    """Where a failed run's whole log is: the laptop's file, and each host's (``fab log``)."""
+    here = f"{report.log_path}; " if report.log_path else ""
+    release = f" --release {report.release}" if report.release else ""
+    return f"The whole log: {here}each host's: fab log --stage {report.stage}{release}"
 
 
 BATCH_HELP = 'hosts per batch: a number or a percentage like "25%" (default: hosts.yml batch_size, else all)'
@@ -109,7 +132,7 @@ def deploy(
     from ..flow.release import git, uncommitted_files, working_tree_notes
     from ..reporting.events import EventLog
     from ..reporting.report import RunReport
-    from .confirm import ask, deploy_lines
+    from .confirm import ask, deploy_lines, hosts_now, range_lines, will_ask
 
     inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
@@ -120,11 +143,11 @@ def deploy(
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return
-    if selected[0].confirm and not yes:
+    if will_ask(selected, "deploy", yes):
         root, commit = inventory.project_root, plan.release.commit
         subject = git(root, "log", "-1", "--format=%s", commit)
         lines = deploy_lines(plan.release.id, commit, subject, ref, selected, uncommitted_files(root, inventory.path))
-        ask(selected, "deploy", lines, yes)
+        ask(selected, "deploy", lines + range_lines(root, hosts_now(selected), commit), yes)
     password = sudo.configured_password(selected, c.config)
     release = plan.release
     report = RunReport("deploy", selected[0].stage, release.id, release.commit, EventLog())
@@ -168,13 +191,17 @@ def rollback(
     from ..flow.release import check_release_id
     from ..reporting.events import EventLog
     from ..reporting.report import RunReport
-    from .confirm import ask, rollback_lines
+    from .confirm import ask, hosts_now, range_lines, rollback_lines, will_ask
 
     inventory, selected = selected_hosts(c, stage, hosts)
     batch = parse_batch_size(batch_size)
     if to is not None:
         check_release_id(to)  # before asking about it
-    ask(selected, "roll back", rollback_lines(to, selected), yes)
+    if will_ask(selected, "roll back", yes):
+        lines = rollback_lines(to, selected)
+        if to is None:
+            lines += range_lines(inventory.project_root, hosts_now(selected), None, rollback=True)
+        ask(selected, "roll back", lines, yes)
     password = sudo.configured_password(selected, c.config)
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
 
@@ -289,12 +316,81 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
 
     def show(target: Target, found: tuple[deploylock.LostRun | None, list[str], str]) -> str:
         lost, incomplete, problem = found
-        said = f"{target.name}: " + (f"removed the lock of {lost.holder}{lost.standing}" if lost else "was not locked")
+        if lost is None:
+            said = f"{target.name}: was not locked"
+        elif lost.held:
+            said = f"{target.name}: lifted the lock {lost.holder}"
+        else:
+            said = f"{target.name}: removed the lock of {lost.holder}{lost.standing}"
         for release_id in incomplete:
             said += f"; release {release_id} is incomplete (left by an interrupted run): the next deploy removes it"
         return said + (f"; {problem}" if problem else "")
 
     _on_each_selected(c, stage, hosts, unlock_one, show, "unlock")
+
+
+@task(
+    klass=HostsTask,
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
+        "release": "the release whose log to show (default: the log each host wrote last)",
+        "brief": "one line per step, without its output",
+    },
+)
+@task_boundary
+def log(c: Context, stage: str | None = None, hosts: str | None = None, release: str | None = None,
+        brief: bool = False) -> None:  # fmt: skip
+    """Show each host's deploy log of a release: every step of every run (build, publish, restart, health,
+    hooks, finish), with its output."""
+    from ..flow.release import check_release_id
+    from ..reporting import deploylog
+
+    if release is not None:
+        check_release_id(release)
+    _on_each_selected(
+        c,
+        stage,
+        hosts,
+        lambda target: deploylog.read_host_log(target, release),
+        lambda target, found: "\n".join(deploylog.format_host_log(target, found, verbose=not brief)),
+        "reading the deploy log",
+    )
+
+
+@task(
+    klass=HostsTask,
+    help={
+        "stage": STAGE_HELP,
+        "hosts": HOSTS_HELP,
+        "message": 'why deploys must wait, shown to whoever tries one (--message "db maintenance until 14:00")',
+    },
+)
+@task_boundary
+def lock(c: Context, stage: str | None = None, hosts: str | None = None, message: str | None = None) -> None:
+    """Hold every host of the stage (or --hosts): deploys and rollbacks are refused, saying who, why and since
+    when, until fab unlock. All or nothing: if one host cannot be held, none is."""
+    from ..connection.fleet import connected, describe_failures, on_each
+    from ..flow import deploylock
+    from ..layout import Layout
+
+    if message is None:
+        raise DeployError('fab lock needs --message, saying why deploys must wait (--message "db maintenance")')
+    owner = deploylock.hold_owner(message)
+    _, selected = selected_hosts(c, stage, hosts)
+    with connected(selected) as targets:
+        results = on_each(targets, lambda t: deploylock.hold(t, owner), lambda t: t.name)
+        if results.failed:
+            for target, held in results.done:  # all or nothing: lift the holds this call took
+                with suppress(Exception):
+                    deploylock.unlock(target, only_if_owner=held)
+            names = ", ".join(target.name for target, _ in results.done)
+            undone = f"\nNothing is held (the lock just taken on {names} was lifted again)." if names else ""
+            raise DeployError(describe_failures("lock", [(t.name, e) for t, e in results.failed]) + undone)
+    holder = deploylock.holder(json_module.dumps(owner, sort_keys=True), Layout(selected[0].root))
+    for host in selected:
+        print(f"{host.name}: locked, {holder}")
+    print(f"Deploys and rollbacks of {len(selected)} host(s) are refused until: fab unlock --stage {selected[0].stage}")
 
 
 @task(
@@ -366,7 +462,7 @@ def version(c: Context) -> None:
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit, version)
+    collection = Collection(deploy, rollback, releases, log, lock, unlock, render_etc, status, audit, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,23 +48,53 @@ def _first_host(c: Context, stage: str | None) -> tuple[Inventory, HostConfig]:
 def check(c: Context, stage: str | None = None) -> None:
     """Check every role file: all pinned with ==, nested dependencies pinned, every pin in the mirror."""
     from ..supply.pins import laptop_mirror, target_python
-    from ..supply.requirements import check_nested, read_requirements
+    from ..supply.requirements import RequirementsError, check_nested, read_requirements
 
     inventory, host = _first_host(c, stage)
     (mirror, kind), target = laptop_mirror(inventory, host), target_python(host)
-    problems = []
+    problems: dict[str, dict[str, None]] = {}  # the file a problem is in -> its problems, each once
+    hints: dict[str, None] = {}
     started = time.perf_counter()
     for path in role_files(inventory, host):
+        shown = _relative(inventory, path)
         try:
             reqs = read_requirements(path)
             check_nested(reqs, mirror, target, kind=kind)
-            print(f"ok    {path.relative_to(inventory.project_root)}: {len(reqs.pins)} pins")
+            print(f"ok    {shown}: {len(reqs.pins)} pins")
+        except RequirementsError as error:
+            found = error.problems or [str(error)]
+            where = {_file_of(problem) or str(path): None for problem in found}
+            for problem in found:
+                problems.setdefault(_file_of(problem) or str(path), {})[problem] = None
+            hints.update({error.hint: None} if error.hint else {})
+            others = [_relative(inventory, Path(name)) for name in where if name != str(path)]
+            print(f"FAIL  {shown}" + (f": through {', '.join(others)}" if others and str(path) not in where else ""))
         except DeployError as error:
-            problems.append(str(error))
-            print(f"FAIL  {path.relative_to(inventory.project_root)}")
+            problems.setdefault(str(path), {})[str(error)] = None
+            print(f"FAIL  {shown}")
     print(f"checked against {mirror} for {target.describe()} in {time.perf_counter() - started:.2f}s")
     if problems:
-        raise DeployError("\n".join(problems))
+        lines = []
+        for name, listed in problems.items():
+            count = f"{len(listed)} problem{'s' * (len(listed) > 1)}"
+            lines += [f"{name}: {count}:", *(f"  {problem}" for problem in listed)]
+        raise DeployError("\n".join([*lines, *hints]))
+
+
+_LOCATION = re.compile(r"(.+?):\d+: ")
+
+
+def _file_of(problem: str) -> str | None:
+    """The file a problem is in (problems start with ``<file>:<line>: ``)."""
+    match = _LOCATION.match(problem)
+    return match.group(1) if match else None
+
+
+def _relative(inventory: Inventory, path: Path) -> str:
+    try:
+        return str(path.relative_to(inventory.project_root))
+    except ValueError:
+        return str(path)
 
 
 @task(name="hash", help={"stage": STAGE_HELP + "; sets the target Python and platform"})
@@ -193,7 +224,7 @@ def serve_(c: Context, port: int = 0) -> None:
 def lock_(c: Context, stage: str | None = None, role: str | None = None, upstream: str | None = None) -> None:
     """Resolve requirements/<role>.in into <role>.txt: every dependency ==-pinned, annotated and hashed."""
     from ..supply.pins import target_python
-    from ..supply.reqlock import lock
+    from ..supply.reqlock import find_uv, lock
     from ..supply.requirements import read_requirements
 
     inventory, host = _first_host(c, stage)
@@ -202,9 +233,11 @@ def lock_(c: Context, stage: str | None = None, role: str | None = None, upstrea
     missing = [str(path) for path in sources if not path.is_file()]
     if missing or not sources:
         raise DeployError(f"{inventory.path}: no input file {', '.join(missing) or str(directory / '<role>.in')}")
+    uv = find_uv(wheelhouse_of(inventory))
+    print(f"resolving with {uv}")
     for source in sources:
         started = time.perf_counter()
-        written = lock(source, target_python(host), upstream or inventory.upstream)
+        written = lock(source, target_python(host), upstream or inventory.upstream, uv)
         pins, seconds = len(read_requirements(written).pins), time.perf_counter() - started
         print(f"locked {written.relative_to(inventory.project_root)}: {pins} pins in {seconds:.2f}s")
 

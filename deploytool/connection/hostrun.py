@@ -12,10 +12,11 @@ JSON object; each caller validates the fields it uses.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,36 @@ def progress(stderr: str) -> str:
     return ""
 
 
+#: Who hears of each step a host-side module starts, as it starts (`step_listener`): host, phase, step title (as
+#: the host wrote it: not trusted).
+StepListener = Callable[[str, str, str], None]
+_step_listeners: list[StepListener] = []
+
+
+@contextlib.contextmanager
+def step_listener(listener: StepListener) -> Iterator[None]:
+    """Tell ``listener`` of every step any module starts on any host while this is entered (live progress)."""
+    _step_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _step_listeners.remove(listener)
+
+
+def _step_reporter(host: str, phase: str) -> Callable[[str], None] | None:
+    if not _step_listeners:
+        return None
+
+    def report(line: str) -> None:
+        said = json.loads(line)
+        if isinstance(said, dict) and isinstance(said.get("progress"), str):
+            where = said.get("phase") if isinstance(said.get("phase"), str) else phase
+            for listener in list(_step_listeners):
+                listener(host, str(where)[:20], said["progress"][:300])
+
+    return report
+
+
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
     """The module's JSON object, or a `RemoteError` saying what came back instead."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -124,6 +155,13 @@ def run_module(
     dropped connection raise as `transport.run` says, not as the module's failure."""
     stdin = ChunkedStream(stdin_line(args))
     result = transport.run(
-        c, command(python, name, sudo=sudo), phase=phase or name, label=progress, hide=True, warn=True, in_stream=stdin
+        c,
+        command(python, name, sudo=sudo),
+        phase=phase or name,
+        label=progress,
+        on_line=_step_reporter(host, phase or name),
+        hide=True,
+        warn=True,
+        in_stream=stdin,
     )
     return parse_answer(host, name, result.stdout, result.stderr, result.return_code)

@@ -11,6 +11,7 @@ apart from a step that failed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -75,7 +76,7 @@ class _Bounded:
     def respond(self, buffer_: list[str]) -> None:
         if all(isinstance(watcher, _Clock) for watcher in self.watchers):
             for watcher in self.watchers:
-                watcher.submit("")
+                watcher.seen(id(buffer_), buffer_[-1] if buffer_ else "")
             return
         super().respond(buffer_)  # type: ignore[misc]
 
@@ -325,15 +326,31 @@ def alive_interval(host: HostConfig) -> int:
 
 
 class _Clock(StreamWatcher):
-    """Notes when the host last sent output (invoke hands every chunk to its watchers)."""
+    """Notes when the host last sent output (invoke hands every chunk to its watchers), and hands each whole line
+    the host writes to ``on_line`` (live progress), reading only the new chunk (linear)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_line: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.last = time.monotonic()
+        self.on_line = on_line
+        self.partial: dict[int, str] = {}  # per stream: the end of its last chunk, not yet a whole line
 
     def submit(self, stream: str) -> list[str]:
         self.last = time.monotonic()
         return []
+
+    def seen(self, stream: int, chunk: str) -> None:
+        self.last = time.monotonic()
+        if self.on_line is None or not chunk:
+            return
+        text = self.partial.pop(stream, "") + chunk
+        *lines, rest = text.split("\n")
+        if len(rest) < 65536:  # a longer "line" is no progress line: not kept
+            self.partial[stream] = rest
+        for line in lines:
+            if line.startswith('{"progress"'):
+                with contextlib.suppress(Exception):  # a display must never break a run
+                    self.on_line(line)
 
     def silent(self) -> int:
         return round(time.monotonic() - self.last)
@@ -369,13 +386,22 @@ def _nowhere(output: str) -> str:
     return ""
 
 
-def run(c: Runner, command: str, *, phase: str = "", label: Callable[[str], str] = _nowhere, **kwargs: Any) -> Any:
+def run(
+    c: Runner,
+    command: str,
+    *,
+    phase: str = "",
+    label: Callable[[str], str] = _nowhere,
+    on_line: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Run ``command`` on ``c`` within the host's time for ``phase`` (see `phase_timeout`), with keepalives.
 
     Returns the result as ``c.run`` does (``warn``, ``hide`` and the rest are passed on), but raises
     `NotAnswering` when the time ran out and the host does not answer a keepalive, a `RemoteError` when the
     phase took too long on a host that does answer, `ConnectionLost` when the connection dropped, and
-    `Interrupted` after `interrupt`. ``label(output so far)`` says where it was, for those messages."""
+    `Interrupted` after `interrupt`. ``label(output so far)`` says where it was, for those messages; ``on_line``
+    is given each progress line (``{"progress": ...}``) the command writes, as it comes."""
     link = _links.get(id(c))
     if link is None:  # a connection this module did not open
         return c.run(command, **kwargs)
@@ -384,7 +410,7 @@ def run(c: Runner, command: str, *, phase: str = "", label: Callable[[str], str]
         raise Interrupted(host.name, f"interrupted on the laptop{during}")
     if link.given_up:
         raise NotAnswering(host.name, f"not answering; nothing more was tried{during}")
-    limit, clock = phase_timeout(host, phase), _Clock()
+    limit, clock = phase_timeout(host, phase), _Clock(on_line)
     try:
         if isinstance(c, Connection):
             c.open()  # again, if an interruption or a lost connection closed it

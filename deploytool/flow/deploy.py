@@ -22,6 +22,7 @@ from ..errors import DeployError
 from ..inventory import HostConfig, Inventory
 from ..rendering.config import payload, render_commands, render_commit
 from ..rendering.etc import RenderedEtc
+from ..reporting import deploylog
 from ..reporting.events import EventLog
 from ..reporting.report import RunReport
 from ..supply.pins import check_pins, target_python
@@ -41,8 +42,9 @@ class Plan:
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
 
 
-def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
+def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog, run: str) -> None:
     release, name = plan.release, target.name
+    target.log = deploylog.spec(target, release.id, "deploy", run)
     try:
         with log.phase(name, phases.CHECK):
             state = deploylock.take(target, deploylock.owner("deploy", release.id), log)
@@ -50,9 +52,9 @@ def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> N
         with log.phase(name, phases.PUSH):  # the pack of what the host lacks: it travels with the build call
             pack = phases.commit_pack(str(project_root), release.commit, state.deploy_head)
         rendered = plan.rendered.get(name)
-        with log.phase(name, phases.BUILD):
+        with log.phase(name, phases.BUILD) as record:
             config = payload(rendered) if rendered is not None else None
-            phases.build(target, release, plan.install[name], config, pack)
+            record.output = phases.build(target, release, plan.install[name], config, pack)
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
@@ -103,7 +105,7 @@ def run_deploy(
                 sudo.passwords(targets, ask_password)
             try:
                 prepared = on_each(
-                    targets, lambda t: _prepare(plan, project_root, t, log), lambda t: t.name, _stop, limit
+                    targets, lambda t: _prepare(plan, project_root, t, log, report.run), lambda t: t.name, _stop, limit
                 )
             except KeyboardInterrupt as stop:
                 stuck = abort_all(targets, release, f"{interruption(stop)} on the laptop", limit)
@@ -120,7 +122,7 @@ def run_deploy(
                 )
             rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit, finished=live)
             try:
-                deploy_batches(rollout, release)
+                deploy_batches(rollout, release, plan.rendered)
             except KeyboardInterrupt as stop:
                 # A host-side step under way runs to its end whatever happens here: it is waited for.
                 raise DeployError(interrupted_batches(stop, rollout, release.id, release)) from None
@@ -219,6 +221,8 @@ def run_rollback(
                 abort_all(targets, limit=limit)
                 raise
             report.release = chosen
+            for target in targets:
+                target.log = deploylog.spec(target, chosen, "rollback", report.run)
             rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit, finished=done)
             try:
                 rollback_batches(rollout, chosen)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from ..connection.hostrun import ModuleFailed, run_module
 from ..connection.transport import phase_timeout
-from ..errors import LockedError, RemoteError
+from ..errors import DeployError, LockedError, RemoteError
 from ..inventory import HostConfig
 from ..layout import Layout
 from ..reporting.events import OK, Event, EventLog
@@ -27,6 +27,8 @@ from .release import RELEASE_ID, deployer
 from .target import HostState, Target, printable, release_of_link
 
 UNLOCK = "unlock"
+HOLD = "hold"  # the action of a lock ``fab lock`` holds: no run, no process; only ``fab unlock`` lifts it
+MESSAGE_LIMIT = 200  # characters of a hold's message (its owner.json stays far below `OWNER_LIMIT`)
 
 
 def owner(action: str, release: str) -> dict[str, str | int]:
@@ -42,13 +44,31 @@ def owner(action: str, release: str) -> dict[str, str | int]:
     }
 
 
-def holder_is_gone(owner_text: str) -> bool:
-    """The lock was taken by a process of this machine that no longer runs (a killed ``fab``)."""
+def hold_owner(message: str) -> dict[str, str | int]:
+    """The owner record of a lock ``fab lock`` holds: who, since when and why; no process (nothing runs under
+    it, so it is never taken over as a dead run's) and no run token (``fab unlock`` removes it at once)."""
+    text = message.strip()
+    if not text:
+        raise DeployError('--message is empty; say why deploys must wait (--message "db maintenance until 14:00")')
+    if len(text) > MESSAGE_LIMIT:
+        raise DeployError(f"--message is {len(text)} characters long; keep it to {MESSAGE_LIMIT}")
+    return {"action": HOLD, "message": text, "user": deployer(), "since": journal.now(),
+            "machine": socket.gethostname()}  # fmt: skip
+
+
+def _owner(owner_text: str) -> dict[str, object] | None:
     try:
         owner = json.loads(owner_text)
     except ValueError:
-        return False
-    if not isinstance(owner, dict) or owner.get("machine") != socket.gethostname():
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def holder_is_gone(owner_text: str) -> bool:
+    """The lock was taken by a process of this machine that no longer runs (a killed ``fab``). Never a lock
+    ``fab lock`` holds: its process ended on purpose."""
+    owner = _owner(owner_text)
+    if owner is None or owner.get("action") == HOLD or owner.get("machine") != socket.gethostname():
         return False
     pid = owner.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
@@ -62,14 +82,29 @@ def holder_is_gone(owner_text: str) -> bool:
     return False
 
 
+def holder(owner_json: str, layout: Layout) -> str:
+    """Who holds a lock, as its ``owner.json`` says (validated: it comes from the host): ``deploy X by U since
+    T``, or for a lock ``fab lock`` holds, ``held by U since T: "why"``."""
+    owner = _owner(owner_json)
+    if owner is None:
+        return f"an unknown holder ({layout.lock_owner} is unreadable)"
+    who = f"by {printable(owner.get('user', '?'))} since {printable(owner.get('since', '?'))}"
+    if owner.get("action") == HOLD:
+        return f'held {who}: "{printable(owner.get("message") or "", MESSAGE_LIMIT)}"'
+    what = " ".join(printable(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
+    return f"{what} {who}"
+
+
+def is_hold(owner_json: str) -> bool:
+    owner = _owner(owner_json)
+    return owner is not None and owner.get("action") == HOLD
+
+
 def describe(owner_json: str, layout: Layout, host: HostConfig) -> str:
     """What a held lock says, and how to clear it."""
-    try:
-        owner = json.loads(owner_json)
-        what = " ".join(printable(owner.get(key) or "") for key in ("action", "release")).strip() or "?"
-        held = f"{what} by {printable(owner.get('user', '?'))} since {printable(owner.get('since', '?'))}"
-    except (ValueError, AttributeError):
-        held = f"an unknown holder ({layout.lock_owner} is unreadable)"
+    if is_hold(owner_json):
+        return f"locked: {holder(owner_json, layout)}; when that is over: fab unlock --stage {host.stage}"
+    held = holder(owner_json, layout)
     return f"locked: {held}; if that run crashed, clear it with: fab unlock --stage {host.stage} --hosts {host.name}"
 
 
@@ -102,6 +137,20 @@ def take(target: Target, owner: dict[str, str | int], log: EventLog) -> HostStat
         return state
 
 
+def hold(target: Target, owner: dict[str, str | int]) -> str:
+    """Take the host's lock for ``fab lock`` (host-side module ``check``: the layout made, then the lock taken
+    with ``owner``, a `hold_owner`); the ``owner.json`` text it holds. `LockedError` when another lock is there."""
+    try:
+        args = phases.check_args(target, owner, sudo=False)
+        run_module(target.c, target.name, target.host.python, "check", args, phase=HOLD)
+    except ModuleFailed as refused:
+        if refused.result.get("reason") != "locked":
+            raise
+        owner_text = str(refused.result.get("owner") or "").strip()
+        raise LockedError(target.name, describe(owner_text, target.layout, target.host), owner_text) from None
+    return json.dumps(owner, sort_keys=True)  # as the state module writes it
+
+
 @dataclass(frozen=True)
 class LostRun:
     """What a lock left behind says: its holder, and how far that run's publish step got on the host."""
@@ -109,6 +158,7 @@ class LostRun:
     holder: str  # "deploy X by user@laptop since T"
     standing: str  # "; that run's switch had ended ... the host is on X", or ""
     finished_entry: journal.Entry | None  # the journal line of a switch that completed but was never recorded
+    held: bool = False  # a lock ``fab lock`` held (no run: nothing to finish)
 
 
 def unlock(target: Target, only_if_owner: str | None = None) -> LostRun | None:
@@ -136,8 +186,10 @@ def unlock(target: Target, only_if_owner: str | None = None) -> LostRun | None:
             f"{layout.lock} is held by a publish step that still runs on the host (its run lost the host); "
             f"wait for it to end, then: fab unlock --stage {target.host.stage} --hosts {target.name}",
         )
-    holder = describe(owner_text, layout, target.host).split(";")[0].removeprefix("locked: ")
-    lost = lost_run(holder, record, release_of_link(link, layout))
+    if is_hold(owner_text):
+        lost = LostRun(holder(owner_text, layout), "", None, held=True)
+    else:
+        lost = lost_run(holder(owner_text, layout), record, release_of_link(link, layout))
     if found.get("removed") is True:
         return lost
     run = _run_of(owner_text)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
-from ..connection.hostrun import ModuleFailed, run_module
+from ..connection.hostrun import ModuleFailed, run_module, steps_output
 from ..connection.transport import ConnectionLost, NotAnswering, phase_timeout
 from ..errors import DeployError, RemoteError
 from ..reporting.events import (
@@ -74,21 +74,28 @@ class InstallPlan:
     require_hashes: bool = False
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
     installer: str = "pip"
+    uv_hashes: tuple[str, ...] = ()  # installer uv: the sha256s its wheel may have (`installer.uv_hashes`)
+
+
+def check_args(target: Target, lock: dict[str, str | int], sudo: bool = True) -> dict[str, object]:
+    """The ``check`` module's arguments: take the lock with owner record ``lock``."""
+    host = target.host
+    return {
+        "root": target.layout.root,
+        "etc_root": host.etc_root,
+        "allow_root": host.allow_root,
+        "sudo": host.sudo and sudo,
+        "password": target.sudo_password if sudo else None,
+        "lock": lock,
+        "timeout": phase_timeout(host, CHECK),
+    }
 
 
 def check(target: Target, owner: dict[str, str | int]) -> HostState:
     """Probe the host, make the layout, and take its lock (host-side module ``check``). A lock another run
     holds raises `ModuleFailed` with ``reason: locked`` and its ``owner`` (`deploylock.take` says whose)."""
     host, layout = target.host, target.layout
-    args = {
-        "root": layout.root,
-        "etc_root": host.etc_root,
-        "allow_root": host.allow_root,
-        "sudo": host.sudo,
-        "password": target.sudo_password,
-        "lock": {**owner, "run": target.run},
-        "timeout": phase_timeout(host, CHECK),
-    }
+    args = check_args(target, {**owner, "run": target.run})
     try:
         answer = run_module(target.c, target.name, host.python, "check", args, phase=CHECK)
     except ModuleFailed:
@@ -154,8 +161,8 @@ def _make_pack(project_root: str, commit: str, host_head: str | None) -> str | N
     return base64.b64encode(done.stdout).decode("ascii")
 
 
-def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, object]:
-    host, layout = target.host, target.layout
+def _installer_args(target: Target, release_id: str, install: InstallPlan) -> dict[str, object]:
+    host, layout, tool = target.host, target.layout, install.installer
     args: dict[str, object] = {
         "tool": tool,
         "tools_venv": layout.tools_venv,
@@ -167,6 +174,7 @@ def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, obj
             uv=installer.uv_bin(layout),
             uv_version=installer.uv_version_line(),
             install_uv=installer.install_uv(host, layout, release_id),
+            uv_requirement=installer.uv_requirement(install.uv_hashes),
         )
     return args
 
@@ -193,22 +201,23 @@ def build_args(
         "etc": layout.etc(release.id),
         "stale": [[layout.release(rid), posixpath.join(layout.trash, rid)] for rid in stale],
         "trash": layout.trash,
-        "installer": _installer_args(target, release.id, install.installer),
+        "installer": _installer_args(target, release.id, install),
         "make_venv": installer.make_venv(host, layout, release.id, install.installer),
         "install": installer.install(host, layout, release.id, requirements, install.require_hashes, install.installer),
         "check": installer.check(host, layout, release.id, install.installer),
         "bytecode": {"venv": layout.venv(release.id), "previous": layout.venv(state.current) if state.current else ""},
         "shared": [[layout.shared_dir(name), posixpath.join(path, name)] for name in host.shared_dirs],
         "timeout": phase_timeout(host, BUILD),
+        "log": target.log,
     }
 
 
 def build(
     target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, pack: str | None = None
-) -> None:
+) -> str:
     """Make ``releases/<id>`` (host-side module ``build``): the commit into the host's repo (``pack``, from
     `commit_pack`), code checked out from it, manifest, rendered config, venv with the pins. A failed step raises
-    naming it ("no space left on <root>" when the disk is full)."""
+    naming it ("no space left on <root>" when the disk is full). Returns what its steps printed (for the log)."""
     args = build_args(target, release, install, etc_tar_b64, pack)
     try:
         answer = run_module(target.c, target.name, target.host.python, "build", args, phase=BUILD)
@@ -216,6 +225,7 @@ def build(
         _drop_removed(target, failed.result.get("removed"))
         raise
     _drop_removed(target, answer.get("removed"))
+    return steps_output(answer)
 
 
 def _drop_removed(target: Target, removed: object) -> None:
@@ -246,6 +256,8 @@ def finish(
         "run": target.run,
         "unlock": unlock,
         "trash": layout.trash,
+        "log": target.log,
+        "logs": _kept_logs(target, prune),
     }
     try:
         answer = run_module(target.c, target.name, target.host.python, "finish", args, phase=FINISH)
@@ -254,6 +266,12 @@ def finish(
         target.locked = failed.result.get("unlocked") is not True and failed.result.get("ours") is not False
         raise
     target.locked = answer.get("unlocked") is not True
+
+
+def _kept_logs(target: Target, prune: Sequence[str]) -> dict[str, str] | None:
+    """When pruning: the deploy logs to keep are those from the oldest release left on."""
+    kept = [rid for rid in target.state.releases if rid not in prune]
+    return {"dir": target.layout.deploy_logs, "keep_from": min(kept)} if prune and kept else None
 
 
 def abort(target: Target, release_id: str | None, entry: journal.Entry | None) -> None:

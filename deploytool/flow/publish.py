@@ -9,11 +9,11 @@ The lock stays held; `phases.finish` journals and unlocks.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
-import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..connection.hostrun import ModuleFailed, run_module
@@ -22,7 +22,7 @@ from ..errors import DeployError, RemoteError
 from ..inventory import HostConfig
 from ..layout import Layout
 from ..rendering.config import render_commands
-from ..rendering.etc import install_args
+from ..rendering.etc import RenderedEtc, install_args
 from . import journal
 from .golive import HealthCheck
 from .phases import HEALTH, PUBLISH, RESTART, SWITCH
@@ -40,6 +40,9 @@ class ConfigSwitch:
 
     install: tuple[str, str, str]  # release etc, etc root, previous release etc ("" for none)
     restore: tuple[str, str, str]
+    # etc_install's stdin for each: the deploy root, the two releases, and (installing a release just rendered)
+    # the sha256 and mode of every file the laptop rendered; the host checks and records them (`etc_check`)
+    check: dict[str, dict[str, Any]] = field(default_factory=dict)
     validate: tuple[str, ...] = ()
     after_switch: tuple[str, ...] = ()
     restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
@@ -51,11 +54,35 @@ def _empty_etc(layout: Layout) -> str:
     return posixpath.join(layout.root, "tools", "empty-etc")
 
 
-def config_switch(target: Target, release_id: str | None, previous: str | None) -> ConfigSwitch:
+def rendered_sums(rendered: RenderedEtc | None) -> dict[str, dict[str, Any]]:
+    """The sha256 and mode of every file rendered for a host (none when the commit has no templates)."""
+    if rendered is None:
+        return {}
+    return {
+        name: {"sha256": hashlib.sha256(rendered[name]).hexdigest(), "mode": rendered.mode(name)} for name in rendered
+    }
+
+
+def etc_check(
+    layout: Layout, release_id: str | None, previous: str | None, expected: dict[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """``etc_install``'s stdin: which releases its two directories are, and the rendered files' sums (``None``:
+    not rendered in this run, so the host checks the release against the record it kept at its deploy)."""
+    return {"root": layout.root, "release": release_id, "previous": previous, "expected": expected}
+
+
+def config_switch(
+    target: Target,
+    release_id: str | None,
+    previous: str | None,
+    sums: dict[str, dict[str, Any]] | None = None,
+) -> ConfigSwitch:
     """The installer arguments that put ``release_id``'s config in place of ``previous``'s, and that put it back.
 
     A release without ``etc/`` has no config: switching to it removes the files the other one installed; so does
-    switching to no release at all (``release_id`` None)."""
+    switching to no release at all (``release_id`` None). ``sums``: the sha256s of the files rendered for
+    ``release_id`` in this run (a deploy); without them (a rollback, a switch back) the host checks the release's
+    files against the record it made at the release's deploy."""
     host, layout = target.host, target.layout
     etc_root = host.etc_root
     new_etc = layout.etc(release_id) if release_id else _empty_etc(layout)
@@ -64,9 +91,14 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
     # With no previous release, restoring means removing what the new one installed.
     restore = install_args(previous_etc or _empty_etc(layout), etc_root, new_etc if release_id else None)
     rendered = render_commands(host, release_id, previous)
+    check = {
+        "install": etc_check(layout, release_id, previous, sums if release_id else None),
+        "restore": etc_check(layout, previous, release_id, None),
+    }
     return ConfigSwitch(
         install=install,
         restore=restore,
+        check=check,
         validate=rendered.validate,
         after_switch=rendered.after_switch,
         restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
@@ -170,7 +202,7 @@ def parse_published(host: str, answer: dict[str, Any], asked: tuple[str | None, 
 def command_env(target: Target, release_id: str | None, previous: str | None) -> dict[str, str]:
     """The environment the validate, after-switch (and restart) commands run with."""
     host, layout = target.host, target.layout
-    return {
+    env = {
         "DEPLOYTOOL_APP": host.app,
         "DEPLOYTOOL_STAGE": host.stage,
         "DEPLOYTOOL_HOST": host.name,
@@ -181,9 +213,10 @@ def command_env(target: Target, release_id: str | None, previous: str | None) ->
         "DEPLOYTOOL_PREVIOUS": previous or "",
         "DEPLOYTOOL_ETC_ROOT": host.etc_root,
     }
-
-
-_SAFE_ENV_VALUE = re.compile(r"[^\n\x00]*")
+    for key, value in env.items():  # hosts.yml refuses a NUL already; no environment variable can carry one
+        if "\x00" in value:
+            raise DeployError(f"{host.name}: {key} would hold a NUL character, which no environment variable can")
+    return env
 
 
 def publish(
@@ -207,15 +240,16 @@ def publish(
         "link": layout.release_link(release_id) if release_id else None,
         "previous": previous,
         "entry": entry.to_json() if entry is not None else None,
-        "etc": {"install": list(config.install), "restore": list(config.restore)},
+        "etc": {"install": list(config.install), "restore": list(config.restore), "check": config.check},
         "sudo": host.sudo,
         "password": target.sudo_password,
         "validate": list(config.validate),
         "after_switch": list(config.after_switch),
         "restart": config.restart,
         "health": config.health,
-        "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
+        "env": env,  # each value one argument of ``env`` on the host: a newline is carried as it is
         "command_timeout": host.timeout,
+        "log": target.log,
     }
     try:
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)

@@ -16,17 +16,18 @@ already rolled back stay there, as the operator asked). Each host's publish show
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..connection.fleet import Interrupted, Results, describe_failures, interruption, on_each
 from ..connection.transport import ConnectionLost, NotAnswering, resume
 from ..errors import DeployError
+from ..rendering.etc import RenderedEtc
 from ..reporting.events import FAILED, INTERRUPTED, OK, Event, EventLog, reason_of
 from . import journal, phases
 from .golive import batches
-from .publish import Published, PublishFailed, config_switch, publish, steps_output
+from .publish import Published, PublishFailed, config_switch, publish, rendered_sums, steps_output
 from .release import Release
 from .target import Target, read_state
 
@@ -101,11 +102,14 @@ def publish_logged(
     release_id: str | None,
     previous: str | None,
     entry: journal.Entry | None = None,
+    rendered: dict[str, dict[str, Any]] | None = None,
 ) -> Published:
-    """`switch.publish` with the config switch of ``release_id`` over ``previous``, logged as events."""
+    """`switch.publish` with the config switch of ``release_id`` over ``previous``, logged as events
+    (``rendered``: the sums of ``release_id``'s files rendered in this run, for a deploy)."""
     started = time.time()
     try:
-        published = publish(target, release_id, previous, config_switch(target, release_id, previous), entry=entry)
+        config = config_switch(target, release_id, previous, rendered)
+        published = publish(target, release_id, previous, config, entry=entry)
     except PublishFailed as error:
         _log_steps(log, target.name, phase, started, error.published, error)
         raise
@@ -168,14 +172,22 @@ class Rollout:
         return [], len(cut), len(cut)
 
 
-def deploy_batches(rollout: Rollout, release: Release) -> None:
+def deploy_batches(rollout: Rollout, release: Release, rendered: Mapping[str, RenderedEtc]) -> None:
     """Make ``release`` live on every host, batch by batch (``rollout.finished`` names the hosts finished). On a
-    failed batch, put every host back and raise the `DeployError` that says where each host stands."""
+    failed batch, put every host back and raise the `DeployError` that says where each host stands. ``rendered``:
+    each host's config as rendered on the laptop (the host installs nothing else as the release's)."""
     entries = {t.name: entry_for(t, "deploy", release.id, release.commit) for t in rollout.targets}
+    sums = {t.name: rendered_sums(rendered.get(t.name)) for t in rollout.targets}
 
     def publish_one(target: Target) -> Published:
         return publish_logged(
-            rollout.log, target, phases.PUBLISH, release.id, target.state.current, entries[target.name]
+            rollout.log,
+            target,
+            phases.PUBLISH,
+            release.id,
+            target.state.current,
+            entries[target.name],
+            rendered=sums[target.name],
         )
 
     failures, number, count = rollout.in_batches(publish_one)

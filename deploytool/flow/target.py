@@ -43,6 +43,7 @@ class Target:
     state: HostState = field(default_factory=lambda: HostState(None, [], []))
     locked: bool = False  # this run holds the host's lock: only then may it clean up there
     run: str = field(default_factory=lambda: secrets.token_hex(8))  # marks the lock as this run's
+    log: dict[str, str] | None = None  # the deploy log the host-side modules append to (`deploylog.spec`)
 
     @property
     def layout(self) -> Layout:

@@ -22,11 +22,12 @@ import secrets
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 import zlib
-from typing import Any, Callable, NoReturn
+from typing import Any, BinaryIO, Callable, NoReturn
 
 PACKAGE = "deploytool.hostside"
 EXIT_FAILED = 2  # a module that ran and answered ``ok: false``: its JSON still comes back on stdout
@@ -41,6 +42,7 @@ LOCK = "deploy.lock"
 OWNER = "owner.json"
 SWITCH_RECORD = "switch.json"
 JOURNAL = "journal.jsonl"
+DEPLOY_LOGS = "deploy-logs"  # <root>/deploy-logs/<release id>.jsonl: every step of every run of that release
 OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
 RECORD_LIMIT = 1 << 20  # publish's record holds its answer once done: its steps' output tails
 
@@ -80,6 +82,29 @@ def remove(path: str) -> None:
         shutil.rmtree(path)
 
 
+def private_file(path: str, flags: int) -> BinaryIO:
+    """Open ``path`` (binary) as a file only its owner may read and write: created 0600 whatever the umask, and an
+    existing one of this user's narrowed to 0600."""
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        append = flags & os.O_APPEND
+        return os.fdopen(fd, ("ab+" if flags & os.O_RDWR else "ab") if append else "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def not_a_real_directory(path: str) -> bool:
+    """True when ``path`` exists and is not a directory itself (a symlink to one counts as not): never follow it."""
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def lock_is_ours(owner_path: str, run: str) -> bool:
     """The lock's owner record carries this run's token."""
     try:
@@ -93,6 +118,7 @@ def lock_is_ours(owner_path: str, run: str) -> bool:
 # -- commands --------------------------------------------------------------------------------------------------
 EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 OUTPUT_LIMIT = 4000  # characters of a step's output kept (its end)
+LOG_OUTPUT_LIMIT = 65536  # characters of a step's output kept in the deploy log (its end)
 
 
 def command_path(path: str | None = None) -> str:
@@ -101,6 +127,16 @@ def command_path(path: str | None = None) -> str:
     path = os.environ.get("PATH", "") if path is None else path
     parts = path.split(":") if path else []
     return ":".join(parts + [d for d in EXTRA_PATH if d not in parts])
+
+
+DETACHED_SIGNALS = ("SIGHUP", "SIGINT", "SIGPIPE")  # what `detach` ignores
+
+
+def default_signals() -> None:
+    """In a child, before its program starts: the signals a detached module ignores are back to their defaults,
+    so the programs it starts (daemons included) get a hang-up, an interrupt or a closed pipe as usual."""
+    for name in DETACHED_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
 
 
 def run(
@@ -122,6 +158,7 @@ def run(
             errors="replace",
             timeout=timeout,
             env=env,
+            preexec_fn=default_signals,
         )
     except subprocess.TimeoutExpired as expired:
         output = expired.output if isinstance(expired.output, str) else ""
@@ -180,7 +217,13 @@ class Sudo:
         """Run ``argv`` answering each of its prompts with the password; (exit status 0, its output without
         the prompts)."""
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=default_signals,
+            )
         except OSError as error:
             return False, str(error)
         assert process.stdin is not None and process.stdout is not None
@@ -217,7 +260,54 @@ class Sudo:
             self.authenticated = False
 
 
+# -- the deploy log --------------------------------------------------------------------------------------------
+class RunLog:
+    """The deploy log a module appends to as its steps end: ``spec`` (from the laptop, or None: no log) names the
+    file (``path``, `DEPLOY_LOGS`/<release>.jsonl), the ``run`` and its ``action``. One JSON line per step
+    (``time``, ``run``, ``action``, ``phase``, ``step``, ``ok``, ``seconds``, ``output``: its last
+    `LOG_OUTPUT_LIMIT` characters), each written with one ``write`` in append mode. Best effort: a log that
+    cannot be written never fails a deploy."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec if isinstance(spec, dict) and isinstance(spec.get("path"), str) else None
+
+    def write(self, phase: str, step: str, ok: bool, seconds: float, output: str) -> None:
+        if self.spec is None:
+            return
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run": self.spec.get("run"),
+            "action": self.spec.get("action"),
+            "phase": phase,
+            "step": step,
+            "ok": ok,
+            "seconds": seconds,
+            "output": output[-LOG_OUTPUT_LIMIT:],
+        }
+        path = self.spec["path"]
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
 # -- steps ---------------------------------------------------------------------------------------------------
+def announce(title: str, phase: str) -> None:
+    """Say on stderr, at once, as one JSON line (``{"progress": title, "phase": phase}``), that step ``title``
+    starts: the laptop shows it live on a terminal, and if the host stops answering or the connection drops, it
+    can tell where it was."""
+    try:
+        sys.stderr.write(json.dumps({"progress": title, "phase": phase}) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class StepFailed(Exception):
     """The current step failed; `Steps` has recorded why."""
 
@@ -227,34 +317,37 @@ class Steps:
     ``seconds`` and ``output`` (its end), in the answer. A failed step ends the run: ``error`` is ``<step> failed:
     <its last lines>``, the way every step failure reads."""
 
-    def __init__(self, phase: str, timeout: float = 600.0) -> None:
+    def __init__(self, phase: str, timeout: float = 600.0, log: Any = None) -> None:
         self.phase = phase
         self.timeout = timeout
         self.steps: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self.log = RunLog(log)
+        self.logged = 0  # steps written to the log so far
+        self.full = ""  # the current step's output as the log keeps it (longer than the answer's)
 
     @property
     def current(self) -> dict[str, Any]:
         return self.steps[-1]
 
     def begin(self, title: str) -> None:
-        """Start step ``title``, and say so at once on stderr as one JSON line (``{"progress": title}``): if the
-        host stops answering or the connection drops, the laptop can tell where it was."""
+        """Start step ``title``, and say so at once on stderr (`announce`)."""
         self.close()
         self.started = time.monotonic()
+        self.full = ""
         self.steps.append({"step": title, "phase": self.phase, "ok": True, "seconds": 0.0, "output": ""})
-        try:
-            sys.stderr.write(json.dumps({"progress": title, "phase": self.phase}) + "\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        announce(title, self.phase)
 
     def close(self) -> None:
-        if self.steps:
-            self.current["seconds"] = round(time.monotonic() - self.started, 3)
+        if self.steps and self.logged < len(self.steps):
+            step = self.current
+            step["seconds"] = round(time.monotonic() - self.started, 3)
+            self.log.write(step["phase"], step["step"], step["ok"], step["seconds"], self.full)
+            self.logged = len(self.steps)
 
     def say(self, output: str) -> None:
         self.current["output"] = (self.current["output"] + output)[-OUTPUT_LIMIT:]
+        self.full = (self.full + output)[-LOG_OUTPUT_LIMIT:]
 
     def fail(self, output: str = "") -> NoReturn:
         self.say(output)
@@ -370,7 +463,7 @@ def program(python: str, name: str, *args: str) -> list[str]:
 # -- the answer ------------------------------------------------------------------------------------------------
 def detach() -> None:
     """Run to the end whatever happens to the SSH channel: a hang-up, an interrupt or a closed pipe."""
-    for name in ("SIGHUP", "SIGINT", "SIGPIPE"):
+    for name in DETACHED_SIGNALS:  # the programs it starts get their defaults back (`default_signals`)
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 

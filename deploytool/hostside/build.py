@@ -15,9 +15,11 @@ Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``pa
 ``repo``, ``pack`` (base64 of a git pack, or null when the repo has the commit), ``manifest`` (its text) and
 ``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
 ``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
-``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``), ``make_venv``, ``install``,
+``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``, ``uv_requirement``: its pinned
+sha256s, on pip's stdin), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
-``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
+``timeout``, ``log`` (the deploy log each step is appended to as it ends: `_common.RunLog`; null: none).
+Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
 moved away). Standard library only, Python 3.8 syntax.
 """
 
@@ -42,9 +44,12 @@ def remove_stale(steps: _common.Steps, stale: list[list[str]], trash: str) -> li
     """Move the releases an interrupted run left into trash/ and delete them in the background; best effort."""
     names = [os.path.basename(path) for path, _ in stale]
     steps.begin("removing incomplete releases " + ", ".join(names))
-    removed = []
+    removed: list[str] = []
     with contextlib.suppress(OSError):
         os.makedirs(trash, exist_ok=True)
+    if _common.not_a_real_directory(trash):
+        steps.say(f"{trash} is not a directory (a symlink?): not followed, nothing moved; remove it\n")
+        return removed
     for path, into in stale:
         try:
             os.rename(path, into)
@@ -127,7 +132,7 @@ def prepare_installer(steps: _common.Steps, installer: dict[str, Any]) -> None:
         line = installer["uv_version"]
         said = _common.run([installer["uv"], "--version"], timeout=steps.timeout).stdout.strip()
         if said != line and not said.startswith(line + " "):
-            steps.run(installer["install_uv"])
+            steps.run(installer["install_uv"], installer["uv_requirement"])  # pip checks the wheel's sha256
 
 
 def compile_bytecode(steps: _common.Steps, request: dict[str, Any]) -> None:
@@ -200,7 +205,7 @@ def free_bytes(path: str) -> int | None:
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
-    steps = _common.Steps(PHASE, float(args.get("timeout") or 600))
+    steps = _common.Steps(PHASE, float(args.get("timeout") or 600), args.get("log"))
     removed = remove_stale(steps, args["stale"], args["trash"]) if args.get("stale") else []
     try:
         build(steps, args)

@@ -52,6 +52,7 @@ def probe_command(command: str, env: dict[str, str], timeout: float) -> tuple[bo
             errors="replace",
             env=environment,
             timeout=timeout,
+            preexec_fn=_common.default_signals,
         )
     except subprocess.TimeoutExpired:
         return False, f"no answer within {timeout:g}s"

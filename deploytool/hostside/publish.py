@@ -17,11 +17,13 @@ where the host stands. It refuses to start unless the lock is this run's.
 
 Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``current``, ``release``, ``link``,
 ``previous``, ``entry`` (the journal line of this switch, kept in the record for a run that
-loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists), ``sudo``,
+loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists; ``check``: what each
+checks the release's files against, its stdin), ``sudo``,
 ``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
 (``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
-``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
-runs (``etc_install``, ``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
+``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``, ``log``
+(the deploy log each step is appended to: `_common.RunLog`). The modules it runs (``etc_install``,
+``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``phase``: ``publish``, ``restart`` or ``health``, ``ok``, ``seconds``,
 ``output`` each). Standard library only, Python 3.8 syntax.
@@ -53,6 +55,7 @@ class Publish:
         self.steps: list[dict[str, Any]] = []
         self.switched = False
         self.sudo = _common.Sudo(args.get("password")) if args.get("sudo") else None
+        self.log = _common.RunLog(args.get("log"))  # every step, its whole output included, as it ends
 
     # -- running things -------------------------------------------------------------------------------------
 
@@ -72,20 +75,29 @@ class Publish:
         return _common.run(argv, stdin, limit, stdout_only=stdout_only)
 
     def note(self, step: str, ok: bool, started: float, output: str, phase: str = PUBLISH) -> None:
-        self.steps.append(
+        self.add(
             {
                 "step": step,
                 "phase": phase,
                 "ok": ok,
                 "seconds": round(time.monotonic() - started, 3),
                 "output": output[-_common.OUTPUT_LIMIT :],
-            }
+            },
+            output,
         )
 
-    def run(self, step: str, argv: list[str], phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
+    def add(self, step: dict[str, Any], output: str) -> None:
+        """Record a step that ended, in the answer and in the deploy log."""
+        self.steps.append(step)
+        self.log.write(step["phase"], step["step"], step["ok"], step["seconds"], output)
+
+    def run(
+        self, step: str, argv: list[str], phase: str = PUBLISH, stdin: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         """Run one command as step ``step``, recording its output; never raises for a failed command."""
+        _common.announce(step, phase)
         started = time.monotonic()
-        done = self.execute(argv)
+        done = self.execute(argv, stdin)
         self.note(step, done.returncode == 0, started, done.stdout or "", phase)
         return done
 
@@ -100,7 +112,9 @@ class Publish:
         return self.run(step, self.shell_argv(command), phase)
 
     def etc(self, step: str, which: str) -> subprocess.CompletedProcess[str]:
-        return self.run(step, _common.program(sys.executable, _name(etc_install), *self.args["etc"][which]))
+        """``etc_install`` with its arguments and, on stdin, what to check the release's files against."""
+        argv = _common.program(sys.executable, _name(etc_install), *self.args["etc"][which])
+        return self.run(step, argv, stdin=json.dumps(self.args["etc"]["check"][which]) + "\n")
 
     def authenticate(self) -> None:
         """Give sudo the password (only if it asks), or check passwordless sudo, before anything changes."""
@@ -131,8 +145,8 @@ class Publish:
         if answer is not None:
             data.update(done=True, answer=answer)
         temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
-            handle.write(json.dumps(data, sort_keys=True) + "\n")
+        with _common.private_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as handle:
+            handle.write((json.dumps(data, sort_keys=True) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -182,7 +196,7 @@ class Publish:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary)
         step.update(ok=self.switched, seconds=round(time.monotonic() - started, 3))
-        self.steps.append(step)
+        self.add(step, step["output"])
         if not self.switched:
             self.restore_config()
             raise Failed()
@@ -216,6 +230,7 @@ class Publish:
     def reexec(self, gunicorn: dict[str, Any]) -> bool:
         """gunicorn's graceful re-exec (the ``gunicorn_reexec`` module); False when no master runs to re-exec."""
         started, step = time.monotonic(), "graceful restart (gunicorn USR2): " + gunicorn["pidfile"]
+        _common.announce(step, RESTART)
         request = {"pidfile": gunicorn["pidfile"], "timeout": gunicorn["timeout"]}
         answer, said = self.program(_name(gunicorn_reexec), request, float(gunicorn["timeout"]) + 30)
         if answer is None:
@@ -238,6 +253,7 @@ class Publish:
             return
         started = time.monotonic()
         what = "health check: " + str(check.get("url") or check.get("command"))
+        _common.announce(what, HEALTH)
         request = dict(check, env=self.args.get("env", {}))
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
         answer, said = self.program(_name(health), request, limit, privileged=False)

@@ -45,9 +45,9 @@ def take_lock(root: str, owner: dict[str, Any]) -> None:
     temporary = None
     try:
         temporary = tempfile.mkdtemp(prefix=".deploy.lock.", dir=root)
-        os.chmod(temporary, 0o755)
-        with open(os.path.join(temporary, OWNER), "w") as handle:
-            handle.write(json.dumps(owner, sort_keys=True) + "\n")
+        os.chmod(temporary, 0o700)  # it holds the run's token: the deploy user's alone, whatever the umask
+        with _common.private_file(os.path.join(temporary, OWNER), os.O_WRONLY | os.O_CREAT | os.O_EXCL) as handle:
+            handle.write((json.dumps(owner, sort_keys=True) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(temporary, lock)

@@ -111,14 +111,17 @@ class Lock:
     release: str | None = None
     user: str | None = None
     since: str | None = None
+    message: str | None = None  # why, for a lock ``fab lock`` holds (action ``hold``)
 
     def to_json(self) -> dict[str, Any]:
         return {"held": self.held, "action": self.action, "release": self.release, "user": self.user,
-                "since": self.since}  # fmt: skip
+                "since": self.since, "message": self.message}  # fmt: skip
 
     def describe(self) -> str:
         if not self.held:
             return "-"
+        if self.action == "hold":
+            return f'held by {self.user or "?"} since {self.since or "?"}: "{self.message or ""}"'
         what = " ".join(part for part in (self.action, self.release) if part)
         return f"{what or 'locked'} by {self.user or '?'} since {self.since or '?'}"
 
@@ -239,6 +242,7 @@ def _lock(raw: Any) -> Lock:
         release=matching(RELEASE_ID, owner.get("release")),
         user=printable(owner.get("user"), 100),
         since=printable(owner.get("since"), 40),
+        message=printable(owner.get("message"), 200) if owner.get("action") == "hold" else None,
     )
 
 

@@ -33,6 +33,13 @@ Rules of the installer:
   previous) puts hand-made files back, and a rollback puts back what the release left had replaced;
 * a backup path under ``etc.replaced`` that is a symlink or not a regular file / directory is
   refused like an escaping destination, before anything changes;
+* nothing is installed on the word of the release's ``etc/`` (the deploy user can write it): the installer gets,
+  on stdin, the deploy root, the two releases, and at a deploy the sha256 and mode of every file the laptop
+  rendered (`switch.etc_check`); it refuses a release whose files differ from them, naming the files, and keeps
+  them as the release's record (``<etc_root>/.deploytool/<key>/<id>.json``, root's when run as root). A rollback,
+  switch back or restore checks the release against that record; removals follow the replaced release's record,
+  and a backup put back must be the one recorded. Run as root, a release without a record is refused (one being
+  replaced at a deploy is adopted: its files the new release renders that match the etc root);
 * exit status 3: refused before changing anything (so the caller must not "restore": nothing was touched);
   1: an error while writing (``etc_root`` may be partly updated); 0: done;
 * stdout: one ``backed up <path>`` / ``installed <path>`` / ``removed <path>`` /
@@ -47,6 +54,7 @@ from __future__ import annotations
 import base64
 import difflib
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,7 +79,9 @@ def install_args(release_etc: str, etc_root: str, previous_release_etc: str | No
     )
 
 
-Status = Literal["new", "changed", "unchanged", "unreadable"]
+Status = Literal["new", "changed", "release-only", "unchanged", "unreadable"]
+RELEASE_IDS = re.compile(rb"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}")  # `release.RELEASE_ID`, in bytes
+RELEASE_PLACEHOLDER = b"<release>"
 
 
 @dataclass(frozen=True)
@@ -123,10 +133,20 @@ def _compare(relpath: str, path: str, entry: object, new: bytes, new_mode: int) 
     old_mode = mode
     if old == new and old_mode == new_mode:
         return FileDiff(relpath, path, "unchanged", "", old_mode, new_mode)
+    if old_mode == new_mode and _without_release(old) == _without_release(new):
+        olds = sorted({match.decode() for match in RELEASE_IDS.findall(old)})
+        news = sorted({match.decode() for match in RELEASE_IDS.findall(new)})
+        note = f"{path}: only the release id/path changes ({', '.join(olds)} -> {', '.join(news)})\n"
+        return FileDiff(relpath, path, "release-only", note, old_mode, new_mode)
     diff = _unified(path, old, new)
     if old_mode != new_mode:
         diff = f"mode {old_mode:o} -> {new_mode:o} {path}\n" + diff
     return FileDiff(relpath, path, "changed", diff, old_mode, new_mode)
+
+
+def _without_release(data: bytes) -> bytes:
+    """``data`` with every release id (and so every release path, ``<root>/releases/<id>``) made the same."""
+    return RELEASE_IDS.sub(RELEASE_PLACEHOLDER, data)
 
 
 def diff_against(
@@ -167,12 +187,14 @@ def _reason(host: str, error: RemoteError) -> str:
 
 def format_diffs(diffs: list[FileDiff], *, host: str | None = None) -> str:
     """Render diffs for printing: the diffs of new/changed/unreadable files, then a summary line."""
-    counts = {status: 0 for status in ("new", "changed", "unchanged", "unreadable")}
+    counts = {status: 0 for status in ("new", "changed", "release-only", "unchanged", "unreadable")}
     parts = []
     for item in diffs:
         counts[item.status] += 1
         if item.status != "unchanged":
             parts.append(item.diff)
-    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status != "unreadable")
+    shown = {"release-only": "changed only in the release id/path"}
+    always = ("new", "changed", "unchanged")
+    summary = ", ".join(f"{n} {shown.get(status, status)}" for status, n in counts.items() if n or status in always)
     parts.append(f"{host + ': ' if host else ''}etc: {summary}\n")
     return "".join(parts)

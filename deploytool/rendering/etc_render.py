@@ -188,6 +188,8 @@ def _check_name(name: str, where: str, host: str) -> str:
         problem = f"renders to a name with control characters {name!r}"
     elif any(part in ("", ".", "..") for part in parts):
         problem = f"renders to {name!r}, which has an empty, '.' or '..' component"
+    elif parts[0] == ".deploytool":
+        problem = f"renders to {name!r}, under .deploytool/, where the installer keeps its records"
     if problem:
         raise EtcPathError(f"{where}, host {host}: file name {problem}; fix the name or its variables")
     return name

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .events import FAILED, INTERRUPTED, REVERT, Event, EventLog
+from .live import Live
 from .terminal import clean_document, for_terminal
 
 FAILURE_LINES = 8  # lines of a failed phase's output shown without --verbose
@@ -25,10 +27,13 @@ JSON_VERSION = 1
 class Progress:
     """An event listener printing one line per phase as it ends."""
 
-    def __init__(self, hosts: Sequence[str], out: TextIO | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self, hosts: Sequence[str], out: TextIO | None = None, verbose: bool = False, live: Live | None = None
+    ) -> None:
         self.width = max((len(name) for name in hosts), default=4)
         self.out = out
         self.verbose = verbose
+        self.live = live  # on a terminal: each host's current step, redrawn below these lines
         self._lock = threading.Lock()
 
     def line(self, event: Event) -> str:
@@ -44,10 +49,17 @@ class Progress:
 
     def __call__(self, event: Event) -> None:
         text = for_terminal(self.line(event))  # also when written to a stream of its own
-        with self._lock:
+
+        def write() -> None:
             out = self.out or sys.stdout
             out.write(text + "\n")
             out.flush()
+
+        with self._lock:
+            if self.live is not None:
+                self.live.around(write, event.host)
+            else:
+                write()
 
 
 @dataclass
@@ -72,6 +84,8 @@ class RunReport:
     log: EventLog
     outcomes: list[HostOutcome] = field(default_factory=list)
     error: str | None = None
+    run: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))  # the run's id
+    log_path: str | None = None  # the laptop's log of this run (`deploylog.LaptopLog`)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +154,8 @@ class RunReport:
                 for outcome in self.outcomes
             ],
             "events": [event.to_json() for event in self.log.events],
+            "run": self.run,
+            "log": self.log_path,
         }
 
 

@@ -28,8 +28,8 @@ from ..inventory import HostConfig
 from ..layout import Layout
 from .mirror_index import choose_wheel
 from .requirements import UV_SOURCE_VARIABLES, Pin, pip_install_args, pip_source_args, uv_install_args
-from .simple_api import mirror_wheels
-from .wheelmeta import MirrorError, TargetPython
+from .simple_api import download_sha256, mirror_wheels
+from .wheelmeta import MirrorError, TargetPython, sha256_file
 
 UV_VERSION = "0.13.9"
 UV_PIN = f"uv=={UV_VERSION}"
@@ -56,6 +56,38 @@ def choose(host: HostConfig, mirror: str, kind: str, target: TargetPython, where
             "run fab mirror.sync (it adds it) and fab mirror.publish, or set installer: pip"
         )
     return "pip"
+
+
+def uv_hashes(mirror: str, kind: str, target: TargetPython, where: str) -> tuple[str, ...]:
+    """The sha256 of every ``uv==UV_VERSION`` wheel for ``target`` in the laptop's view of the mirror (the local
+    wheelhouse when there is one: `pins.laptop_mirror`): from the index or page when it gives them, else of the
+    file, read or downloaded here. The host's pip installs uv only if its wheel has one of them
+    (``--require-hashes``), as the app's pinned wheels must match their ``--hash``."""
+    try:
+        links = [
+            link
+            for link in mirror_wheels(mirror, kind, ["uv"])
+            if link.name == "uv" and link.version == Version(UV_VERSION) and target.wheel_rank(link.tags) is not None
+        ]
+        hashes = set()
+        for link in links:
+            digest = link.sha256
+            if digest is None:
+                digest = download_sha256(link.location) if link.remote else sha256_file(Path(link.location))
+            if digest is not None:
+                hashes.add(digest)
+    except (MirrorError, OSError) as error:
+        raise DeployError(f"{where}: cannot learn the sha256 of {UV_PIN}'s wheel from {mirror}: {error}") from None
+    if not hashes:
+        raise DeployError(f"{where}: the mirror {mirror} has no {UV_PIN} wheel for {target.describe()} any more")
+    return tuple(sorted(hashes))
+
+
+def uv_requirement(hashes: tuple[str, ...]) -> str:
+    """The one-line requirements file (on pip's stdin) that installs the pinned uv in hash-checking mode."""
+    if not hashes:
+        raise DeployError(f"no sha256 known for {UV_PIN}: refusing to install it unchecked")
+    return UV_PIN + "".join(f" --hash=sha256:{digest}" for digest in hashes) + "\n"
 
 
 def uv_pin() -> Pin:
@@ -97,9 +129,11 @@ def tools_ready(layout: Layout) -> str:
 
 
 def install_uv(host: HostConfig, layout: Layout, release_id: str) -> list[str]:
-    """The command installing the pinned uv into the tools venv, with its pip, from the mirror only."""
+    """The command installing the pinned uv into the tools venv, with its pip, from the mirror only, in
+    hash-checking mode: its requirements file (`uv_requirement`, with the sha256s the laptop knows) on stdin."""
     mirror, kind = mirror_on_host(host, layout, release_id)
-    return [*_pip(layout), "install", *pip_source_args(mirror, kind), "--no-compile", UV_PIN]
+    source = pip_source_args(mirror, kind)
+    return [*_pip(layout), "install", *source, "--no-compile", "--no-deps", "--require-hashes", "-r", "/dev/stdin"]
 
 
 def uv_version_line() -> str:

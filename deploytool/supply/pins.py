@@ -79,7 +79,8 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
     with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
         extract_requirement_files(inventory.project_root, commit, Path(tmp))
         done: dict[tuple[str, tuple[str, str], TargetPython], CheckedPins | None] = {}
-        tools: dict[tuple[tuple[str, str], TargetPython, str | None], str] = {}  # -> the installer chosen
+        # -> the installer chosen, and for uv the sha256s of its wheel
+        tools: dict[tuple[tuple[str, str], TargetPython, str | None], tuple[str, tuple[str, ...]]] = {}
         for host in hosts:
             relative = _relative(inventory, host)
             key = (relative, laptop_mirror(inventory, host, Path(tmp)), target_python(host))
@@ -99,15 +100,18 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
                     problems.append(str(error).replace(f"{tmp}/", ""))
             checked = done[key]
             try:
-                tool = tools.get((key[1], key[2], host.installer))
-                if tool is None:
+                chosen = tools.get((key[1], key[2], host.installer))
+                if chosen is None:
                     where = f"{inventory.path}: stage {host.stage}, host {host.name}"
-                    tool = tools[key[1], key[2], host.installer] = installer.choose(host, *key[1], key[2], where)
+                    tool = installer.choose(host, *key[1], key[2], where)
+                    uv = installer.uv_hashes(*key[1], key[2], where) if tool == "uv" else ()
+                    chosen = tools[key[1], key[2], host.installer] = (tool, uv)
             except DeployError as error:
                 problems.append(str(error).replace(f"{tmp}/", ""))
                 continue
             if checked is not None:
-                results[host.name] = replace(checked, install=replace(checked.install, installer=tool))
+                install = replace(checked.install, installer=chosen[0], uv_hashes=chosen[1])
+                results[host.name] = replace(checked, install=install)
     if problems:
         raise DeployError(
             f"requirements of {commit[:12]} failed the checks; no host was touched:\n" + "\n".join(problems)

@@ -63,12 +63,19 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 _LOOKS_LIKE_PATH = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2")
 
 
+MIRROR_SYNC_HINT = (
+    "fab mirror.sync downloads every pinned wheel missing from the wheelhouse (then fab mirror.publish, when the "
+    "hosts' mirror is not the wheelhouse itself)"
+)
+
+
 class RequirementsError(DeployError):
     """Requirement files break the pinning rules or do not match the mirror; lists every problem."""
 
-    def __init__(self, headline: str, problems: list[str]) -> None:
-        super().__init__(headline + "".join(f"\n  {problem}" for problem in problems))
+    def __init__(self, headline: str, problems: list[str], hint: str = "") -> None:
+        super().__init__(headline + "".join(f"\n  {problem}" for problem in problems) + (f"\n{hint}" if hint else ""))
         self.problems = problems
+        self.hint = hint  # what to do about them, when one thing does (fab mirror.sync)
 
 
 @dataclass(frozen=True)
@@ -418,7 +425,8 @@ def check_nested(
                 queue += [dep.key] if dep.key in chosen else []
     if problems:
         headline = f"{reqs.root}: {len(problems)} dependency problem(s) against {mirror} for {target.describe()}:"
-        raise RequirementsError(headline, list(problems))
+        missing = any(problem.endswith(f"is not in the mirror {mirror}") for problem in problems)
+        raise RequirementsError(headline, list(problems), MIRROR_SYNC_HINT if missing else "")
 
 
 def requirements_digest(reqs: RequirementSet) -> str:
