@@ -68,9 +68,9 @@ def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> N
         with log.phase(name, phases.PUSH):
             phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(name)
-        with log.phase(name, phases.BUILD):
+        with log.phase(name, phases.BUILD) as record:
             etc = payload(rendered) if rendered is not None else None
-            phases.build(target, release, plan.install[name], etc, plan.app_run(target))
+            record.output = phases.build(target, release, plan.install[name], etc, plan.app_run(target))
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
@@ -181,8 +181,8 @@ def _migrate(plan: Plan, targets: Sequence[Target], log: EventLog, skip: bool, l
         return f"migrate skipped (--skip-migrate; {name} would have run it)"
     target = next(target for target in targets if target.name == name)
     try:
-        with log.phase(name, phases.MIGRATE):
-            phases.migrate(target, plan.release, plan.app_run(target, migrate=True))
+        with log.phase(name, phases.MIGRATE) as record:
+            record.output = phases.migrate(target, plan.release, plan.app_run(target, migrate=True))
     except KeyboardInterrupt as stop:
         stuck = abort_all(targets, plan.release, f"{interruption(stop)} on the laptop during migrate", limit)
         raise DeployError(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from . import installer, journal
 from .errors import DeployError, RemoteError
-from .hostrun import ModuleFailed, run_module
+from .hostrun import ModuleFailed, run_module, steps_output
 from .release import Release
 from .target import HostState, Target, host_state, printable
 from .transport import git_remote, phase_timeout, ssh_failure
@@ -188,10 +188,10 @@ class AppRun:
 
 def build(
     target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, app: AppRun | None = None
-) -> None:
+) -> str:
     """Make ``releases/<id>`` (host-side module ``build``): code from the host's repo, manifest, app env, rendered
     config, venv with the pins, build commands. A failed step raises naming it ("no space left on <root>" when the
-    disk is full)."""
+    disk is full). Returns what the build commands printed (for --verbose)."""
     args = build_args(target, release, install, etc_tar_b64, app)
     try:
         answer = run_module(target.c, target.name, target.host.python, "build", args, phase=BUILD)
@@ -199,11 +199,15 @@ def build(
         _drop_removed(target, failed.result.get("removed"))
         raise
     _drop_removed(target, answer.get("removed"))
+    steps = answer.get("steps")
+    steps = steps if isinstance(steps, list) else []
+    commands = [step for step in steps if isinstance(step, dict) and str(step.get("step", "")).startswith("build: ")]
+    return steps_output({"steps": commands})
 
 
-def migrate(target: Target, release: Release, app: AppRun) -> None:
+def migrate(target: Target, release: Release, app: AppRun) -> str:
     """Run the ``migrate`` commands in the new release on this host (host-side module ``appcmd``), the lock held;
-    a failure raises `ModuleFailed` with the commands' output."""
+    a failure raises `ModuleFailed` with the commands' output. Returns what they printed (for --verbose)."""
     layout = target.layout
     args = {
         "path": layout.release(release.id),
@@ -216,7 +220,8 @@ def migrate(target: Target, release: Release, app: AppRun) -> None:
         "run": target.run,
         "timeout": phase_timeout(target.host, MIGRATE),
     }
-    run_module(target.c, target.name, target.host.python, "appcmd", args, phase=MIGRATE)
+    answer = run_module(target.c, target.name, target.host.python, "appcmd", args, phase=MIGRATE)
+    return steps_output(answer)
 
 
 def _drop_removed(target: Target, removed: object) -> None:

@@ -31,6 +31,7 @@ from .release import Release, check_release_id, git, resolve_commit, uncommitted
 from .report import Progress, RunReport, dumps
 from .target import Target, incomplete, read_state
 from .tasks_mirror import mirror_tasks, requirements_tasks
+from .tasks_run import install as install_run
 from .tasks_run import run
 from .tasks_status import audit, status
 from .transport import show_library_messages
@@ -173,6 +174,8 @@ def rollback(
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     inventory, selected = selected_hosts(c, stage, hosts, roles)
     batch = parse_batch_size(batch_size)
+    # Read only to be masked: the commands' output (--verbose, errors) may print the app's env.
+    appsecrets.load(selected[0].secrets, inventory.project_root, inventory.path)
     if to is not None:
         check_release_id(to)  # before asking about it
     ask(selected, "roll back", rollback_lines(to, selected), yes)
@@ -378,5 +381,6 @@ def namespace() -> Collection:
 
 ns = namespace()
 typos.install()  # fab's task part of the command line is parsed after the fabfile imported this
+install_run()  # fab run's words after -- are its command, not Fabric's
 
 __all__ = ["DeployError", "deploy", "namespace", "ns", "releases", "rollback", "unlock"]
