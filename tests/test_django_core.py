@@ -380,3 +380,13 @@ def test_fab_run_in_the_current_release_with_env_and_exit_status(ssh_project: Pr
     assert worst.returncode == 5 and "[web2] exit 5" in worst.stdout
     missing = ssh_project.fab("run", "--hosts", "web1", check=False)
     assert missing.returncode == 1 and "no command given" in missing.stderr
+
+    # a rollback brings the old release's env back with it
+    greeting = ["run", "--hosts", "web1", "--", "python", "-c", "import os; print(os.environ['GREETING'])"]
+    stage(ssh_project)["env"] = {"GREETING": "bye {{ host }}"}
+    ssh_project.write_inventory()
+    ssh_project.commit("new env", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
+    ssh_project.fab("deploy", "--hosts", "web1")
+    assert "bye web1" in ssh_project.fab(*greeting).stdout
+    ssh_project.fab("rollback", "--hosts", "web1")
+    assert "hello web1" in ssh_project.fab(*greeting).stdout

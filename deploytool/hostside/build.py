@@ -151,6 +151,8 @@ def write_env(steps: _common.Steps, args: dict[str, Any]) -> None:
 
 def run_build(steps: _common.Steps, args: dict[str, Any]) -> None:
     """hosts.yml's ``build`` commands, in the new release, venv first on ``PATH``, the app's env set."""
+    if not args.get("build"):
+        return
     environment = _common.app_environment(args.get("env") or {}, args["venv"], args.get("command_env") or {})
     for command in args.get("build") or []:
         steps.begin("build: " + command)
