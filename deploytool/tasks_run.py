@@ -22,12 +22,12 @@ from invoke.parser.context import ParserContext
 from invoke.tasks import task
 
 from . import appsecrets
-from .cli import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
+from .commands.common import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
+from .connection.fleet import connected
+from .connection.hostrun import argv as module_argv
 from .errors import DeployError, task_boundary
-from .fleet import connected
-from .hostrun import argv as module_argv
+from .flow.target import Target
 from .layout import ENV_FILE
-from .target import Target
 
 USAGE = "fab run [--hosts H | --roles R] [--pty] -- COMMAND..., like: fab run --hosts web1 -- python manage.py check"
 

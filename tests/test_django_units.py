@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from deploytool import appsecrets, terminal
+from deploytool import appsecrets
 from deploytool.appsecrets import Secrets
-from deploytool.config import render_commands, render_env
 from deploytool.errors import DeployError, InventoryError
-from deploytool.etc_render import render_host, supervisor_environment
+from deploytool.flow.journal import Entry
 from deploytool.hostside import _common
 from deploytool.inventory import parse_inventory
-from deploytool.journal import Entry
 from deploytool.migrations import matches
+from deploytool.rendering.config import render_commands, render_env
+from deploytool.rendering.etc_render import render_host, supervisor_environment
+from deploytool.reporting import terminal
 from tests.conftest import HOST_PYTHON
 
 PATH = Path("/project/hosts.yml")

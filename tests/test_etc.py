@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
+from deploytool.connection.hostrun import argv
 from deploytool.errors import DeployError
-from deploytool.etc import (
+from deploytool.rendering.etc import (
     EtcPathError,
     RenderedEtc,
     RenderErrors,
@@ -30,7 +31,6 @@ from deploytool.etc import (
     tar_bytes,
     write_tree,
 )
-from deploytool.hostrun import argv
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 ROOT = "/srv/demo"
