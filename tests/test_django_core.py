@@ -380,6 +380,10 @@ def test_fab_run_in_the_current_release_with_env_and_exit_status(ssh_project: Pr
         check=False,
     )
     assert worst.returncode == 5 and "[web2] exit 5" in worst.stdout
+    tty = ssh_project.fab("run", "--hosts", "web1", "--pty", "--", "python", "-c", "import os; print(os.isatty(1))")
+    assert "True" in tty.stdout
+    plain = ssh_project.fab("run", "--hosts", "web1", "--", "python", "-c", "import os; print(os.isatty(1))")
+    assert "False" in plain.stdout
     missing = ssh_project.fab("run", "--hosts", "web1", check=False)
     assert missing.returncode == 1 and "no command given" in missing.stderr
 
