@@ -102,6 +102,8 @@ def secret_project(ssh_project: Project, tmp_path: Path) -> Project:
         'python -c "import sys, app; print(sys.prefix)" > prefix.txt',
     ]
     test["restart"] = ['printf "%s" "$DATABASE_URL" > "$DEPLOYTOOL_RELEASE_PATH/../../restart-env"']
+    test["migrate"] = ['python scripts/pslist.py "$DEPLOYTOOL_ROOT/migrate-ps.txt" && test -n "$DATABASE_URL"']
+    test["hosts"]["web1"]["roles"] = ["web", "migrate"]
     test["health_check"] = {"command": 'test "${PLAIN#plain-web}" != "$PLAIN" && test -n "$DATABASE_URL"'}
     ssh_project.write_inventory()
     ssh_project.commit(
@@ -137,6 +139,8 @@ def test_env_and_secrets_reach_the_commands_and_never_show(secret_project: Proje
     assert (path / "prefix.txt").read_text().strip() == str(path / "venv")
     # no process on the host had the secret on its command line during the build
     processes = (path / "ps.txt").read_text()
+    assert "pslist.py" in processes and CANARY not in processes
+    processes = (root_of(project, "web1") / "migrate-ps.txt").read_text()  # nor during migrate
     assert "pslist.py" in processes and CANARY not in processes
     # the restart command had the env (from the release's env file), the health check passed with it
     assert (root_of(project, "web1") / "restart-env").read_text() == f"postgres://demo:{CANARY}@127.0.0.1/demo"

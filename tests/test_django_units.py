@@ -162,12 +162,22 @@ def test_template_modes_and_filters(tmp_path: Path) -> None:
     (tmp_path / "a/secret.j2").write_text("x={{ secrets.pw }}\n")
     (tmp_path / "a/env.j2").write_text("{% for k, v in env.items() %}{{ k }}{% endfor %}\n")
     (tmp_path / "a/plain.j2").write_text("{{ app }}\n")
+    (tmp_path / "a/includes.j2").write_text('{% include "a/part.txt" %}\n')
+    (tmp_path / "a/part.txt").write_text("{{ env.K }}")
     (tmp_path / "a/tool.sh").write_text("#!/bin/sh\n")
     (tmp_path / "a/tool.sh").chmod(0o755)
     variables = {"app": "demo", "env": {"K": "v"}, "secrets": Secrets({"pw": "pw-123456"}, "f")}
     rendered = render_host(tmp_path, variables, "w")
     modes = {name: rendered.mode(name) for name in rendered}
-    assert modes == {"a/declared": 0o640, "a/secret": 0o600, "a/env": 0o600, "a/plain": 0o644, "a/tool.sh": 0o755}
+    assert modes == {
+        "a/declared": 0o640,
+        "a/secret": 0o600,
+        "a/env": 0o600,
+        "a/includes": 0o600,  # through the template it includes
+        "a/part.txt": 0o644,  # copied as it is: its text holds no value
+        "a/plain": 0o644,
+        "a/tool.sh": 0o755,
+    }
     assert rendered["a/declared"] == b"x=pw-123456\n"
     assert supervisor_environment({"A": "1%", "B": 'say "hi"', "C": "x,y"}) == 'A="1%%",B=\'say "hi"\',C="x,y"'
     with pytest.raises(DeployError, match="both ' and \""):

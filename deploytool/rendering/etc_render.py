@@ -200,13 +200,28 @@ def _declared_mode(text: str) -> int | None:
 
 
 def _uses_secrets(env: jinja2.Environment, text: str, rendered: str) -> bool:
-    """Whether a template uses ``env`` or ``secrets`` (as the parser sees its names), or its output holds a
-    secret's value."""
-    try:
-        names = jinja2.meta.find_undeclared_variables(env.parse(text))
-    except jinja2.TemplateError:
-        names = set(SENSITIVE_VARIABLES)
-    return bool(names & SENSITIVE_VARIABLES) or holds_secret(rendered)
+    """Whether a template uses ``env`` or ``secrets`` (as the parser sees its names, in the templates it includes
+    or imports too), or its output holds a secret's value."""
+    if holds_secret(rendered):
+        return True
+    pending, seen = [text], set[str]()
+    while pending:
+        try:
+            tree = env.parse(pending.pop())
+        except jinja2.TemplateError:
+            return True  # cannot tell: the narrow mode
+        if jinja2.meta.find_undeclared_variables(tree) & SENSITIVE_VARIABLES:
+            return True
+        for name in jinja2.meta.find_referenced_templates(tree):
+            if name is None:  # a name computed at render time: cannot tell
+                return True
+            if name not in seen and env.loader is not None:
+                seen.add(name)
+                try:
+                    pending.append(env.loader.get_source(env, name)[0])
+                except jinja2.TemplateNotFound:
+                    continue
+    return False
 
 
 def _template_line(error: BaseException, template_dir: Path) -> tuple[str | None, int | None]:
