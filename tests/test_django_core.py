@@ -286,7 +286,8 @@ def test_migrate_runs_once_on_the_migrate_host_before_any_switch(ssh_project: Pr
     # --roles worker: only web3, no migrate host among them, so no migrate
     log.write_text("")
     ssh_project.commit("v3")
-    ssh_project.fab("deploy", "--roles", "worker")
+    only_worker = ssh_project.fab("deploy", "--roles", "worker")
+    assert "Note: migrate is not run: none of the hosts this deploy goes to has the role migrate" in only_worker.stdout
     assert {line[1] for line in order(log)} == {"web3"} and not [line for line in order(log) if line[0] == "migrate"]
     assert current(ssh_project, "web3") != current(ssh_project, "web1")
 

@@ -116,6 +116,8 @@ def deploy(
     if not json:
         for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
             print(note)
+        if plan.migrate_note() and not dry_run:
+            print(plan.migrate_note())
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return

@@ -59,6 +59,16 @@ class Plan:
         host = next((host for host in self.hosts if MIGRATE_ROLE in host.roles), None)
         return host.name if host is not None and host.migrate else None
 
+    def migrate_note(self) -> str | None:
+        """A line saying why a stage with ``migrate`` commands runs none this time (no selected host has the role
+        ``migrate``), or None."""
+        if not self.hosts or not self.hosts[0].migrate or self.migrate_host() is not None:
+            return None
+        return (
+            "Note: migrate is not run: none of the hosts this deploy goes to has the role migrate "
+            "(deploy to it too, or run the migrate commands with fab run)"
+        )
+
 
 def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
     release, name = plan.release, target.name

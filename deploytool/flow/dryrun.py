@@ -108,6 +108,8 @@ def print_plan(inventory: Inventory, plan: Plan, say: Say, batch_size: int | str
     if migrate_host is not None:
         commands = plan.commands[migrate_host].migrate
         say(f"migrate: once, on {migrate_host}, after every host is prepared, before any switch: {list(commands)}")
+    elif plan.migrate_note():
+        say(str(plan.migrate_note()))
     with connected(plan.hosts) as targets:
         states = on_each(targets, read_state, lambda t: t.name)
         states.raise_if_failed("reading the hosts", lambda t: t.name)
