@@ -19,9 +19,11 @@ from invoke.tasks import task
 
 from ..errors import DeployError, task_boundary
 from . import typos
-from .common import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
+from .common import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .confirm import YES_HELP
 from .tasks_mirror import mirror_tasks, requirements_tasks
+from .tasks_run import install as install_run
+from .tasks_run import run
 from .tasks_status import audit, status
 
 # What only some tasks need is imported in their bodies: `fab --list` (and a task that needs none of it) starts
@@ -105,8 +107,10 @@ def parse_batch_size(value: str | None) -> int | str | None:
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "ref": "branch, tag or commit to deploy (default: HEAD)",
         "dry_run": "print the plan and change nothing",
+        "skip_migrate": "do not run the stage's migrate commands this time (the journal says so)",
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
@@ -124,6 +128,8 @@ def deploy(
     json: bool = False,
     verbose: bool = False,
     yes: bool = False,
+    roles: str | None = None,
+    skip_migrate: bool = False,
 ) -> None:
     """Deploy a commit: new release on every host, then switch, restart and check them batch by batch."""
     from ..flow import deploy as flow
@@ -134,12 +140,14 @@ def deploy(
     from ..reporting.report import RunReport
     from .confirm import ask, deploy_lines, hosts_now, range_lines, will_ask
 
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     batch = parse_batch_size(batch_size)
     plan = flow.plan_deploy(inventory, selected, ref)
     if not json:
         for note in working_tree_notes(inventory.project_root, inventory.path, plan.release.commit, ref):
             print(note)
+        if plan.migrate_note() and not dry_run:
+            print(plan.migrate_note())
     if dry_run:
         print_plan(inventory, plan, print, batch)
         return
@@ -155,7 +163,15 @@ def deploy(
         print(f"Deploying {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
 
     def run() -> None:
-        flow.run_deploy(plan, inventory.project_root, report, password, sudo.ask_password, batch_size=batch)
+        flow.run_deploy(
+            plan,
+            inventory.project_root,
+            report,
+            password,
+            sudo.ask_password,
+            batch_size=batch,
+            skip_migrate=skip_migrate,
+        )
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -167,7 +183,9 @@ def deploy(
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "to": "release id to return to (default: the previous good one)",
+        "force": "roll back even to a release that lacks migration files the current one has (journaled)",
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
@@ -184,17 +202,22 @@ def rollback(
     json: bool = False,
     verbose: bool = False,
     yes: bool = False,
+    roles: str | None = None,
+    force: bool = False,
 ) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
     from ..flow import deploy as flow
     from ..flow import sudo
     from ..flow.release import check_release_id
+    from ..rendering import appsecrets
     from ..reporting.events import EventLog
     from ..reporting.report import RunReport
     from .confirm import ask, hosts_now, range_lines, rollback_lines, will_ask
 
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     batch = parse_batch_size(batch_size)
+    # Read only to be masked: the commands' output (--verbose, errors) may print the app's env.
+    appsecrets.load(selected[0].secrets, inventory.project_root, inventory.path)
     if to is not None:
         check_release_id(to)  # before asking about it
     if will_ask(selected, "roll back", yes):
@@ -206,7 +229,16 @@ def rollback(
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
 
     def run() -> None:
-        flow.run_rollback(selected, to, report, password, sudo.ask_password, batch_size=batch)
+        flow.run_rollback(
+            selected,
+            to,
+            report,
+            password,
+            sudo.ask_password,
+            batch_size=batch,
+            force=force,
+            project_root=inventory.project_root,
+        )
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -267,12 +299,13 @@ def _on_each_selected(
     func: Callable[[Target], R],
     show: Callable[[Target, R], str],
     what: str,
+    roles: str | None = None,
 ) -> None:
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
     then fail naming every host where it failed."""
     from ..connection.fleet import connected, on_each
 
-    _, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts, roles)
     with connected(selected) as targets:
         results = on_each(targets, func, lambda t: t.name)
     order = [target.name for target in targets]
@@ -281,9 +314,11 @@ def _on_each_selected(
     results.raise_if_failed(what, lambda t: t.name)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json": JSON_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "roles": ROLES_HELP, "json": JSON_HELP})
 @task_boundary
-def releases(c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False) -> None:
+def releases(
+    c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False, roles: str | None = None
+) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
     from ..connection.fleet import connected, on_each
     from ..flow.target import read_state
@@ -291,10 +326,10 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
 
     if not json:
         _on_each_selected(
-            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases", roles
         )
         return
-    _, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts, roles)
     with connected(selected) as targets:
         results = on_each(targets, read_state, lambda t: t.name)
     found = {target.name: releases_document(target) for target, _ in results.done}
@@ -304,9 +339,9 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
     results.raise_if_failed("reading releases", lambda t: t.name)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "roles": ROLES_HELP})
 @task_boundary
-def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
+def unlock(c: Context, stage: str | None = None, hosts: str | None = None, roles: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
     from ..flow import deploylock
     from ..flow.target import incomplete
@@ -326,7 +361,7 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
             said += f"; release {release_id} is incomplete (left by an interrupted run): the next deploy removes it"
         return said + (f"; {problem}" if problem else "")
 
-    _on_each_selected(c, stage, hosts, unlock_one, show, "unlock")
+    _on_each_selected(c, stage, hosts, unlock_one, show, "unlock", roles)
 
 
 @task(
@@ -334,13 +369,14 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "release": "the release whose log to show (default: the log each host wrote last)",
         "brief": "one line per step, without its output",
     },
 )
 @task_boundary
 def log(c: Context, stage: str | None = None, hosts: str | None = None, release: str | None = None,
-        brief: bool = False) -> None:  # fmt: skip
+        brief: bool = False, roles: str | None = None) -> None:  # fmt: skip
     """Show each host's deploy log of a release: every step of every run (build, publish, restart, health,
     hooks, finish), with its output."""
     from ..flow.release import check_release_id
@@ -355,6 +391,7 @@ def log(c: Context, stage: str | None = None, hosts: str | None = None, release:
         lambda target: deploylog.read_host_log(target, release),
         lambda target, found: "\n".join(deploylog.format_host_log(target, found, verbose=not brief)),
         "reading the deploy log",
+        roles,
     )
 
 
@@ -363,11 +400,14 @@ def log(c: Context, stage: str | None = None, hosts: str | None = None, release:
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "message": 'why deploys must wait, shown to whoever tries one (--message "db maintenance until 14:00")',
     },
 )
 @task_boundary
-def lock(c: Context, stage: str | None = None, hosts: str | None = None, message: str | None = None) -> None:
+def lock(
+    c: Context, stage: str | None = None, hosts: str | None = None, message: str | None = None, roles: str | None = None
+) -> None:
     """Hold every host of the stage (or --hosts): deploys and rollbacks are refused, saying who, why and since
     when, until fab unlock. All or nothing: if one host cannot be held, none is."""
     from ..connection.fleet import connected, describe_failures, on_each
@@ -377,7 +417,7 @@ def lock(c: Context, stage: str | None = None, hosts: str | None = None, message
     if message is None:
         raise DeployError('fab lock needs --message, saying why deploys must wait (--message "db maintenance")')
     owner = deploylock.hold_owner(message)
-    _, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts, roles)
     with connected(selected) as targets:
         results = on_each(targets, lambda t: deploylock.hold(t, owner), lambda t: t.name)
         if results.failed:
@@ -398,25 +438,33 @@ def lock(c: Context, stage: str | None = None, hosts: str | None = None, message
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "out": "directory to write into (default: build/etc/<stage>/ in the project)",
         "diff": "also print a unified diff of each file against what the host has under its etc_root now",
     },
 )
 @task_boundary
 def render_etc(
-    c: Context, stage: str | None = None, hosts: str | None = None, out: str | None = None, diff: bool = False
+    c: Context,
+    stage: str | None = None,
+    hosts: str | None = None,
+    out: str | None = None,
+    diff: bool = False,
+    roles: str | None = None,
 ) -> None:
     """Render each host's config from etc-mock/ into build/etc/ for review; changes nothing on hosts."""
     from ..connection.fleet import connected, on_each
     from ..flow.release import Release, resolve_commit
+    from ..rendering import appsecrets
     from ..rendering.config import render_hosts
     from ..rendering.etc import diff_against, format_diffs, write_tree
 
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     if not inventory.etc_templates.is_dir():
         raise DeployError(f"no templates: {inventory.etc_templates} does not exist")
     release = Release.mint(resolve_commit(inventory.project_root, "HEAD"))
-    rendered = render_hosts(inventory.etc_templates, selected, release.id)
+    secrets = appsecrets.load(selected[0].secrets, inventory.project_root, inventory.path)
+    rendered = render_hosts(inventory.etc_templates, selected, release.id, secrets)
     base = Path(out) if out else inventory.project_root / "build" / "etc" / selected[0].stage
     if base.exists() and not base.is_dir():
         what = f"--out {base}" if out else str(base)
@@ -462,7 +510,7 @@ def version(c: Context) -> None:
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, log, lock, unlock, render_etc, status, audit, version)
+    collection = Collection(deploy, rollback, releases, log, lock, unlock, render_etc, status, audit, run, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})
@@ -471,5 +519,6 @@ def namespace() -> Collection:
 
 ns = namespace()
 typos.install()  # fab's task part of the command line is parsed after the fabfile imported this
+install_run()  # fab run's words after -- are its command, not Fabric's
 
 __all__ = ["DeployError", "deploy", "namespace", "ns", "releases", "rollback", "unlock"]

@@ -286,7 +286,7 @@ def close(connection: Runner) -> None:
 #: Seconds the phases other than build and push (check, switch, clean-up, listings) may take at most, whatever
 #: the host's ``timeout`` (a build installs; the others run a few quick commands and the stage's reloads).
 SHORT_PHASE = 120
-LONG_PHASES = ("build", "switch")  # switch: the validate and after-switch commands may be slow
+LONG_PHASES = ("build", "switch", "migrate")  # switch: the validate and after-switch commands may be slow
 #: Keepalives unanswered in a row before git's ssh gives up on a host.
 ALIVE_COUNT = 3
 

@@ -13,6 +13,7 @@ from ..rendering.config import render_commands
 from ..rendering.etc import diff_against, format_diffs
 from ..supply.pins import extract_requirement_files
 from ..supply.requirements import read_requirements
+from . import migrations
 from .deploy import Plan
 from .golive import batches
 from .release import git
@@ -46,6 +47,15 @@ def _running_commit(target: Target) -> str | None:
     return commits[-1] if commits else None
 
 
+def _migration_lines(inventory: Inventory, old: str | None, new: str, globs: tuple[str, ...]) -> str:
+    """``  migrations: ...``: the migration files the deploy adds (A) or changes (M)."""
+    try:
+        found = migrations.changes(inventory.project_root, old, new, globs)
+    except DeployError:
+        return "  migrations: unknown (the running commit is not in this repository)"
+    return "  migrations:" + ("".join(f"\n    {line}" for line in found) if found else " none added or changed")
+
+
 def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
     new = plan.release.commit
     old = _running_commit(target)
@@ -64,7 +74,10 @@ def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
             lines.append(f"  commits: {old[:12]} is not in this repository (git fetch?)")
             changes = []
         lines.append(f"  requirements ({relative}):" + ("\n" + "\n".join(changes) if changes else " unchanged"))
+    lines.append(_migration_lines(inventory, old, new, target.host.migrations))
     commands = render_commands(target.host, plan.release.id, target.state.current)
+    if commands.build:
+        lines.append(f"  build: {list(commands.build)}")
     restart = commands.restart
     if restart.gunicorn_pidfile:
         start = f", else start: {list(restart.start)}" if restart.start else ""
@@ -91,6 +104,12 @@ def print_plan(inventory: Inventory, plan: Plan, say: Say, batch_size: int | str
     cut = batches([host.name for host in plan.hosts], batch_size or plan.hosts[0].batch_size)
     if len(cut) > 1:
         say(f"in {len(cut)} batches: " + "; ".join(", ".join(batch) for batch in cut))
+    migrate_host = plan.migrate_host()
+    if migrate_host is not None:
+        commands = plan.commands[migrate_host].migrate
+        say(f"migrate: once, on {migrate_host}, after every host is prepared, before any switch: {list(commands)}")
+    elif plan.migrate_note():
+        say(str(plan.migrate_note()))
     with connected(plan.hosts) as targets:
         states = on_each(targets, read_state, lambda t: t.name)
         states.raise_if_failed("reading the hosts", lambda t: t.name)

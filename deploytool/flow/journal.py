@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..reporting.terminal import mask_secrets
 from .release import deployer, is_commit_id, is_release_id, utc_now
 
 EVENTS = ("deploy", "rollback", "unlock")
@@ -57,7 +58,7 @@ class Entry:
             "time": self.time,
         }
         if self.reason:
-            data["reason"] = self.reason
+            data["reason"] = mask_secrets(self.reason)  # a failure's output may quote the app's env
         return json.dumps(data, sort_keys=True)
 
     @classmethod

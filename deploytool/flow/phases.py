@@ -10,6 +10,7 @@ A deploy goes, in the order a reader sees it (each name is an event's ``phase``)
                                 config, venv, install, bytecode, pip check, shared links)
     publish   PUBLISH  (host-side ``publish``, `publish.publish`: config, current, after-switch), with its
                         RESTART and HEALTH steps as phases of their own
+    migrate   MIGRATE  (host-side ``appcmd``: the ``migrate`` commands, on one host, every host prepared and locked)
     finish    FINISH   (host-side ``finish``: journal, prune, unlock)
 
 and REVERT (``publish`` back to the release a host had) when a batch fails. A rollback is check, publish and
@@ -23,9 +24,9 @@ import base64
 import posixpath
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..connection.hostrun import ModuleFailed, run_module, steps_output
 from ..connection.transport import ConnectionLost, NotAnswering, phase_timeout
@@ -36,6 +37,7 @@ from ..reporting.events import (
     CONNECT,
     FINISH,
     HEALTH,
+    MIGRATE,
     PREPARE,
     PUBLISH,
     PUSH,
@@ -55,6 +57,7 @@ __all__ = [  # the phase names live in `events`; re-exported for the flows that 
     "CONNECT",
     "FINISH",
     "HEALTH",
+    "MIGRATE",
     "PREPARE",
     "PUBLISH",
     "PUSH",
@@ -180,9 +183,15 @@ def _installer_args(target: Target, release_id: str, install: InstallPlan) -> di
 
 
 def build_args(
-    target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, pack: str | None = None
+    target: Target,
+    release: Release,
+    install: InstallPlan,
+    etc_tar_b64: str | None,
+    pack: str | None = None,
+    app: AppRun | None = None,
 ) -> dict[str, object]:
-    """The ``build`` module's arguments: every command an argument list, every path from the layout."""
+    """The ``build`` module's arguments: every command an argument list, every path from the layout; ``app``: the
+    app's env and build commands."""
     host, layout, state = target.host, target.layout, target.state
     path = layout.release(release.id)
     stale = [r for r in journal.incomplete_releases(state.entries, state.releases, state.current) if r != release.id]
@@ -209,22 +218,63 @@ def build_args(
         "shared": [[layout.shared_dir(name), posixpath.join(path, name)] for name in host.shared_dirs],
         "timeout": phase_timeout(host, BUILD),
         "log": target.log,
+        "env": dict(app.env) if app else {},
+        "env_file": layout.env_file(release.id),
+        "venv": layout.venv(release.id),
+        "command_env": dict(app.command_env) if app else {},
+        "build": list(app.commands) if app else [],
     }
 
 
+@dataclass(frozen=True)
+class AppRun:
+    """What the app's commands on a host run with: its env (values rendered, secrets in), deploytool's own
+    variables, and the commands (``build`` or ``migrate``, rendered)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    command_env: Mapping[str, str] = field(default_factory=dict)
+    commands: tuple[str, ...] = ()
+
+
 def build(
-    target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, pack: str | None = None
+    target: Target,
+    release: Release,
+    install: InstallPlan,
+    etc_tar_b64: str | None,
+    pack: str | None = None,
+    app: AppRun | None = None,
 ) -> str:
     """Make ``releases/<id>`` (host-side module ``build``): the commit into the host's repo (``pack``, from
-    `commit_pack`), code checked out from it, manifest, rendered config, venv with the pins. A failed step raises
-    naming it ("no space left on <root>" when the disk is full). Returns what its steps printed (for the log)."""
-    args = build_args(target, release, install, etc_tar_b64, pack)
+    `commit_pack`), code checked out from it, manifest, app env, rendered config, venv with the pins, build
+    commands. A failed step raises naming it ("no space left on <root>" when the disk is full). Returns what its
+    steps printed (for the log and --verbose)."""
+    args = build_args(target, release, install, etc_tar_b64, pack, app)
     try:
         answer = run_module(target.c, target.name, target.host.python, "build", args, phase=BUILD)
     except ModuleFailed as failed:
         _drop_removed(target, failed.result.get("removed"))
         raise
     _drop_removed(target, answer.get("removed"))
+    return steps_output(answer)
+
+
+def migrate(target: Target, release: Release, app: AppRun) -> str:
+    """Run the ``migrate`` commands in the new release on this host (host-side module ``appcmd``), the lock held;
+    a failure raises `ModuleFailed` with the commands' output. Returns what they printed (for --verbose)."""
+    layout = target.layout
+    args = {
+        "path": layout.release(release.id),
+        "env_file": layout.env_file(release.id),
+        "venv": layout.venv(release.id),
+        "command_env": dict(app.command_env),
+        "commands": list(app.commands),
+        "phase": MIGRATE,
+        "lock_owner": layout.lock_owner,
+        "run": target.run,
+        "timeout": phase_timeout(target.host, MIGRATE),
+        "log": target.log,
+    }
+    answer = run_module(target.c, target.name, target.host.python, "appcmd", args, phase=MIGRATE)
     return steps_output(answer)
 
 

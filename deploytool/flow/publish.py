@@ -47,6 +47,8 @@ class ConfigSwitch:
     after_switch: tuple[str, ...] = ()
     restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
     health: dict[str, Any] | None = None
+    health_checks: tuple[dict[str, Any], ...] = ()  # every check (a host with several roles has several)
+    app_env: str = ""  # the release's env file on the host ("" for no release)
 
 
 def _empty_etc(layout: Layout) -> str:
@@ -103,6 +105,8 @@ def config_switch(
         after_switch=rendered.after_switch,
         restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
         health=health_args(rendered.health_check) if release_id and rendered.health_check else None,
+        health_checks=tuple(health_args(check) for check in rendered.health_checks) if release_id else (),
+        app_env=layout.env_file(release_id) if release_id else "",
     )
 
 
@@ -247,6 +251,8 @@ def publish(
         "after_switch": list(config.after_switch),
         "restart": config.restart,
         "health": config.health,
+        "health_checks": list(config.health_checks),
+        "app_env": config.app_env,
         "env": env,  # each value one argument of ``env`` on the host: a newline is carried as it is
         "command_timeout": host.timeout,
         "log": target.log,

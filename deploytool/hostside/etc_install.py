@@ -6,7 +6,9 @@ deploy root), ``release`` and ``previous`` (the ids those directories belong to,
 sha256 and mode of every file the laptop rendered for ``release``, at a deploy; null at a rollback or a switch
 back). Every destination is validated before any is touched, so a refusal (exit 3) changes nothing; each file is
 written to a temporary name in its directory, fsynced and renamed. stdout: one ``backed up|installed|removed|
-restored <path>`` line per change and a summary; exit 1 on a write error (the etc root may be partly updated).
+restored <path>`` line per change and a summary; exit 1 on a write error (the etc root may be partly updated). A
+file is written with the release's mode (0600 for one that carries the app's env or secrets, or the mode its
+template declares), never wider than the file it replaces.
 
 The release's ``etc/`` is writable by the deploy user, so nothing is installed on its word: at a deploy its files
 must be those the laptop rendered (``expected``), and that list is kept as the release's *record*, a 0600 file in a
@@ -199,6 +201,9 @@ class Plan:
             real = os.path.realpath(dest)
             self.claim(dest, real)
             data, mode = self.contents[rel] = content(new[rel])
+            if os.path.isfile(real):
+                # Never widen: a file made narrower by hand (a 0600 secret) stays as narrow.
+                mode &= stat.S_IMODE(os.stat(real).st_mode)
             if os.path.isfile(real) and stat.S_IMODE(os.stat(real).st_mode) == mode and content(real)[0] == data:
                 self.unchanged += 1
                 continue

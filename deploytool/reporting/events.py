@@ -23,6 +23,7 @@ OK, FAILED, INTERRUPTED = "ok", "failed", "interrupted"
 CONNECT, CHECK, PUSH, BUILD = "connect", "check", "push", "build"
 PUBLISH, RESTART, HEALTH = "publish", "restart", "health"
 FINISH, REVERT = "finish", "revert"
+MIGRATE = "migrate"  # the migrate commands, once per deploy on one host, after prepare, before any switch
 SWITCH = "switch"  # the publish call as transport bounds it (`transport.LONG_PHASES`) and names it in its messages
 TAKEOVER = "takeover"  # a lock left by a run of this machine that is gone was taken over (deploylock.take)
 PREPARE = (CONNECT, CHECK, PUSH, BUILD)
