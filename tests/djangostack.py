@@ -287,3 +287,67 @@ _redis_dbs = itertools.count(1)
 def redis_url(redis_server: Redis) -> str:
     """A redis database of this test's own (the broker and result backend of its celery app)."""
     return redis_server.url(next(_redis_dbs) % 64)
+
+
+# ---------------------------------------------------------------- nginx
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@dataclass
+class Nginx:
+    """An nginx of one test host, run as the host's user, serving the sites deploytool installs in its etc root."""
+
+    base: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def reload_command(self) -> str:
+        """What the host runs after a switch: nginx re-reads the site, which names the new release's static files."""
+        return f"{NGINX} -p {self.base} -c {self.base / 'nginx.conf'} -e {self.base / 'error.log'} -s reload"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def nginx_missing() -> str | None:
+    return None if os.path.exists(NGINX) else "nginx is not installed (apt-get install nginx)"
+
+
+def start_nginx(base: Path, sites: Path, user: str) -> Nginx:
+    """Start nginx as ``user`` with everything under ``base``, including ``sites/*.conf`` (none yet is fine)."""
+    base.mkdir(parents=True)
+    port = free_port()
+    temp = "".join(
+        f"    {kind}_temp_path {base}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (base / "nginx.conf").write_text(
+        f"pid {base}/nginx.pid;\nerror_log {base}/error.log;\ndaemon off;\nworker_processes 1;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\n    include /etc/nginx/mime.types;\n    access_log off;\n{temp}    include {sites}/*.conf;\n}}\n"
+    )
+    account = pwd.getpwnam(user)
+    for path in (base, *base.rglob("*")):
+        os.lchown(path, account.pw_uid, account.pw_gid)
+    as_account = os.geteuid() == 0
+    process = subprocess.Popen(
+        [NGINX, "-p", str(base), "-c", str(base / "nginx.conf"), "-e", str(base / "error.log")],
+        user=account.pw_uid if as_account else None,
+        group=account.pw_gid if as_account else None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=base,
+    )
+    wait_for(lambda: (base / "nginx.pid").exists() or process.poll() is not None, 30, "nginx to start")
+    if process.poll() is not None:
+        raise RuntimeError(f"nginx exited: {(base / 'error.log').read_text()}")
+    return Nginx(base, port, process)
