@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -65,6 +65,43 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(_is_str(item) for item in value)
 
 
+#: An environment variable's name as the app's ``env`` and a secret source may give it.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _is_env_value(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _is_env(value: Any) -> bool:
+    return _is_mapping(value) and all(
+        ENV_NAME.fullmatch(key) and not key.startswith("DEPLOYTOOL_") and _is_env_value(item)
+        for key, item in value.items()
+    )
+
+
+SECRET_SOURCES = ("command", "file", "env_prefix")
+
+
+def secrets_problem(value: Any) -> str | None:
+    """What is wrong with a ``secrets`` value, or None."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in SECRET_SOURCES:
+        return (
+            'expected one of {command: "sops -d secrets.yaml"}, {file: ~/.config/app/secrets.yaml} or '
+            f"{{env_prefix: APP_}}, got {value!r:.80}"
+        )
+    kind, source = next(iter(value.items()))
+    if not _is_str(source):
+        return f"{kind}: expected text, got {source!r:.80}"
+    if kind == "env_prefix" and not ENV_NAME.fullmatch(source):
+        return f"env_prefix: expected the start of variable names, like DEMO_, got {source!r:.80}"
+    return None
+
+
+def _is_secrets(value: Any) -> bool:
+    return value is None or secrets_problem(value) is None
+
+
 #: Names a release directory uses itself (``<release>/venv``, ``<release>/etc``); a shared dir linked there
 #: would replace them.
 RESERVED_SHARED_DIRS = ("venv", "etc")
@@ -100,6 +137,15 @@ def _explain(key: str, value: Any) -> str | None:
     problem = _PROBLEMS[key](value) if key in _PROBLEMS else None
     if problem is not None:
         return problem
+    if key == "env" and _is_mapping(value):
+        for name, item in value.items():
+            if not ENV_NAME.fullmatch(name) or name.startswith("DEPLOYTOOL_"):
+                return (
+                    f"{name!r} is not an environment variable name for the app (letters, digits and _, not first a "
+                    "digit; DEPLOYTOOL_* are deploytool's own)"
+                )
+            if not _is_env_value(item):
+                return f"{name}: expected text (a template) or a number, got {item!r:.80}"
     if key == "python_version" and (isinstance(value, (str, float, int)) and not isinstance(value, bool)):
         return (
             f'expected the hosts\' full Python version X.Y.Z, like "3.11.2" (quoted), got {value!r}: the deploy '
@@ -112,6 +158,7 @@ _PROBLEMS: dict[str, Callable[[Any], str | None]] = {
     "restart": restart_problem,
     "health_check": health_problem,
     "batch_size": batch_size_problem,
+    "secrets": lambda value: None if value is None else secrets_problem(value),
 }
 
 
@@ -161,10 +208,25 @@ SETTINGS: dict[str, tuple[str, _Check, Any]] = {
     "confirm": ("true or false", _is_bool, False),
     "notify": ("a list of commands", _is_str_list, []),
     "notify_timeout": ("a number of seconds", _is_positive_int, 30),
+    "env": ("a mapping of environment variable names to text", _is_env, {}),
+    "build": ("a list of commands", _is_str_list, []),
+    "secrets": ("a secrets source", _is_secrets, None),
+    "migrate": ("a list of commands", _is_str_list, []),
+    "migrations": ("a list of file globs", _is_str_list, ["**/migrations/*.py"]),
 }
 #: Settings of a whole stage (how its hosts are worked through, whether a run asks first, who hears of it):
 #: allowed at the top level and in a stage only.
-STAGE_ONLY = ("batch_size", "parallel", "confirm", "notify", "notify_timeout")
+STAGE_ONLY = (
+    "batch_size", "parallel", "confirm", "notify", "notify_timeout", "secrets", "migrate", "migrations"
+)  # fmt: skip
+#: What a role of ``roles`` may set (on top of the stage's settings, for the hosts that name the role).
+ROLE_SETTINGS = ("restart", "health_check", "after_switch", "validate", "build", "env", "vars")
+#: Lists a host's roles add up (in the order the host names its roles); the others: the last role's wins.
+ROLE_LISTS = ("after_switch", "validate", "build")
+#: Built in: the host that runs the stage's ``migrate`` commands; needs no entry under ``roles``.
+MIGRATE_ROLE = "migrate"
+#: A host that names no roles has this one (it need not be defined either).
+DEFAULT_ROLE = "web"
 TOP_LEVEL: dict[str, tuple[str, _Check]] = {
     "app": ("a name", _is_str),
     "default_stage": ("a stage name", _is_str),
@@ -172,6 +234,7 @@ TOP_LEVEL: dict[str, tuple[str, _Check]] = {
     "etc_templates": ("a path", _is_str),
     "wheelhouse": ("a path", _is_str),
     "upstream": ("an index URL", _is_str),
+    "roles": ("a mapping of role names to settings", lambda _v: True),
 }
 REQUIRED_SETTINGS = ("root", "mirror")
 
@@ -219,6 +282,13 @@ class HostConfig:
     confirm: bool = False  # deploy and rollback ask on the terminal first (--yes answers)
     notify: tuple[str, ...] = ()  # commands run on the laptop (sh -c) when a deploy or rollback ends
     notify_timeout: int = 30  # seconds each notify command may take
+    env: Mapping[str, str] = field(default_factory=dict)  # the app's environment: name -> template
+    build: tuple[str, ...] = ()  # commands run in the new release on every host, before any switch
+    secrets: Mapping[str, str] | None = None  # the stage's secrets source: {command|file|env_prefix: text}
+    migrate: tuple[str, ...] = ()  # commands run once per deploy on the first host with role migrate
+    migrations: tuple[str, ...] = ("**/migrations/*.py",)  # globs of the files that change the database
+    roles: tuple[str, ...] = (DEFAULT_ROLE,)
+    health_checks: tuple[HealthCheck, ...] = ()  # every check the host's roles name (health_check: the first)
 
     @property
     def is_local(self) -> bool:
@@ -241,8 +311,9 @@ class Inventory:
     def project_root(self) -> Path:
         return self.path.parent
 
-    def hosts(self, stage: str | None, only: str | None = None) -> tuple[HostConfig, ...]:
-        """Return the hosts of ``stage`` (the default stage when None), limited to the comma list ``only``."""
+    def hosts(self, stage: str | None, only: str | None = None, roles: str | None = None) -> tuple[HostConfig, ...]:
+        """Return the hosts of ``stage`` (the default stage when None), limited to the comma list ``only`` and
+        to the hosts having one of the comma list ``roles``."""
         name = stage or self.default_stage
         if not name:
             raise InventoryError(f"{self.path}: no --stage given and no default_stage set")
@@ -251,6 +322,8 @@ class Inventory:
                 f"{self.path}: no stage named {name!r}{_suggest(name, self.stages)}; stages: {', '.join(self.stages)}"
             )
         hosts = self.stages[name]
+        if roles is not None:
+            hosts = self._with_roles(name, hosts, roles)
         if only is None:
             return hosts
         wanted = [item.strip() for item in only.split(",") if item.strip()]
@@ -261,11 +334,32 @@ class Inventory:
         known = {host.name: host for host in hosts}
         unknown = [item for item in wanted if item not in known]
         if unknown:
+            everywhere = {host.name for host in self.stages[name]}
+            if roles is not None and unknown[0] in everywhere:
+                raise InventoryError(
+                    f"{self.path}: host {unknown[0]!r} of stage {name!r} has none of the roles {roles!r}; "
+                    f"the hosts with them: {', '.join(known) or 'none'}"
+                )
             raise InventoryError(
                 f"{self.path}: stage {name!r} has no host {unknown[0]!r}{_suggest(unknown[0], known)}; "
                 f"its hosts: {', '.join(known)}"
             )
         return tuple(known[item] for item in dict.fromkeys(wanted))
+
+    def _with_roles(self, stage: str, hosts: tuple[HostConfig, ...], roles: str) -> tuple[HostConfig, ...]:
+        wanted = [item.strip() for item in roles.split(",") if item.strip()]
+        if not wanted:
+            raise InventoryError(
+                f"{self.path}: --roles {roles!r} names no role; leave --roles out to act on every host of the stage"
+            )
+        known = {role for host in hosts for role in host.roles}
+        unknown = [item for item in wanted if item not in known]
+        if unknown:
+            raise InventoryError(
+                f"{self.path}: no host of stage {stage!r} has the role {unknown[0]!r}"
+                f"{_suggest(unknown[0], known)}; its hosts' roles: {', '.join(sorted(known))}"
+            )
+        return tuple(host for host in hosts if any(role in host.roles for role in wanted))
 
 
 class _DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -335,11 +429,91 @@ class _Validator:
 def _merge(*levels: Mapping[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {key: spec[2] for key, spec in SETTINGS.items()}
     merged_vars: dict[str, Any] = {}
+    merged_env: dict[str, Any] = {}
     for level in levels:
         merged.update({key: value for key, value in level.items() if key in SETTINGS})
         merged_vars.update(level.get("vars") or {})
+        merged_env.update(level.get("env") or {})
     merged["vars"] = merged_vars
+    merged["env"] = {name: str(value) for name, value in merged_env.items()}
     return merged
+
+
+def _roles_map(validator: _Validator, value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A ``roles`` mapping (top level or stage): role name -> the settings it sets, each checked."""
+    if value is None:
+        return {}
+    if not _is_mapping(value):
+        raise validator.fail(where, f"expected a mapping of role names to settings, got {value!r:.80}")
+    roles: dict[str, dict[str, Any]] = {}
+    for name, entry in value.items():
+        place = f"{where}.{name}"
+        _check_name(validator, place, "role", name)
+        if entry is not None and isinstance(entry, dict):
+            odd = next((key for key in entry if key not in ROLE_SETTINGS), None)
+            if odd is not None:
+                raise validator.fail(
+                    f"{place}.{odd}",
+                    f"a role may set {', '.join(ROLE_SETTINGS)}; {odd!r} is not one of them"
+                    + _suggest(str(odd), ROLE_SETTINGS),
+                )
+        roles[name] = validator.settings(entry, place, {})
+    return roles
+
+
+def _host_roles(validator: _Validator, value: Any, where: str, defined: Mapping[str, Any]) -> tuple[str, ...]:
+    """A host's ``roles`` list: names defined under ``roles`` (or the built-in ``migrate``), each once."""
+    if value is None:
+        return (DEFAULT_ROLE,)
+    if not _is_str_list(value) or not value:
+        raise validator.fail(where, f"expected a list of role names, like [web, migrate], got {value!r:.80}")
+    for name in value:
+        if name not in defined and name not in (MIGRATE_ROLE, DEFAULT_ROLE):
+            known = ", ".join(defined) or "none"
+            raise validator.fail(
+                where,
+                f"role {name!r} is not defined{_suggest(name, [*defined, MIGRATE_ROLE])}; define it under roles "
+                f"(top level or the stage; defined: {known}), or use the built-in role {MIGRATE_ROLE!r}",
+            )
+    return tuple(dict.fromkeys(value))
+
+
+def _role_overlay(
+    validator: _Validator, where: str, defined: Mapping[str, dict[str, Any]], names: Sequence[str]
+) -> tuple[dict[str, Any], list[Any]]:
+    """The settings a host's roles set, in the host's order: lists of commands add up, ``restart`` commands
+    add up (one gunicorn re-exec at most), ``env`` and ``vars`` merge, and every ``health_check`` is kept."""
+    overlay: dict[str, Any] = {}
+    checks: list[Any] = []
+    gunicorn: str | None = None
+    for name in names:
+        for key, value in (defined.get(name) or {}).items():
+            if key in ("env", "vars"):
+                overlay[key] = {**overlay.get(key, {}), **(value or {})}
+            elif key == "health_check":
+                if value is not None:
+                    checks.append(value)
+            elif key == "restart":
+                restart = parse_restart(value)
+                if restart.gunicorn_pidfile:
+                    if gunicorn is not None:
+                        raise validator.fail(
+                            f"{where}.roles",
+                            f"roles {gunicorn!r} and {name!r} both restart a gunicorn master (gunicorn_pidfile); "
+                            "a host re-executes one: give one of them restart commands",
+                        )
+                    gunicorn = name
+                before = overlay.get("restart", Restart())
+                overlay["restart"] = Restart(
+                    before.commands + restart.commands,
+                    before.gunicorn_pidfile or restart.gunicorn_pidfile,
+                    before.start + restart.start,
+                )
+            elif key in ROLE_LISTS:
+                overlay[key] = [*overlay.get(key, []), *value]
+            else:
+                overlay[key] = value
+    return overlay, checks
 
 
 def _resolve_path(value: str, project_root: Path) -> Path:
@@ -367,7 +541,14 @@ def _check_mirror(validator: _Validator, where: str, merged: dict[str, Any]) -> 
 
 
 def _host_config(
-    validator: _Validator, inventory_root: Path, app: str, stage: str, name: str, merged: dict[str, Any]
+    validator: _Validator,
+    inventory_root: Path,
+    app: str,
+    stage: str,
+    name: str,
+    merged: dict[str, Any],
+    roles: tuple[str, ...] = (DEFAULT_ROLE,),
+    checks: Sequence[Any] = (),
 ) -> HostConfig:
     where = f"stages.{stage}.hosts.{name}"
     for key in REQUIRED_SETTINGS:
@@ -400,6 +581,9 @@ def _host_config(
     if local:
         etc_root = str(_resolve_path(etc_root, inventory_root).resolve())
     identity = merged["identity_file"]
+    health_checks = tuple(
+        check for check in (parse_health(value) for value in (checks or [merged["health_check"]])) if check
+    )
     return HostConfig(
         name=name,
         stage=stage,
@@ -434,14 +618,21 @@ def _host_config(
         sudo=merged["sudo"],
         validate=tuple(merged["validate"]),
         after_switch=tuple(merged["after_switch"]),
-        restart=parse_restart(merged["restart"]),
-        health_check=parse_health(merged["health_check"]),
+        restart=merged["restart"] if isinstance(merged["restart"], Restart) else parse_restart(merged["restart"]),
+        health_check=health_checks[0] if health_checks else None,
+        health_checks=health_checks,
         batch_size=merged["batch_size"],
         parallel=merged["parallel"],
         timeout=merged["timeout"],
         confirm=merged["confirm"],
         notify=tuple(merged["notify"]),
         notify_timeout=merged["notify_timeout"],
+        env=merged["env"],
+        build=tuple(merged["build"]),
+        secrets=merged["secrets"],
+        migrate=tuple(merged["migrate"]),
+        migrations=tuple(merged["migrations"]),
+        roles=roles,
     )
 
 
@@ -468,8 +659,10 @@ def _stage_hosts(validator: _Validator, stage: str, entry: Any) -> dict[str, Any
         raise validator.fail(where, f"host name {odd[0]!r} is not a string; quote it in the YAML")
     for name in entry:
         _check_name(validator, f"{where}.{name}", "host", name)
+    host_extra = {"roles": ("a list of role names", lambda _value: True)}
     return {
-        str(name): validator.settings(settings, f"{where}.{name}", {}, host=True) for name, settings in entry.items()
+        str(name): validator.settings(settings, f"{where}.{name}", host_extra, host=True)
+        for name, settings in entry.items()
     }
 
 
@@ -485,16 +678,28 @@ def parse_inventory(data: Any, path: Path) -> Inventory:
     if not top["stages"]:
         raise validator.fail("stages", "expected at least one stage")
     stages: dict[str, tuple[HostConfig, ...]] = {}
+    top_roles = _roles_map(validator, top.get("roles"), "roles")
+    stage_extra: dict[str, tuple[str, _Check]] = {
+        "hosts": ("hosts", lambda _v: True),
+        "roles": ("a mapping of role names to settings", lambda _v: True),
+    }
     for stage, stage_entry in top["stages"].items():
         _check_name(validator, f"stages.{stage}", "stage", stage)
-        settings = validator.settings(stage_entry, f"stages.{stage}", {"hosts": ("hosts", lambda _v: True)})
+        settings = validator.settings(stage_entry, f"stages.{stage}", stage_extra)
         if "hosts" not in settings:
             raise validator.fail(f"stages.{stage}", "missing required key 'hosts'")
         hosts = _stage_hosts(validator, stage, settings.pop("hosts"))
-        stages[stage] = tuple(
-            _host_config(validator, path.parent, top["app"], stage, name, _merge(top, settings, host))
-            for name, host in hosts.items()
-        )
+        defined = {**top_roles, **_roles_map(validator, settings.pop("roles", None), f"stages.{stage}.roles")}
+        configs = []
+        for name, host in hosts.items():
+            where = f"stages.{stage}.hosts.{name}"
+            roles = _host_roles(validator, host.pop("roles", None), f"{where}.roles", defined)
+            overlay, checks = _role_overlay(validator, where, defined, roles)
+            if "health_check" in host:  # the host's own check replaces its roles'
+                checks = []
+            merged = _merge(top, settings, overlay, host)
+            configs.append(_host_config(validator, path.parent, top["app"], stage, name, merged, roles, checks))
+        stages[stage] = tuple(configs)
     default = top.get("default_stage")
     if default is not None and default not in stages:
         raise validator.fail("default_stage", f"no stage named {default!r}{_suggest(default, stages)}")
