@@ -16,17 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import deploylock, journal, phases, sudo
-from .config import payload, render_commands, render_commit
+from . import appsecrets, deploylock, journal, migrations, phases, sudo
+from .config import payload, render_commands, render_commit, render_env
 from .errors import DeployError
 from .etc import RenderedEtc
 from .events import FAILED, INTERRUPTED, EventLog
 from .fleet import connected, describe_failures, interruption, on_each, terminate_as_interrupt
-from .inventory import HostConfig, Inventory
+from .inventory import MIGRATE_ROLE, HostConfig, Inventory
 from .pins import check_pins, target_python
 from .release import Release, check_release_id, resolve_commit
 from .report import HostOutcome, RunReport
 from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, rollback_batches
+from .switch import command_env
 from .target import Target
 from .transport import interrupt
 
@@ -39,6 +40,23 @@ class Plan:
     hosts: tuple[HostConfig, ...]
     install: dict[str, phases.InstallPlan] = field(default_factory=dict)  # host name -> what to install
     rendered: dict[str, RenderedEtc] = field(default_factory=dict)  # host name -> its config ({}: no templates)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)  # host name -> the app's env (secrets in)
+    commands: dict[str, HostConfig] = field(default_factory=dict)  # host name -> its settings, commands rendered
+
+    def app_run(self, target: Target, migrate: bool = False) -> phases.AppRun:
+        """What the app's commands run with on ``target``: its env, deploytool's variables, and its ``build``
+        (or ``migrate``) commands."""
+        rendered = self.commands.get(target.name, target.host)
+        return phases.AppRun(
+            self.env.get(target.name, {}),
+            command_env(target, self.release.id, target.state.current),
+            rendered.migrate if migrate else rendered.build,
+        )
+
+    def migrate_host(self) -> str | None:
+        """The host that runs the ``migrate`` commands: the first with the role ``migrate`` (None: no step)."""
+        host = next((host for host in self.hosts if MIGRATE_ROLE in host.roles), None)
+        return host.name if host is not None and host.migrate else None
 
 
 def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> None:
@@ -51,7 +69,8 @@ def _prepare(plan: Plan, project_root: Path, target: Target, log: EventLog) -> N
             phases.push(target, str(project_root), release.commit)
         rendered = plan.rendered.get(name)
         with log.phase(name, phases.BUILD):
-            phases.build(target, release, plan.install[name], payload(rendered) if rendered is not None else None)
+            etc = payload(rendered) if rendered is not None else None
+            phases.build(target, release, plan.install[name], etc, plan.app_run(target))
     except Exception as error:
         phases.abort(target, release.id, failed_deploy(release, target, error))
         raise
@@ -104,11 +123,13 @@ def run_deploy(
     password: str | None = None,
     ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
+    skip_migrate: bool = False,
 ) -> RunReport:
-    """Prepare the release on every host, then make it live batch by batch (`rollout.deploy_batches`); any
-    failure before the switch leaves every host's ``current`` untouched and the half-built release removed, a
-    failed batch puts every switched host back. Without ``password``, sudo hosts that need one get it from
-    ``ask_password``; ``batch_size`` overrides hosts.yml's. Fills ``report`` as it goes."""
+    """Prepare the release on every host, run ``migrate`` once (on the first host with role ``migrate``, every
+    lock held), then make it live batch by batch (`rollout.deploy_batches`); any failure before the switch leaves
+    every host's ``current`` untouched and the half-built release removed, a failed batch puts every switched host
+    back. Without ``password``, sudo hosts that need one get it from ``ask_password``; ``batch_size`` overrides
+    hosts.yml's; ``skip_migrate`` skips the migrate step (journaled). Fills ``report`` as it goes."""
     release = plan.release
     report = report or RunReport("deploy", plan.hosts[0].stage, release.id, release.commit, EventLog())
     log, live = report.log, set[str]()
@@ -135,9 +156,10 @@ def run_deploy(
                     describe_failures("deploy", [(t.name, e) for t, e in prepared.failed])
                     + f"\nNo host was switched; current is unchanged everywhere.{stuck}"
                 )
+            note = _migrate(plan, targets, log, skip_migrate, limit)
             rollout = Rollout(targets, log, _batch_size(plan.hosts, batch_size), limit, finished=live)
             try:
-                deploy_batches(rollout, release)
+                deploy_batches(rollout, release, note)
             except KeyboardInterrupt as stop:
                 # A host-side step under way runs to its end whatever happens here: it is waited for.
                 raise DeployError(interrupted_batches(stop, rollout, release.id, release)) from None
@@ -147,6 +169,34 @@ def run_deploy(
         raise
     finally:
         _outcomes(report, plan.hosts, targets, live)
+
+
+def _migrate(plan: Plan, targets: Sequence[Target], log: EventLog, skip: bool, limit: int) -> str | None:
+    """Run the ``migrate`` commands once, on the migrate host, every host prepared and locked, none switched.
+    A failure aborts everywhere (no host switches). Returns the journal's note for a skipped migrate, or None."""
+    name = plan.migrate_host()
+    if name is None:
+        return None
+    if skip:
+        return f"migrate skipped (--skip-migrate; {name} would have run it)"
+    target = next(target for target in targets if target.name == name)
+    try:
+        with log.phase(name, phases.MIGRATE):
+            phases.migrate(target, plan.release, plan.app_run(target, migrate=True))
+    except KeyboardInterrupt as stop:
+        stuck = abort_all(targets, plan.release, f"{interruption(stop)} on the laptop during migrate", limit)
+        raise DeployError(
+            f"{interruption(stop)} during migrate on {name}: no host was switched; the half-built releases were "
+            f"removed (the database may be partly migrated){stuck}"
+        ) from None
+    except Exception as error:
+        stuck = abort_all(targets, plan.release, f"migrate failed on {name}", limit)
+        output = str(getattr(error, "output", "") or "").strip()
+        said = f"\n{output}" if output else ""
+        raise DeployError(
+            f"migrate on {name} failed: {error}{said}\nNo host was switched; current is unchanged everywhere.{stuck}"
+        ) from None
+    return None
 
 
 def _batch_size(hosts: Sequence[HostConfig], override: int | str | None) -> int | str | None:
@@ -184,9 +234,12 @@ def run_rollback(
     password: str | None = None,
     ask_password: sudo.AskPassword | None = None,
     batch_size: int | str | None = None,
+    force: bool = False,
+    project_root: Path | None = None,
 ) -> str:
     """Switch every host back to the previous good release (or ``to``), batch by batch, restarted and checked;
-    installs nothing."""
+    installs nothing. A target lacking migration files the current release has is refused (the laptop's git in
+    ``project_root`` compares them) unless ``force``, which the journal records."""
     report = report or RunReport("rollback", hosts[0].stage, to, None, EventLog())
     log, done = report.log, set[str]()
     limit = hosts[0].parallel
@@ -211,13 +264,14 @@ def run_rollback(
                 chosen = choose_rollback_target(targets, to)
                 for target in targets:  # a command template that cannot render stops the rollback here
                     render_commands(target.host, chosen, target.state.current)
+                note = _migrations_check(targets, chosen, project_root, force)
             except DeployError:
                 abort_all(targets, limit=limit)
                 raise
             report.release = chosen
             rollout = Rollout(targets, log, _batch_size(hosts, batch_size), limit, finished=done)
             try:
-                rollback_batches(rollout, chosen)
+                rollback_batches(rollout, chosen, note)
             except KeyboardInterrupt as stop:
                 raise DeployError(interrupted_batches(stop, rollout, chosen, None)) from None
             return chosen
@@ -228,6 +282,41 @@ def run_rollback(
         _outcomes(report, hosts, targets, done)
 
 
+def _commit_of(target: Target, release_id: str | None) -> str | None:
+    """The commit of a release on ``target``, by its journal (validated commit ids)."""
+    return next((e.commit for e in reversed(target.state.entries) if e.release == release_id and e.commit), None)
+
+
+def _migrations_check(targets: Sequence[Target], chosen: str, project_root: Path | None, force: bool) -> str | None:
+    """Refuse a rollback to ``chosen`` when it lacks migration files a host's current release has (the database
+    keeps them), unless ``force``; returns the journal's note for a forced one."""
+    if project_root is None:
+        return None
+    lost: dict[str, list[str]] = {}
+    for target in targets:
+        current, target_commit = _commit_of(target, target.state.current), _commit_of(target, chosen)
+        if target.state.current == chosen or current is None or target_commit is None or current == target_commit:
+            continue
+        try:
+            files = migrations.lost_on_rollback(project_root, current, target_commit, target.host.migrations)
+        except DeployError:
+            if force:
+                continue
+            raise
+        if files:
+            lost[target.name] = files
+    if not lost:
+        return None
+    files = sorted({path for paths in lost.values() for path in paths})
+    listing = ", ".join(files)
+    if not force:
+        raise DeployError(
+            f"release {chosen} lacks migration files the current release has ({', '.join(lost)}): {listing}; "
+            "the database keeps these migrations: migrate it back first (fab run -- ...), or roll back with --force"
+        )
+    return f"forced (--force): the database keeps migrations {chosen} lacks: {listing}"
+
+
 def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> Plan:
     """Decide the release on the laptop: resolve the commit and mint one id for every host."""
     commit = resolve_commit(inventory.project_root, ref)
@@ -235,7 +324,9 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     inventory_digest = hashlib.sha256(inventory.path.read_bytes()).hexdigest()  # recorded in the manifest
     plan = Plan(release=replace(Release.mint(commit), hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
-    plan.rendered = render_commit(inventory, hosts, plan.release.id, commit)
-    for host in hosts:  # a command template that cannot render stops the deploy before any host is touched
-        render_commands(host, plan.release.id, None)
+    secrets = appsecrets.load(hosts[0].secrets, inventory.project_root, inventory.path)  # the stage's source
+    plan.rendered = render_commit(inventory, hosts, plan.release.id, commit, secrets)
+    for host in hosts:  # a template that cannot render (a missing secret) stops the deploy before any host is touched
+        plan.commands[host.name] = render_commands(host, plan.release.id, None)
+        plan.env[host.name] = render_env(host, plan.release.id, secrets)
     return plan

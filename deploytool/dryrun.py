@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from . import migrations
 from .config import render_commands
 from .deploy import Plan
 from .errors import DeployError
@@ -46,6 +47,15 @@ def _running_commit(target: Target) -> str | None:
     return commits[-1] if commits else None
 
 
+def _migration_lines(inventory: Inventory, old: str | None, new: str, globs: tuple[str, ...]) -> str:
+    """``  migrations: ...``: the migration files the deploy adds (A) or changes (M)."""
+    try:
+        found = migrations.changes(inventory.project_root, old, new, globs)
+    except DeployError:
+        return "  migrations: unknown (the running commit is not in this repository)"
+    return "  migrations:" + ("".join(f"\n    {line}" for line in found) if found else " none added or changed")
+
+
 def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
     new = plan.release.commit
     old = _running_commit(target)
@@ -64,6 +74,7 @@ def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
             lines.append(f"  commits: {old[:12]} is not in this repository (git fetch?)")
             changes = []
         lines.append(f"  requirements ({relative}):" + ("\n" + "\n".join(changes) if changes else " unchanged"))
+    lines.append(_migration_lines(inventory, old, new, target.host.migrations))
     commands = render_commands(target.host, plan.release.id, target.state.current)
     restart = commands.restart
     if restart.gunicorn_pidfile:
@@ -91,6 +102,10 @@ def print_plan(inventory: Inventory, plan: Plan, say: Say, batch_size: int | str
     cut = batches([host.name for host in plan.hosts], batch_size or plan.hosts[0].batch_size)
     if len(cut) > 1:
         say(f"in {len(cut)} batches: " + "; ".join(", ".join(batch) for batch in cut))
+    migrate_host = plan.migrate_host()
+    if migrate_host is not None:
+        commands = plan.commands[migrate_host].migrate
+        say(f"migrate: once, on {migrate_host}, after every host is prepared, before any switch: {list(commands)}")
     with connected(plan.hosts) as targets:
         states = on_each(targets, read_state, lambda t: t.name)
         states.raise_if_failed("reading the hosts", lambda t: t.name)

@@ -9,7 +9,10 @@
   for byte.  Templates may ``{% include %}`` / ``{% import %}`` other files of ``etc-mock/`` by
   their path relative to it (the included file is rendered as an output file too).
 * File modes are normalised to ``0o755`` (owner-executable source) or ``0o644``: git keeps only
-  the executable bit, so nothing else in a checkout is meaningful.
+  the executable bit, so nothing else in a checkout is meaningful. A template that uses ``env`` or
+  ``secrets`` (or whose output holds a secret's value) is written ``0o600``; a template may declare
+  its file's mode on its first line, ``{# mode: 0640 #}`` (a Jinja comment: it renders to nothing),
+  which is then kept, whatever the file uses. The installer never widens an existing file's mode.
 * Symlinks and special files anywhere inside ``etc-mock/`` are refused, as are rendered names
   that are empty, absolute, contain ``.``/``..``/empty components or control characters, and
   two sources rendering to the same path (or to a path below another rendered file).
@@ -36,6 +39,11 @@ merged global, then stage, then host, and the facts below are set last):
     ``shared_dirs``   mapping shared dir name -> absolute path
     ``user``          deploy user (the app runs as this user)
     ``etc_root``      where the rendered tree is installed (``/etc``)
+    ``env``           the host's final ``env`` (values rendered, secrets substituted), a mapping
+    ``secrets``       the stage's secrets: ``{{ secrets.NAME }}`` (a missing one stops the render, named)
+
+Filters besides Jinja's: ``env_list`` (mapping -> ``["K=V", ...]``, for gunicorn's ``raw_env``) and
+``supervisor_environment`` (mapping -> supervisord's ``environment=`` value, quoted, ``%`` doubled).
 """
 
 from __future__ import annotations
@@ -52,8 +60,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import jinja2
+import jinja2.meta
 
 from deploytool.errors import DeployError
+from deploytool.terminal import holds_secret
 
 TEMPLATE_SUFFIX = ".j2"
 _UNDEFINED_RE = re.compile(r"'([^']+)' is undefined")
@@ -94,7 +104,8 @@ class RenderedEtc(Mapping[str, bytes]):
         return len(self.files)
 
     def mode(self, relpath: str) -> int:
-        """Return the permission bits of a rendered file (0o644 or 0o755)."""
+        """Return the permission bits of a rendered file (0o644 or 0o755; 0o600 when it uses the app's env or
+        secrets; what its template declares)."""
         return self.modes.get(relpath, 0o644)
 
 
@@ -138,8 +149,31 @@ def scan_sources(template_dir: Path) -> list[_Source]:
     return sorted(sources, key=lambda s: s.relpath)
 
 
+def env_list(env: Mapping[str, object]) -> list[str]:
+    """The ``env_list`` filter: ``{"A": "1"}`` -> ``["A=1"]`` (gunicorn's ``raw_env``, a container's env)."""
+    return [f"{name}={value}" for name, value in env.items()]
+
+
+def supervisor_environment(env: Mapping[str, object]) -> str:
+    """The ``supervisor_environment`` filter: a mapping as supervisord's ``environment=`` value,
+    ``A="1",B="x,y"``: every value quoted (``'`` when it holds ``"``), ``%`` doubled (supervisord expands
+    ``%(name)s``). A value holding both quote characters, or a newline, cannot be written there."""
+    items = []
+    for name, value in env.items():
+        text = str(value).replace("%", "%%")
+        if "\n" in text or "\r" in text:
+            raise DeployError(f"supervisor_environment: {name}'s value has a line break, which supervisord cannot read")
+        quote = '"' if '"' not in text else "'"
+        if quote in text:
+            raise DeployError(
+                f"supervisor_environment: {name}'s value holds both ' and \", which supervisord cannot read"
+            )
+        items.append(f"{name}={quote}{text}{quote}")
+    return ",".join(items)
+
+
 def _environment(template_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir), followlinks=False),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -147,6 +181,32 @@ def _environment(template_dir: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["env_list"] = env_list
+    env.filters["supervisor_environment"] = supervisor_environment
+    return env
+
+
+#: A template declares its file's mode on its first line: ``{# mode: 0640 #}``.
+_MODE_HEADER = re.compile(r"\{#-?\s*mode:\s*(0?[0-7]{3})\s*-?#\}")
+#: Template variables that carry the app's environment or secrets: a file using them is written 0600.
+SENSITIVE_VARIABLES = frozenset({"env", "secrets"})
+SENSITIVE_MODE = 0o600
+
+
+def _declared_mode(text: str) -> int | None:
+    """The mode a template's first line declares (``{# mode: 0640 #}``), or None."""
+    match = _MODE_HEADER.match(text.split("\n", 1)[0].strip())
+    return int(match.group(1), 8) if match else None
+
+
+def _uses_secrets(env: jinja2.Environment, text: str, rendered: str) -> bool:
+    """Whether a template uses ``env`` or ``secrets`` (as the parser sees its names), or its output holds a
+    secret's value."""
+    try:
+        names = jinja2.meta.find_undeclared_variables(env.parse(text))
+    except jinja2.TemplateError:
+        names = set(SENSITIVE_VARIABLES)
+    return bool(names & SENSITIVE_VARIABLES) or holds_secret(rendered)
 
 
 def _template_line(error: BaseException, template_dir: Path) -> tuple[str | None, int | None]:
@@ -163,6 +223,8 @@ def _template_line(error: BaseException, template_dir: Path) -> tuple[str | None
 def _describe(error: Exception, where: str, host: str) -> DeployError:
     """Turn a Jinja (or template code) error into a one-line TemplateError."""
     message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, DeployError):  # a missing secret, a filter's refusal: the message says it all
+        return TemplateError(f"{where}, host {host}: {message}")
     if isinstance(error, jinja2.UndefinedError):
         match = _UNDEFINED_RE.search(message)
         what = f"undefined variable '{match.group(1)}'" if match else f"undefined value ({message})"
@@ -195,7 +257,7 @@ def _check_name(name: str, where: str, host: str) -> str:
 
 def _render_one(
     env: jinja2.Environment, template_dir: Path, source: _Source, context: Mapping[str, object], host: str
-) -> tuple[str, bytes]:
+) -> tuple[str, bytes, int]:
     where = _display(template_dir, source.relpath)
     name = source.relpath
     if "{" in name:
@@ -208,8 +270,9 @@ def _render_one(
         name = name[: -len(TEMPLATE_SUFFIX)]
     name = _check_name(name, where, host)
     if not is_template:
-        return name, (template_dir / source.relpath).read_bytes()
+        return name, (template_dir / source.relpath).read_bytes(), source.mode
     try:
+        template_text = (template_dir / source.relpath).read_text(encoding="utf-8")
         text = env.get_template(source.relpath).render(context)
     except Exception as error:
         file, line = _template_line(error, template_dir)
@@ -217,7 +280,14 @@ def _render_one(
             file, line = (error.name or source.relpath), error.lineno
         loc = _display(template_dir, file or source.relpath) + (f" line {line}" if line else "")
         raise _describe(error, loc, host) from None
-    return name, text.encode("utf-8")
+    declared = _declared_mode(template_text)
+    if declared is not None:
+        mode = declared
+    elif _uses_secrets(env, template_text, text):
+        mode = SENSITIVE_MODE
+    else:
+        mode = source.mode
+    return name, text.encode("utf-8"), mode
 
 
 def _render_collect(
@@ -234,7 +304,7 @@ def _render_collect(
     errors: list[DeployError] = []
     for source in sources:
         try:
-            name, content = _render_one(env, template_dir, source, context, host)
+            name, content, mode = _render_one(env, template_dir, source, context, host)
         except DeployError as error:
             errors.append(error)
             continue
@@ -252,7 +322,7 @@ def _render_collect(
             continue
         origin[name] = where
         files[name] = content
-        modes[name] = source.mode
+        modes[name] = mode
     return RenderedEtc(files, modes), errors
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .release import deployer, is_commit_id, is_release_id, utc_now
+from .terminal import mask_secrets
 
 EVENTS = ("deploy", "rollback", "unlock")
 
@@ -57,7 +58,7 @@ class Entry:
             "time": self.time,
         }
         if self.reason:
-            data["reason"] = self.reason
+            data["reason"] = mask_secrets(self.reason)  # a failure's output may quote the app's env
         return json.dumps(data, sort_keys=True)
 
     @classmethod

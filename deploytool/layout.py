@@ -2,6 +2,7 @@
 
 <root>/repo.git               bare repository the laptop pushes into
 <root>/releases/<id>/         checkout + venv/ + etc/ + .deploytool.json (the manifest)
+                              + .deploytool/env.json (the app's env, 0600)
 <root>/shared/<dir>/          persistent directories linked into every release
 <root>/current -> releases/<id>
 <root>/tools/venv/            the pip used to fill release virtualenvs (made once per host)
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from posixpath import join
 
 MANIFEST_NAME = ".deploytool.json"
+ENV_FILE = ".deploytool/env.json"  # the app's env of a release: JSON, mode 0600 in a 0700 directory
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,10 @@ class Layout:
 
     def manifest(self, release_id: str) -> str:
         return join(self.release(release_id), MANIFEST_NAME)
+
+    def env_file(self, release_id: str) -> str:
+        """The app's ``env`` of a release, as deployed (0600): every command run for the app reads it."""
+        return join(self.release(release_id), ENV_FILE)
 
     def shared_dir(self, name: str) -> str:
         return join(self.shared, name)

@@ -9,6 +9,7 @@ A deploy goes, in the order a reader sees it (each name is an event's ``phase``)
                                 pip check, shared links)
     publish   PUBLISH  (host-side ``publish``, `publish.publish`: config, current, after-switch), with its
                         RESTART and HEALTH steps as phases of their own
+    migrate   MIGRATE  (host-side ``appcmd``: the ``migrate`` commands, on one host, every host prepared and locked)
     finish    FINISH   (host-side ``finish``: journal, prune, unlock)
 
 and REVERT (``publish`` back to the release a host had) when a batch fails. A rollback is check, publish and
@@ -21,9 +22,9 @@ from __future__ import annotations
 import os
 import posixpath
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import installer, journal
 from .errors import DeployError, RemoteError
@@ -35,6 +36,7 @@ from .transport import git_remote, phase_timeout, ssh_failure
 CONNECT, CHECK, PUSH, BUILD = "connect", "check", "push", "build"
 PUBLISH, RESTART, HEALTH = "publish", "restart", "health"
 FINISH, REVERT = "finish", "revert"
+MIGRATE = "migrate"  # the migrate commands, once per deploy on one host, after prepare, before any switch
 SWITCH = "switch"  # the publish call as transport bounds it (`transport.LONG_PHASES`) and names it in its messages
 TAKEOVER = "takeover"  # a lock left by a run of this machine that is gone was taken over (deploylock.take)
 PREPARE = (CONNECT, CHECK, PUSH, BUILD)
@@ -133,8 +135,15 @@ def _installer_args(target: Target, release_id: str, tool: str) -> dict[str, obj
     return args
 
 
-def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> dict[str, object]:
-    """The ``build`` module's arguments: every command an argument list, every path from the layout."""
+def build_args(
+    target: Target,
+    release: Release,
+    install: InstallPlan,
+    etc_tar_b64: str | None,
+    app: AppRun | None = None,
+) -> dict[str, object]:
+    """The ``build`` module's arguments: every command an argument list, every path from the layout; ``app``: the
+    app's env and build commands."""
     host, layout, state = target.host, target.layout, target.state
     path = layout.release(release.id)
     stale = [r for r in journal.incomplete_releases(state.entries, state.releases, state.current) if r != release.id]
@@ -159,19 +168,55 @@ def build_args(target: Target, release: Release, install: InstallPlan, etc_tar_b
         "bytecode": {"venv": layout.venv(release.id), "previous": layout.venv(state.current) if state.current else ""},
         "shared": [[layout.shared_dir(name), posixpath.join(path, name)] for name in host.shared_dirs],
         "timeout": phase_timeout(host, BUILD),
+        "env": dict(app.env) if app else {},
+        "env_file": layout.env_file(release.id),
+        "venv": layout.venv(release.id),
+        "command_env": dict(app.command_env) if app else {},
+        "build": list(app.commands) if app else [],
     }
 
 
-def build(target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None) -> None:
-    """Make ``releases/<id>`` (host-side module ``build``): code from the host's repo, manifest, rendered config,
-    venv with the pins. A failed step raises naming it ("no space left on <root>" when the disk is full)."""
-    args = build_args(target, release, install, etc_tar_b64)
+@dataclass(frozen=True)
+class AppRun:
+    """What the app's commands on a host run with: its env (values rendered, secrets in), deploytool's own
+    variables, and the commands (``build`` or ``migrate``, rendered)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    command_env: Mapping[str, str] = field(default_factory=dict)
+    commands: tuple[str, ...] = ()
+
+
+def build(
+    target: Target, release: Release, install: InstallPlan, etc_tar_b64: str | None, app: AppRun | None = None
+) -> None:
+    """Make ``releases/<id>`` (host-side module ``build``): code from the host's repo, manifest, app env, rendered
+    config, venv with the pins, build commands. A failed step raises naming it ("no space left on <root>" when the
+    disk is full)."""
+    args = build_args(target, release, install, etc_tar_b64, app)
     try:
         answer = run_module(target.c, target.name, target.host.python, "build", args, phase=BUILD)
     except ModuleFailed as failed:
         _drop_removed(target, failed.result.get("removed"))
         raise
     _drop_removed(target, answer.get("removed"))
+
+
+def migrate(target: Target, release: Release, app: AppRun) -> None:
+    """Run the ``migrate`` commands in the new release on this host (host-side module ``appcmd``), the lock held;
+    a failure raises `ModuleFailed` with the commands' output."""
+    layout = target.layout
+    args = {
+        "path": layout.release(release.id),
+        "env_file": layout.env_file(release.id),
+        "venv": layout.venv(release.id),
+        "command_env": dict(app.command_env),
+        "commands": list(app.commands),
+        "phase": MIGRATE,
+        "lock_owner": layout.lock_owner,
+        "run": target.run,
+        "timeout": phase_timeout(target.host, MIGRATE),
+    }
+    run_module(target.c, target.name, target.host.python, "appcmd", args, phase=MIGRATE)
 
 
 def _drop_removed(target: Target, removed: object) -> None:

@@ -164,10 +164,12 @@ class Rollout:
         return [], len(cut), len(cut)
 
 
-def deploy_batches(rollout: Rollout, release: Release) -> None:
+def deploy_batches(rollout: Rollout, release: Release, note: str | None = None) -> None:
     """Make ``release`` live on every host, batch by batch (``rollout.finished`` names the hosts finished). On a
-    failed batch, put every host back and raise the `DeployError` that says where each host stands."""
-    entries = {t.name: entry_for(t, "deploy", release.id, release.commit) for t in rollout.targets}
+    failed batch, put every host back and raise the `DeployError` that says where each host stands. ``note`` goes
+    into each host's journal line (``reason``: a skipped migrate)."""
+    notes = {"reason": note} if note else {}
+    entries = {t.name: entry_for(t, "deploy", release.id, release.commit, **notes) for t in rollout.targets}
 
     def publish_one(target: Target) -> Published:
         return publish_logged(
@@ -275,16 +277,17 @@ def _switch_back(rollout: Rollout, target: Target, release: Release, previous: s
     return f"back on {previous or 'no release'}{on_the_way}"
 
 
-def rollback_batches(rollout: Rollout, chosen: str) -> None:
+def rollback_batches(rollout: Rollout, chosen: str, note: str | None = None) -> None:
     """Switch every host to ``chosen``, batch by batch, restarted and checked (``rollout.finished`` names the
     hosts finished). A failed batch stops the rollback: the hosts already on ``chosen`` stay there, the rest are
-    left as they were."""
+    left as they were. ``note`` goes into each host's journal line (``reason``: a forced rollback)."""
     entries: dict[str, journal.Entry] = {}
+    notes = {"reason": note} if note else {}
 
     def publish_one(target: Target) -> Published:
         current = target.state.current
         commit = next((e.commit for e in target.state.entries if e.release == chosen and e.commit), None)
-        entries[target.name] = entry_for(target, "rollback", chosen, commit)
+        entries[target.name] = entry_for(target, "rollback", chosen, commit, **notes)
         if current == chosen:
             return Published(True, False, current, None, ())
         return publish_logged(rollout.log, target, phases.PUBLISH, chosen, current, entries[target.name])

@@ -42,6 +42,8 @@ class ConfigSwitch:
     after_switch: tuple[str, ...] = ()
     restart: dict[str, Any] | None = None  # publish's ``restart`` argument (see config.config_switch)
     health: dict[str, Any] | None = None
+    health_checks: tuple[dict[str, Any], ...] = ()  # every check (a host with several roles has several)
+    app_env: str = ""  # the release's env file on the host ("" for no release)
 
 
 def _empty_etc(layout: Layout) -> str:
@@ -69,6 +71,8 @@ def config_switch(target: Target, release_id: str | None, previous: str | None) 
         after_switch=rendered.after_switch,
         restart=_restart_args(rendered) if release_id else None,  # no release: nothing to restart or check
         health=health_args(rendered.health_check) if release_id and rendered.health_check else None,
+        health_checks=tuple(health_args(check) for check in rendered.health_checks) if release_id else (),
+        app_env=layout.env_file(release_id) if release_id else "",
     )
 
 
@@ -212,6 +216,8 @@ def publish(
         "after_switch": list(config.after_switch),
         "restart": config.restart,
         "health": config.health,
+        "health_checks": list(config.health_checks),
+        "app_env": config.app_env,
         "env": {key: value for key, value in env.items() if _SAFE_ENV_VALUE.fullmatch(value)},
         "command_timeout": host.timeout,
     }

@@ -14,9 +14,9 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
+from . import appsecrets, deploylock, journal, sudo, typos
 from . import deploy as flow
-from . import deploylock, journal, sudo, typos
-from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, selected_hosts
+from .cli import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
 from .config import render_hosts
 from .confirm import YES_HELP, ask, deploy_lines, rollback_lines
 from .dryrun import print_plan
@@ -31,6 +31,7 @@ from .release import Release, check_release_id, git, resolve_commit, uncommitted
 from .report import Progress, RunReport, dumps
 from .target import Target, incomplete, read_state
 from .tasks_mirror import mirror_tasks, requirements_tasks
+from .tasks_run import run
 from .tasks_status import audit, status
 from .transport import show_library_messages
 
@@ -81,8 +82,10 @@ def parse_batch_size(value: str | None) -> int | str | None:
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "ref": "branch, tag or commit to deploy (default: HEAD)",
         "dry_run": "print the plan and change nothing",
+        "skip_migrate": "do not run the stage's migrate commands this time (the journal says so)",
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
@@ -100,9 +103,11 @@ def deploy(
     json: bool = False,
     verbose: bool = False,
     yes: bool = False,
+    roles: str | None = None,
+    skip_migrate: bool = False,
 ) -> None:
     """Deploy a commit: new release on every host, then switch, restart and check them batch by batch."""
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     batch = parse_batch_size(batch_size)
     plan = flow.plan_deploy(inventory, selected, ref)
     if not json:
@@ -123,7 +128,15 @@ def deploy(
         print(f"Deploying {release.id} ({release.commit[:12]}) to {len(selected)} host(s)")
 
     def run() -> None:
-        flow.run_deploy(plan, inventory.project_root, report, password, sudo.ask_password, batch_size=batch)
+        flow.run_deploy(
+            plan,
+            inventory.project_root,
+            report,
+            password,
+            sudo.ask_password,
+            batch_size=batch,
+            skip_migrate=skip_migrate,
+        )
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -135,7 +148,9 @@ def deploy(
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "to": "release id to return to (default: the previous good one)",
+        "force": "roll back even to a release that lacks migration files the current one has (journaled)",
         "batch_size": BATCH_HELP,
         "json": JSON_HELP,
         "verbose": VERBOSE_HELP,
@@ -152,9 +167,11 @@ def rollback(
     json: bool = False,
     verbose: bool = False,
     yes: bool = False,
+    roles: str | None = None,
+    force: bool = False,
 ) -> None:
     """Switch back to the previous good release (or --to ID), config included; installs nothing."""
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     batch = parse_batch_size(batch_size)
     if to is not None:
         check_release_id(to)  # before asking about it
@@ -163,7 +180,16 @@ def rollback(
     report = RunReport("rollback", selected[0].stage, to, None, EventLog())
 
     def run() -> None:
-        flow.run_rollback(selected, to, report, password, sudo.ask_password, batch_size=batch)
+        flow.run_rollback(
+            selected,
+            to,
+            report,
+            password,
+            sudo.ask_password,
+            batch_size=batch,
+            force=force,
+            project_root=inventory.project_root,
+        )
 
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
@@ -220,10 +246,11 @@ def _on_each_selected(
     func: Callable[[Target], R],
     show: Callable[[Target, R], str],
     what: str,
+    roles: str | None = None,
 ) -> None:
     """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
     then fail naming every host where it failed."""
-    _, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts, roles)
     with connected(selected) as targets:
         results = on_each(targets, func, lambda t: t.name)
     order = [target.name for target in targets]
@@ -232,16 +259,18 @@ def _on_each_selected(
     results.raise_if_failed(what, lambda t: t.name)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json": JSON_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "roles": ROLES_HELP, "json": JSON_HELP})
 @task_boundary
-def releases(c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False) -> None:
+def releases(
+    c: Context, stage: str | None = None, hosts: str | None = None, json: bool = False, roles: str | None = None
+) -> None:
     """List each host's releases: id, commit, when, who, and which is current."""
     if not json:
         _on_each_selected(
-            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases"
+            c, stage, hosts, read_state, lambda target, _: "\n".join(format_releases(target)), "reading releases", roles
         )
         return
-    _, selected = selected_hosts(c, stage, hosts)
+    _, selected = selected_hosts(c, stage, hosts, roles)
     with connected(selected) as targets:
         results = on_each(targets, read_state, lambda t: t.name)
     found = {target.name: releases_document(target) for target, _ in results.done}
@@ -251,9 +280,9 @@ def releases(c: Context, stage: str | None = None, hosts: str | None = None, jso
     results.raise_if_failed("reading releases", lambda t: t.name)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "roles": ROLES_HELP})
 @task_boundary
-def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> None:
+def unlock(c: Context, stage: str | None = None, hosts: str | None = None, roles: str | None = None) -> None:
     """Clear the deploy lock a crashed run left behind, saying whose it was."""
 
     def unlock_one(target: Target) -> tuple[deploylock.LostRun | None, list[str], str]:
@@ -266,7 +295,7 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
             said += f"; release {release_id} is incomplete (left by an interrupted run): the next deploy removes it"
         return said + (f"; {problem}" if problem else "")
 
-    _on_each_selected(c, stage, hosts, unlock_one, show, "unlock")
+    _on_each_selected(c, stage, hosts, unlock_one, show, "unlock", roles)
 
 
 @task(
@@ -274,20 +303,27 @@ def unlock(c: Context, stage: str | None = None, hosts: str | None = None) -> No
     help={
         "stage": STAGE_HELP,
         "hosts": HOSTS_HELP,
+        "roles": ROLES_HELP,
         "out": "directory to write into (default: build/etc/<stage>/ in the project)",
         "diff": "also print a unified diff of each file against what the host has under its etc_root now",
     },
 )
 @task_boundary
 def render_etc(
-    c: Context, stage: str | None = None, hosts: str | None = None, out: str | None = None, diff: bool = False
+    c: Context,
+    stage: str | None = None,
+    hosts: str | None = None,
+    out: str | None = None,
+    diff: bool = False,
+    roles: str | None = None,
 ) -> None:
     """Render each host's config from etc-mock/ into build/etc/ for review; changes nothing on hosts."""
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     if not inventory.etc_templates.is_dir():
         raise DeployError(f"no templates: {inventory.etc_templates} does not exist")
     release = Release.mint(resolve_commit(inventory.project_root, "HEAD"))
-    rendered = render_hosts(inventory.etc_templates, selected, release.id)
+    secrets = appsecrets.load(selected[0].secrets, inventory.project_root, inventory.path)
+    rendered = render_hosts(inventory.etc_templates, selected, release.id, secrets)
     base = Path(out) if out else inventory.project_root / "build" / "etc" / selected[0].stage
     if base.exists() and not base.is_dir():
         what = f"--out {base}" if out else str(base)
@@ -333,7 +369,7 @@ def version(c: Context) -> None:
 
 def namespace() -> Collection:
     """The task collection a fabfile exposes as ``ns``."""
-    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit, version)
+    collection = Collection(deploy, rollback, releases, unlock, render_etc, status, audit, run, version)
     collection.add_collection(requirements_tasks)
     collection.add_collection(mirror_tasks)
     collection.configure({"deploytool": {"inventory": "hosts.yml"}})

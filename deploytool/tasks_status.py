@@ -9,7 +9,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from .audit import audit_document, audit_lines, check_package, mirror_wheels
-from .cli import HOSTS_HELP, STAGE_HELP, HostsTask, find_inventory, selected_hosts
+from .cli import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, find_inventory, selected_hosts
 from .errors import DeployError, task_boundary
 from .fleet import describe_failures
 from .inventory import HostConfig, Inventory
@@ -48,11 +48,13 @@ def _status_of(survey: HostSurvey, relative: Any) -> HostStatus:
         return HostStatus(survey.host.stage, survey.host.name, error=survey.error)
 
 
-@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "json_": JSON_HELP})
+@task(klass=HostsTask, help={"stage": STAGE_HELP, "hosts": HOSTS_HELP, "roles": ROLES_HELP, "json_": JSON_HELP})
 @task_boundary
-def status(c: Context, stage: str | None = None, hosts: str | None = None, json_: bool = False) -> None:
+def status(
+    c: Context, stage: str | None = None, hosts: str | None = None, json_: bool = False, roles: str | None = None
+) -> None:
     """Show per host: current release, commit, who and when, previous good release, lock, drift warnings."""
-    inventory, selected = selected_hosts(c, stage, hosts)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
     relative = _relative(inventory)
     surveys = survey_hosts(selected, relative, all_releases=False, verify=True)
     statuses = [_status_of(survey, relative) for survey in surveys]
@@ -64,23 +66,31 @@ def status(c: Context, stage: str | None = None, hosts: str | None = None, json_
     help={
         "stage": STAGE_HELP + "; 'all' for every stage",
         "hosts": HOSTS_HELP + " (not with --stage all)",
+        "roles": ROLES_HELP + " (not with --stage all)",
         "package": "one distribution to answer for (default: every package)",
         "json_": JSON_HELP,
     },
 )
 @task_boundary
 def audit(
-    c: Context, stage: str | None = None, hosts: str | None = None, package: str | None = None, json_: bool = False
+    c: Context,
+    stage: str | None = None,
+    hosts: str | None = None,
+    package: str | None = None,
+    json_: bool = False,
+    roles: str | None = None,
 ) -> None:
     """Show which version of each package every host runs, in current and kept releases, with wheel sha256s."""
     wanted = check_package(package)
     if stage == "all":
         if hosts:
             raise DeployError("--hosts names hosts of one stage; give --stage S with it, not --stage all")
+        if roles:
+            raise DeployError("--roles limits the hosts of one stage; give --stage S with it, not --stage all")
         inventory = find_inventory(c)
         selected: tuple[HostConfig, ...] = tuple(host for group in inventory.stages.values() for host in group)
     else:
-        inventory, selected = selected_hosts(c, stage, hosts)
+        inventory, selected = selected_hosts(c, stage, hosts, roles)
     wheels = mirror_wheels(inventory.wheelhouse)
     relative = _relative(inventory)
     surveys = survey_hosts(selected, relative, all_releases=True, verify=False)

@@ -326,7 +326,7 @@ def _ssh_options(host: HostConfig, endpoint: Endpoint) -> list[str]:
 #: Seconds the phases other than build and push (check, switch, clean-up, listings) may take at most, whatever
 #: the host's ``timeout`` (a build installs; the others run a few quick commands and the stage's reloads).
 SHORT_PHASE = 120
-LONG_PHASES = ("build", "push", "switch")  # switch: the validate and after-switch commands may be slow
+LONG_PHASES = ("build", "push", "switch", "migrate")  # switch: the validate and after-switch commands may be slow
 #: Keepalives unanswered in a row before git's ssh gives up on a host.
 ALIVE_COUNT = 3
 

@@ -30,7 +30,14 @@ def test_command_carries_the_module_and_what_it_imports_and_no_arguments() -> No
     assert words == ["/usr/bin/python3", "-c", program("echo")] == argv("/usr/bin/python3", "echo")
     assert shlex.split(command("python3", "echo", sudo=True))[:3] == ["sudo", "-n", "python3"]
     assert _common.bundle("echo") == {"echo": source("echo"), "_common": source("_common")}
-    assert sorted(_common.bundle("publish")) == ["_common", "etc_install", "gunicorn_reexec", "health", "publish"]
+    assert sorted(_common.bundle("publish")) == [
+        "_common",
+        "envexec",
+        "etc_install",
+        "gunicorn_reexec",
+        "health",
+        "publish",
+    ]
     assert stdin_line({"password": "s3cret"}) == '{"password":"s3cret"}\n'  # secrets travel on stdin only
 
 

@@ -108,6 +108,7 @@ def run(
     timeout: float = 600.0,
     stdout_only: bool = False,
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` (never through a shell), feeding ``stdin``; never raises for a failed, missing or late
     program (exit 127 and 124, with what happened as its output). ``stdout_only``: stderr is kept apart."""
@@ -121,12 +122,75 @@ def run(
             errors="replace",
             timeout=timeout,
             env=env,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as expired:
         output = expired.output if isinstance(expired.output, str) else ""
         return subprocess.CompletedProcess(argv, 124, output + f"\n(timed out after {expired.timeout}s)", "")
     except OSError as error:
         return subprocess.CompletedProcess(argv, 127, str(error), "")
+
+
+# -- the app's environment ------------------------------------------------------------------------------------
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+ENV_LIMIT = 1024 * 1024  # bytes an env file may hold
+
+
+def check_env(env: Any, where: str) -> dict[str, str]:
+    """``env`` when it is a mapping of variable names to text without NUL; else ValueError naming ``where``."""
+    if not isinstance(env, dict):
+        raise ValueError(f"{where}: expected a mapping of variable names to text")
+    for name, value in env.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            raise ValueError(f"{where}: {name!r:.60} is not a variable name")
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValueError(f"{where}: {name}'s value is not text without NUL")
+    return env
+
+
+def read_env(path: str) -> dict[str, str]:
+    """The app's environment of a release (its env file; {} when it has none: a release made before env)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(ENV_LIMIT + 1)
+    except FileNotFoundError:
+        return {}
+    if len(data) > ENV_LIMIT:
+        raise ValueError(f"{path}: larger than {ENV_LIMIT} bytes")
+    try:
+        env = json.loads(data.decode("utf-8"))
+    except ValueError:
+        raise ValueError(f"{path}: not JSON") from None
+    return check_env(env, path)
+
+
+def write_env(path: str, env: dict[str, str]) -> None:
+    """Write the app's environment as ``path`` (JSON, mode 0600, its directory 0700), atomically."""
+    check_env(env, "env")
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    temporary = path + ".tmp"
+    if os.path.lexists(temporary):
+        os.unlink(temporary)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(env, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, path)
+
+
+def app_environment(env: dict[str, str], venv: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a command run for the app: this process's, the app's ``env``, ``extra`` (deploytool's
+    own variables), and ``PATH`` with the sbin directories and, first, the release's ``venv/bin``."""
+    environment = {**os.environ, **env, **(extra or {})}
+    path = command_path(env.get("PATH", os.environ.get("PATH", "")))
+    if venv:
+        path = os.path.join(venv, "bin") + ":" + path
+        environment["VIRTUAL_ENV"] = venv
+    environment["PATH"] = path
+    return environment
 
 
 def json_answer(stdout: str) -> dict[str, Any] | None:
@@ -261,9 +325,11 @@ class Steps:
         self.close()
         raise StepFailed(self.current["step"])
 
-    def run(self, argv: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], stdin: str = "", env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` as part of the current step; a failure fails the step with its output."""
-        done = run(argv, stdin, self.timeout)
+        done = run(argv, stdin, self.timeout, env=env, cwd=cwd)
         if done.returncode != 0:
             self.fail(done.stdout or "")
         self.say(done.stdout or "")

@@ -5,7 +5,9 @@ Steps (each reported, the first failure ends the run): move the releases interru
 ``tar -x``); write the manifest; unpack the rendered config (a tar, base64 in the arguments); make the tools venv
 (once per host; it is complete when its mark is there) and put the pinned uv into it when that is the installer;
 create the release venv; install the requirements; compile bytecode (the ``bytecode`` module, shipped with this
-one); ``pip check``; link the shared directories. Every command is an argument list the laptop built.
+one); ``pip check``; link the shared directories; run hosts.yml's ``build`` commands (``sh -c``, in the release,
+its venv first on ``PATH``, the app's env set). Every other command is an argument list the laptop built. The
+app's env is written first, as the release's env file (mode 0600; it came on stdin, never on a command line).
 
 A failed step whose output says the disk is full, or that failed with under `LOW_SPACE` bytes free on the deploy
 root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
@@ -15,8 +17,9 @@ Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``pa
 ``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
 ``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
-``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``, ``removed`` (the stale releases
-moved away). Standard library only, Python 3.8 syntax.
+``env`` and ``env_file`` (the app's env and where it goes), ``venv``, ``command_env`` (deploytool's variables),
+``build`` (commands), ``timeout``. Answer: ``ok``, ``steps``, ``failed_step``, ``error``, ``no_space``,
+``removed`` (the stale releases moved away). Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -137,6 +140,23 @@ def compile_bytecode(steps: _common.Steps, request: dict[str, Any]) -> None:
     steps.say(json.dumps(answer, sort_keys=True))
 
 
+def write_env(steps: _common.Steps, args: dict[str, Any]) -> None:
+    """The app's env of this release, 0600: every command run for the app reads it (never its command line)."""
+    steps.begin("writing the app's environment ({} variables, mode 0600)".format(len(args.get("env") or {})))
+    try:
+        _common.write_env(args["env_file"], args.get("env") or {})
+    except (OSError, ValueError) as error:
+        steps.fail(str(error))
+
+
+def run_build(steps: _common.Steps, args: dict[str, Any]) -> None:
+    """hosts.yml's ``build`` commands, in the new release, venv first on ``PATH``, the app's env set."""
+    environment = _common.app_environment(args.get("env") or {}, args["venv"], args.get("command_env") or {})
+    for command in args.get("build") or []:
+        steps.begin("build: " + command)
+        steps.run(["sh", "-c", command], env=environment, cwd=args["path"])
+
+
 def link_shared(steps: _common.Steps, shared: list[list[str]]) -> None:
     for directory, link in shared:
         steps.begin("linking shared/" + os.path.basename(directory))
@@ -154,6 +174,8 @@ def link_shared(steps: _common.Steps, shared: list[list[str]]) -> None:
 def build(steps: _common.Steps, args: dict[str, Any]) -> None:
     check_out(steps, args)
     write_manifest(steps, args)
+    if "env_file" in args:
+        write_env(steps, args)
     if args.get("etc_tar") is not None:
         unpack_config(steps, args)
     prepare_installer(steps, args["installer"])
@@ -165,6 +187,7 @@ def build(steps: _common.Steps, args: dict[str, Any]) -> None:
     steps.begin("checking installed requirements (pip check)")
     steps.run(args["check"])
     link_shared(steps, args.get("shared", []))
+    run_build(steps, args)
 
 
 def free_bytes(path: str) -> int | None:

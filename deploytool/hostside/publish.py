@@ -19,7 +19,9 @@ Arguments (one JSON line on stdin): ``run``, ``lock_owner``, ``record``, ``curre
 loses the host), ``etc`` (``install`` and ``restore``: ``etc_install``'s argument lists), ``sudo``,
 ``password`` (given to sudo only when it asks: `_common.Sudo`), ``validate``, ``after_switch``, ``restart``
 (``commands``; or ``gunicorn`` with ``pidfile`` and ``timeout``, and ``start``), ``health`` (``url`` or
-``command``, ``contains``, ``timeout``, ``deadline``, ``interval``), ``env``, ``command_timeout``. The modules it
+``command``, ``contains``, ``timeout``, ``deadline``, ``interval``) or ``health_checks`` (a list of them, run in
+order), ``env`` (deploytool's variables), ``app_env`` (the release's env file: its variables reach every command
+and check, through `envexec`, never on a command line), ``command_timeout``. The modules it
 runs (``etc_install``, ``gunicorn_reexec``, ``health``) are shipped with it: it imports them.
 Answer: ``ok``, ``switched`` (``current`` moved), ``current`` (the release it names now, or null), ``failed_step``,
 ``error``, ``steps`` (``step``, ``phase``: ``publish``, ``restart`` or ``health``, ``ok``, ``seconds``,
@@ -36,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from . import _common, etc_install, gunicorn_reexec, health
+from . import _common, envexec, etc_install, gunicorn_reexec, health
 
 # The phase each step belongs to (the laptop shows one event per phase; a revert's main phase is its own).
 PUBLISH, RESTART, HEALTH = "publish", "restart", "health"
@@ -93,7 +95,13 @@ class Publish:
         sbin directories."""
         env = [f"{key}={value}" for key, value in sorted(self.args.get("env", {}).items())]
         env.append("PATH=" + _common.command_path())
-        return ["env", *env, "sh", "-c", command]
+        argv = ["env", *env, "sh", "-c", command]
+        app_env = self.args.get("app_env") or ""
+        if not app_env:
+            return argv
+        # The app's env reaches the command from the release's env file, read by `envexec` (through sudo too):
+        # only the file's path is on a command line.
+        return _common.program(sys.executable, _name(envexec), app_env, "", "", *argv)
 
     def shell(self, step: str, command: str, phase: str = PUBLISH) -> subprocess.CompletedProcess[str]:
         return self.run(step, self.shell_argv(command), phase)
@@ -226,14 +234,22 @@ class Publish:
         return True
 
     def health(self) -> None:
-        """Wait for the health check to pass (the ``health`` module retries until its deadline), as the deploy
-        user: a check needs no privilege."""
-        check = self.args.get("health")
-        if not check:
-            return
+        """Wait for every health check to pass (a host with several roles has several), one after the other."""
+        checks = self.args.get("health_checks") or ([self.args["health"]] if self.args.get("health") else [])
+        for check in checks:
+            self.health_check(check)
+
+    def health_check(self, check: dict[str, Any]) -> None:
+        """Wait for one health check to pass (the ``health`` module retries until its deadline), as the deploy
+        user: a check needs no privilege; the app's env is in its environment (given on stdin)."""
         started = time.monotonic()
         what = "health check: " + str(check.get("url") or check.get("command"))
-        request = dict(check, env=self.args.get("env", {}))
+        try:
+            app_env = _common.read_env(self.args["app_env"]) if self.args.get("app_env") else {}
+        except (OSError, ValueError) as error:
+            self.note(what, False, started, f"the app's env: {error}", HEALTH)
+            raise Failed() from None
+        request = dict(check, env={**app_env, **self.args.get("env", {})})
         limit = float(check["deadline"]) + float(check["timeout"]) + 30
         answer, said = self.program(_name(health), request, limit, privileged=False)
         if answer is None:
