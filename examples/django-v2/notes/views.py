@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 
 from demo.release import release_info
 from notes.models import Note
+from notes.tasks import record_release
 
 
 def index(request: HttpRequest) -> JsonResponse:
@@ -19,3 +20,8 @@ def index(request: HttpRequest) -> JsonResponse:
 def add_note(request: HttpRequest) -> JsonResponse:
     note = Note.objects.create(text=request.POST.get("text", "")[:200], author=request.POST.get("author", "")[:100])
     return JsonResponse({"id": note.id})
+
+
+def worker(request: HttpRequest) -> JsonResponse:
+    """Send a worker the record_release task and answer what it returned: which release and code ran it."""
+    return JsonResponse(record_release.delay().get(timeout=30))

@@ -2,4 +2,4 @@ from django.urls import path
 
 from notes import views
 
-urlpatterns = [path("", views.index), path("notes/", views.add_note)]
+urlpatterns = [path("", views.index), path("notes/", views.add_note), path("worker/", views.worker)]
