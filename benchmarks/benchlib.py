@@ -219,7 +219,7 @@ def start_fleet(base: Path, count: int) -> Fleet:
 
 def ensure_uv_wheel(cache: Path) -> Path:
     """deploytool's pinned uv wheel, downloaded once into ``cache`` (hosts install it from the mirror)."""
-    from deploytool.installer import UV_PIN, UV_VERSION
+    from deploytool.supply.installer import UV_PIN, UV_VERSION
 
     directory = cache / f"uv-{UV_VERSION}"
     found = sorted(directory.glob(f"uv-{UV_VERSION}-*.whl"))
@@ -309,7 +309,7 @@ def make_project(path: Path, inventory: dict[str, Any], requirements: str, app_s
 
 def serve_mirror(directory: Path) -> tuple[Any, str]:
     """Write the indexes of ``directory`` and serve it on 127.0.0.1 (an ephemeral port)."""
-    from deploytool.mirror import serve, write_indexes
+    from deploytool.supply.mirror import serve, write_indexes
 
     directory.chmod(0o755)
     write_indexes(directory)
@@ -343,14 +343,14 @@ def tear_down(mirror_server: Any | None, ssh_server: Any | None, base: Path) -> 
 
 def build_breakdown(server: sshd.SshServer, host: Any, requirements: Path, runs: int, label: str) -> list[Samples]:
     """Time the build phase's steps one by one, as the deploy user, with exactly the commands a deploy runs
-    (from deploytool.installer): fresh venv, install the pins from the mirror, pip check.
+    (from deploytool.supply.installer): fresh venv, install the pins from the mirror, pip check.
 
     ``host`` is the HostConfig of an already deployed root (pip needs its tools venv); scratch releases
     ``bench-N`` are made in it and removed again. ``requirements`` must be readable by the deploy user."""
     import shlex
 
-    from deploytool import installer
     from deploytool.layout import Layout
+    from deploytool.supply import installer
 
     layout = Layout(host.root)
     venv = Samples("create venv", label)
@@ -428,12 +428,10 @@ class Instruments:
         self._patch(fabric.Connection, "open", open_)
 
     def record_events(self, events: Any) -> None:
-        """Phase timings (and git pushes) from a run's per-host events: what the user's --json shows."""
+        """Phase timings from a run's per-host events: what the user's --json shows."""
         with self.lock:
             for event in events:
                 self.times[event.phase].append(event.seconds)
-                if event.phase == "push":
-                    self.counts[event.host]["git push (OpenSSH connect + receive-pack)"] += 1
 
     def restore(self) -> None:
         while self._saved:
@@ -443,7 +441,7 @@ class Instruments:
 
 def instrumented_deploys(project: Project, stage: str, runs: int, names: dict[str, str]) -> Instruments:
     """Warm deploys in this process through plan_deploy + run_deploy, with the instruments installed."""
-    from deploytool import deploy as flow
+    from deploytool.flow import deploy as flow
     from deploytool.inventory import load_inventory
 
     instruments = Instruments(names)

@@ -5,8 +5,8 @@ break the build phase down (venv, install, pip check); also ``fab requirements.c
 
 The pins are /work/shared/bench/requirements-36.txt. Their wheels are downloaded ONCE (PyPI, through pip)
 into ~/.cache/deploytool-bench/wheels, outside the repository; later runs use that directory as it is.
-A copy is indexed (deploytool.mirror.write_indexes) and served over HTTP on 127.0.0.1
-(deploytool.mirror.serve); the host is the test sshd on 127.0.0.2. Everything is removed at exit.
+A copy is indexed (deploytool.supply.mirror.write_indexes) and served over HTTP on 127.0.0.1
+(deploytool.supply.mirror.serve); the host is the test sshd on 127.0.0.2. Everything is removed at exit.
 
 uv comes from the mirror, as for a user: deploytool's pinned uv wheel (downloaded once into
 ~/.cache/deploytool-bench/uv-<version>) is served with the pins, and the first deploy installs it into the

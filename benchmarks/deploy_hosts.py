@@ -49,21 +49,17 @@ PARALLEL_DEFAULT = 16  # hosts.yml's default ``parallel``
 
 
 def round_trip_micro(project: benchlib.Project, stage: str, runs: int) -> list[Samples]:
-    """One paramiko connect, one exec on an open connection, one OpenSSH connect, one no-op git push."""
-    import shlex
-
-    from deploytool import phases
+    """One paramiko connect, one exec on an open connection, one pack of a commit's history (the laptop's part
+    of moving a commit to a host that has none of it)."""
+    from deploytool.connection.transport import close, connect
+    from deploytool.flow import phases
     from deploytool.inventory import load_inventory
-    from deploytool.transport import close, connect, git_remote
 
     host = load_inventory(project.path / "hosts.yml").hosts(stage)[0]
     connect_s = Samples("paramiko connect + auth (Fabric)", 1)
     exec_s = Samples("one exec of `true` on an open connection", 1)
-    ssh_s = Samples("OpenSSH `ssh host true` (git push's transport)", 1)
-    push_s = Samples("git push, nothing new (phases.push)", 1)
+    pack_s = Samples("git pack of the whole history (phases._make_pack)", 1)
     commit = benchlib.git(project.path, "rev-parse", "HEAD")
-    _, ssh_command = git_remote(host, "/")
-    ssh_argv = [*shlex.split(ssh_command or "ssh"), "-p", str(host.port), f"{host.user}@{host.address}", "true"]
     for _ in range(max(runs, 5)):
         started = time.perf_counter()
         c = connect(host)
@@ -75,12 +71,10 @@ def round_trip_micro(project: benchlib.Project, stage: str, runs: int) -> list[S
                 exec_s.add(time.perf_counter() - started)
         finally:
             close(c)
-        ssh_s.add(benchlib.run_timed(ssh_argv, timeout=60))
-        target = phases.Target(host, None)  # type: ignore[arg-type]  # push needs no connection
         started = time.perf_counter()
-        phases.push(target, str(project.path), commit)
-        push_s.add(time.perf_counter() - started)
-    return [connect_s, exec_s, ssh_s, push_s]
+        phases._make_pack(str(project.path), commit, None)
+        pack_s.add(time.perf_counter() - started)
+    return [connect_s, exec_s, pack_s]
 
 
 def main() -> int:

@@ -178,7 +178,7 @@ class FabRun:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.out, self.err = self.process.communicate(timeout=30)
         self.rc = self.process.returncode
-        # what the laptop's fab left behind (git push's ssh after a SIGKILL) goes with it
+        # what the laptop's fab left behind (a git or ssh -G child after a SIGKILL) goes with it
         with contextlib.suppress(OSError):
             os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -427,7 +427,7 @@ class Soak:
         kind = action[0]
         expected = self.durations.get(kind) or [8.0]
         at = self.rng.uniform(1.0, max(1.5, statistics.median(expected) * 1.1))
-        if fault == "session_kill":  # a connection dropped mid-transfer: push and build are the first half
+        if fault == "session_kill":  # dropped mid-transfer: the build call (with the pack) is in the first half
             at = self.rng.uniform(0.8, max(1.2, statistics.median(expected) * 0.6))
         head = self.project.commit(f"soak run {number}") if kind == "deploy" else None
         before = {name: host.current() for name, host in self.hosts.items()}

@@ -98,8 +98,8 @@ def main() -> int:
         status_in = Samples("status: survey_hosts in-process (current, RECORD verified)", HOSTS)
         audit_in = Samples(f"audit: survey_hosts in-process (all {RELEASES} releases)", HOSTS)
         startup = Samples("fab --list (Python + Fabric start-up only)", "-")
+        from deploytool.inspection.survey import survey_hosts
         from deploytool.inventory import load_inventory
-        from deploytool.survey import survey_hosts
 
         selected = load_inventory(project.path / "hosts.yml").hosts("sixteen")
         for i in range(runs):
@@ -131,7 +131,7 @@ def count_round_trips(selected: Any) -> list[list[str]]:
     """Connections and exec calls of one status survey and one audit survey, per host."""
     import fabric
 
-    from deploytool.survey import survey_hosts
+    from deploytool.inspection.survey import survey_hosts
 
     calls = {"ssh connect (paramiko)": 0, "ssh exec (Connection.run)": 0}
     original_open, original_run = fabric.Connection.open, fabric.Connection.run

@@ -5,7 +5,7 @@ on 1, 4 and 16 loopback hosts, the 36-package app (+ async-timeout), alternated 
 
 Set up by the script, once, under ~/.cache/deploytool-bench (outside the repository): a virtualenv with
 ansible-core (ANSIBLE_PIN, from PyPI), the 36 pins' wheels (or /work/cache/wheels36 when present) and the pinned
-uv wheel (deploytool.installer.UV_VERSION). Per run, under a temporary directory removed at exit: the test sshds
+uv wheel (deploytool.supply.installer.UV_VERSION). Per run, under a temporary directory removed at exit: the test sshds
 (tests/sshd.py, one per 16 addresses on 127.0.0.2...), an HTTP mirror on 127.0.0.1 holding the wheels, the uv
 wheel and a tiny ``bench-extra`` package in several versions, and an app project with two config templates.
 

@@ -5,10 +5,10 @@ In a project's ``fabfile.py``::
     from deploytool import ns
 """
 
+from .commands.tasks import namespace, ns
 from .errors import DeployError, InventoryError, RemoteError
 from .inventory import HostConfig, Inventory, load_inventory
 from .layout import Layout
-from .tasks import namespace, ns
 
 __all__ = [
     "DeployError",

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from . import terminal
 from .errors import DeployError
+from .reporting import terminal
 
 COMMAND_TIMEOUT = 120  # seconds a secrets command may take
 _DOTENV = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*")

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from fabric.connection import Connection
 from invoke.exceptions import Exit
 
-from .terminal import for_terminal
+from .reporting.terminal import for_terminal
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import InventoryError
-from .golive import (
+from .flow.golive import (
     HealthCheck,
     Restart,
     batch_size_problem,

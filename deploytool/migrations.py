@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import DeployError
-from .release import git
+from .flow.release import git
 
 
 def _pattern(glob: str) -> re.Pattern[str]:

@@ -15,18 +15,43 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from fabric.executor import Executor as FabricExecutor
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.parser.context import ParserContext
 from invoke.tasks import task
 
-from .cli import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
+from . import appsecrets
+from .commands.common import HOSTS_HELP, ROLES_HELP, STAGE_HELP, HostsTask, selected_hosts
+from .connection.fleet import connected
+from .connection.hostrun import argv as module_argv
 from .errors import DeployError, task_boundary
-from .fleet import connected
-from .hostrun import argv as module_argv
+from .flow.target import Target
 from .layout import ENV_FILE
-from .target import Target
 
 USAGE = "fab run [--hosts H | --roles R] [--pty] -- COMMAND..., like: fab run --hosts web1 -- python manage.py check"
+
+
+class Executor(FabricExecutor):  # type: ignore[misc]  # fabric has no type hints
+    """Fabric's executor, except that the words after ``--`` are ``fab run``'s command: Fabric would otherwise run
+    them itself on ``-H`` hosts (and fail for want of any). `install` makes ``fab`` use it."""
+
+    def execute(self, *tasks: ParserContext | str) -> dict[object, object]:
+        names = [task if isinstance(task, str) else task.name for task in tasks]
+        if any(name == "run" or str(name).endswith(".run") for name in names):
+            self.core.remainder = ""
+        result: dict[object, object] = super().execute(*tasks)
+        return result
+
+
+def install() -> None:
+    """Make the ``fab`` program (Fabric's ``fabric.main.program``, which ``fab`` and ``python -m fabric`` run) use
+    `Executor`; done when the fabfile imports deploytool, before the tasks are executed."""
+    import fabric.main
+
+    program = getattr(fabric.main, "program", None)
+    if program is not None and getattr(program, "executor_class", None) is FabricExecutor:
+        program.executor_class = Executor
 
 
 def command_after_dashes(argv: Sequence[str]) -> list[str]:
@@ -66,7 +91,8 @@ def run(
     command = command_after_dashes(sys.argv)
     if not command:
         raise DeployError(f"no command given; {USAGE}")
-    _, selected = selected_hosts(c, stage, hosts, roles)
+    inventory, selected = selected_hosts(c, stage, hosts, roles)
+    appsecrets.load(selected[0].secrets, inventory.project_root, inventory.path)  # so that output masks them
     worst = 0
     with connected(selected) as targets:
         for target in targets:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deploytool.installer import TOOLS_READY, UV_PIN, UV_VERSION
-from tests import sshd
+from deploytool.supply.installer import TOOLS_READY, UV_PIN, UV_VERSION
+from tests import isolation, sshd
 from tests.isolation import SHARED, shared_build, shared_directory
 from tests.wheelfactory import make_wheel, repack_installed
 
@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cold_hosts: the test's hosts start with nothing at all (no tools venv made ahead of the test)"
     )
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): before any worker starts
+        isolation.claim_slot()
     if not hasattr(config, "workerinput") and SHARED not in os.environ:  # the controller (or a run without xdist)
         shared = Path(tempfile.mkdtemp(prefix="deploytool-tests-shared-"))
         shared.chmod(0o755)  # the hosts' user reads what is built there

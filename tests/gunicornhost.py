@@ -21,7 +21,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from deploytool.etc_render import render_all
+from deploytool.rendering.etc_render import render_all
 from tests.isolation import free_port, process_state, shared_build, shared_directory, wait_for
 from tests.wheelfactory import repack_installed
 

@@ -5,8 +5,9 @@ same time, so nothing a test starts may depend on a fixed port being free or on 
 
 - **Ports** come from a range of this worker's own, below the kernel's ephemeral range (so no outgoing
   connection can take one between the probe and the server's bind), and each is probed before it is handed out.
-  The range is chosen by the suite's slot (``DEPLOYTOOL_TEST_SLOT``, set by ``scripts/test`` per interpreter)
-  and the xdist worker's number.
+  The range is chosen by the suite's slot and the xdist worker's number. A suite claims a free slot when it
+  starts (`claim_slot`: an flock held for the run, so two suites on one machine, from two checkouts or two
+  interpreters, never share a range); ``DEPLOYTOOL_TEST_SLOT`` set by hand forces one.
 - **Machine-wide state** (the shared ``deploy`` account, sudoers drop-ins) is changed under ``machine_lock``.
 - **Expensive read-only files** (repacked wheels) are built once per run and shared by the workers
   (``shared_build``).
@@ -27,7 +28,30 @@ from pathlib import Path
 
 LOCK_DIR = Path("/tmp/deploytool-tests-locks")
 SHARED = "DEPLOYTOOL_TEST_SHARED"  # names the directory every worker of this run shares (made by conftest.py)
-_FIRST_PORT, _PORTS_PER_WORKER, _WORKERS_PER_SLOT = 10000, 500, 8
+_FIRST_PORT, _PORTS_PER_WORKER, _WORKERS_PER_SLOT = 10000, 250, 8
+SLOT = "DEPLOYTOOL_TEST_SLOT"
+_held_slot: int | None = None  # the descriptor of the flock that holds this suite's slot, for the run's life
+
+
+def claim_slot() -> None:
+    """Give this suite (the pytest controller, before its workers start) a slot no other suite running on this
+    machine holds, in the environment its workers inherit; the flock goes with the process."""
+    global _held_slot
+    if os.environ.get(SLOT) or _held_slot is not None:
+        return
+    LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+    count = max(1, (_ephemeral_low() - _FIRST_PORT) // (_PORTS_PER_WORKER * _WORKERS_PER_SLOT))
+    for number in range(count):
+        descriptor = os.open(LOCK_DIR / f"slot-{number}", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            continue
+        _held_slot = descriptor
+        os.environ[SLOT] = str(number)
+        return
+    raise RuntimeError(f"all {count} test slots are taken: {count} suites already run on this machine")
 
 
 def worker_number() -> int:
@@ -38,7 +62,7 @@ def worker_number() -> int:
 
 def slot() -> int:
     """This worker's index among every worker of every suite running here (suites differ by DEPLOYTOOL_TEST_SLOT)."""
-    suite = int(os.environ.get("DEPLOYTOOL_TEST_SLOT", "0") or 0)
+    suite = int(os.environ.get(SLOT, "0") or 0)
     return suite * _WORKERS_PER_SLOT + worker_number() % _WORKERS_PER_SLOT
 
 

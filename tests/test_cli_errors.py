@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.connection.transport import connect
 from deploytool.errors import DeployError, RemoteError
+from deploytool.flow.release import check_release_id, resolve_commit
 from deploytool.inventory import load_inventory
-from deploytool.mirror import serve, sync, upload, write_indexes
-from deploytool.release import check_release_id, resolve_commit
-from deploytool.transport import connect
-from deploytool.wheelmeta import MirrorError, TargetPython
+from deploytool.supply.mirror import serve, sync, upload, write_indexes
+from deploytool.supply.wheelmeta import MirrorError, TargetPython
 
 HOSTS = """\
 app: demo

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.deploy import plan_deploy, run_deploy
 from deploytool.errors import DeployError
+from deploytool.flow.deploy import plan_deploy, run_deploy
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.sshd import SshServer

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from deploytool import phases
-from deploytool.deploy import plan_deploy, run_deploy
 from deploytool.errors import DeployError
+from deploytool.flow import phases
+from deploytool.flow.deploy import plan_deploy, run_deploy
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.isolation import wait_for

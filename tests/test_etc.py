@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
+from deploytool.connection.hostrun import argv
 from deploytool.errors import DeployError
-from deploytool.etc import (
+from deploytool.rendering.etc import (
     EtcPathError,
     RenderedEtc,
     RenderErrors,
@@ -30,7 +31,6 @@ from deploytool.etc import (
     tar_bytes,
     write_tree,
 )
-from deploytool.hostrun import argv
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc-mock"
 ROOT = "/srv/demo"
@@ -501,7 +501,8 @@ def test_first_install_backs_up_a_hand_made_file_and_restore_puts_it_back(host: 
     assert (code, err) == (0, ""), err
     assert f"backed up {etc}/{SITE}\n" in out and f"installed {etc}/{SITE}\n" in out
     assert "etc: 3 installed, 0 unchanged, 0 removed, 1 backed up, 0 restored" in out
-    assert (etc / SITE).read_bytes() == b"v1\n" and (etc / SITE).stat().st_mode & 0o777 == 0o644
+    # never widened: the hand-made file was 0600, so the release's file takes its place as 0600 (issue 17)
+    assert (etc / SITE).read_bytes() == b"v1\n" and (etc / SITE).stat().st_mode & 0o777 == 0o600
     backup = replaced(r1)
     assert backup.read_bytes() == original and backup.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in backup.parent.parent.parent.rglob("*") if p.is_file()) == ["demo.conf"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import hostrun
+from deploytool.connection import hostrun
 from deploytool.hostside import gunicorn_reexec
 from tests.gunicornhost import LocalApp, RequestLoop, children, free_port, get, kill_mentioning, serves, wait_for
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import phases
-from deploytool.deploy import plan_deploy
-from deploytool.fleet import connected
+from deploytool.connection.fleet import connected
+from deploytool.flow import phases
+from deploytool.flow.deploy import plan_deploy
+from deploytool.flow.journal import shown
 from deploytool.inventory import load_inventory
-from deploytool.journal import shown
 from tests.conftest import Project
 from tests.sshd import DEPLOY_USER
 from tests.test_deploy_ssh import current, journal, release_ids, root_of
@@ -157,8 +157,8 @@ def test_a_release_an_interrupted_run_left_is_named_by_unlock_and_removed_by_the
     plan = plan_deploy(inventory, inventory.hosts("test", "web1"), "HEAD")
     with connected(plan.hosts) as (target,):
         phases.check(target, {"action": "deploy", "release": plan.release.id, "user": "bob@laptop", "since": "now"})
-        phases.push(target, str(ssh_project.path), plan.release.commit)
-        phases.build(target, plan.release, plan.install["web1"], None)
+        pack = phases.commit_pack(str(ssh_project.path), plan.release.commit, target.state.deploy_head)
+        phases.build(target, plan.release, plan.install["web1"], None, pack)
     killed = plan.release.id
     assert release_ids(ssh_project) == sorted([first, second, killed])
 

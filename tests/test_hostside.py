@@ -12,11 +12,20 @@ from pathlib import Path
 import pytest
 from invoke.context import Context
 
+from deploytool.connection.hostrun import (
+    ModuleFailed,
+    argv,
+    command,
+    parse_answer,
+    program,
+    run_module,
+    source,
+    stdin_line,
+)
+from deploytool.connection.transport import close, connect
 from deploytool.errors import RemoteError
-from deploytool.hostrun import ModuleFailed, argv, command, parse_answer, program, run_module, source, stdin_line
 from deploytool.hostside import _common, echo
 from deploytool.inventory import HostConfig, load_inventory
-from deploytool.transport import close, connect
 from tests.conftest import HOST_PYTHON, HOST_PYTHON_VERSION, Project
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.hostrun import progress
+from deploytool.connection.hostrun import progress
 from deploytool.hostside import _common, build, check, unlock
 
 OWNER = {"action": "deploy", "release": "r", "user": "bob@laptop", "since": "now", "run": "0123456789abcdef"}

@@ -20,10 +20,10 @@ import pytest
 
 from deploytool.errors import DeployError, InventoryError
 from deploytool.inventory import parse_inventory
-from deploytool.mirror import serve, write_indexes
-from deploytool.reqlock import lock
-from deploytool.requirements import check_nested, pip_install_args, read_requirements, uv_install_args
-from deploytool.wheelmeta import TargetPython
+from deploytool.supply.mirror import serve, write_indexes
+from deploytool.supply.reqlock import lock
+from deploytool.supply.requirements import check_nested, pip_install_args, read_requirements, uv_install_args
+from deploytool.supply.wheelmeta import TargetPython
 from tests import indexserver
 from tests.conftest import HOST_PYTHON_VERSION, Project
 from tests.test_deploy_ssh import app_version, journal, root_of
@@ -325,7 +325,7 @@ def test_vendored_wheels_travel_in_the_release_and_are_read_from_the_commit(ssh_
 
 def test_lock_needs_uv_and_says_so(local_project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     (local_project.path / "requirements" / "prod.in").write_text("demo-lib\n")
-    monkeypatch.setattr("deploytool.reqlock.shutil.which", lambda *args, **kwargs: None)
+    monkeypatch.setattr("deploytool.supply.reqlock.shutil.which", lambda *args, **kwargs: None)
     with pytest.raises(DeployError, match="uv not found on PATH"):
         lock(local_project.path / "requirements" / "prod.in", TARGET, None)
     assert not (local_project.path / "requirements" / "prod.txt").read_text().startswith("#")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import installer
 from deploytool.hostside import bytecode
-from deploytool.mirror import serve, sync, write_indexes
+from deploytool.supply import installer
+from deploytool.supply.mirror import serve, sync, write_indexes
 from tests.conftest import Mirror, Project
 from tests.test_deploy_ssh import journal, root_of
 from tests.test_pins_e2e import assert_clean_failure

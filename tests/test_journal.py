@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploytool.journal import (
+from deploytool.flow.journal import (
     DamagedJournal,
     Entry,
     incomplete_releases,

@@ -15,7 +15,8 @@ from pathlib import Path
 import invoke
 import pytest
 
-from deploytool.mirror import (
+from deploytool.hostside import mirror_receive
+from deploytool.supply.mirror import (
     MirrorError,
     hash_requirements,
     publish,
@@ -25,13 +26,14 @@ from deploytool.mirror import (
     upload,
     write_indexes,
 )
-from deploytool.requirements import (
+from deploytool.supply.requirements import (
     TargetPython,
     pip_install_args,
     read_requirements,
     uv_install_args,
 )
-from deploytool.wheelmeta import sha256_file
+from deploytool.supply.wheelmeta import sha256_file
+from tests.conftest import Project
 from tests.wheelfactory import make_wheel
 
 pytestmark = pytest.mark.integration  # real pip installs from the wheelhouse
@@ -280,3 +282,63 @@ def test_publish_adds_files_and_refuses_to_overwrite_different_remote_files(tmp_
         publish(LocalConnection(), wheelhouse, str(remote))
     assert (remote / "alpha-1.0-py3-none-any.whl").read_bytes() == b"tampered"
     assert "beta" not in (remote / "index.html").read_text()
+
+
+def test_publish_writes_nothing_when_a_remote_file_differs(tmp_path: Path) -> None:
+    """The host-side ``mirror_receive`` checks every existing file before it writes any: a refusal adds no new
+    wheel either."""
+    wheelhouse = tmp_path / "wheelhouse"
+    upload([make_wheel(tmp_path / "in", "alpha", "1.0")], wheelhouse, user="ann")
+    remote = tmp_path / "remote"
+    publish(LocalConnection(), wheelhouse, str(remote))
+    (remote / "alpha-1.0-py3-none-any.whl").write_bytes(b"tampered")
+    upload([make_wheel(tmp_path / "in", "beta", "1.0")], wheelhouse, user="ann")
+    with pytest.raises(MirrorError, match=r"alpha-1\.0-py3-none-any\.whl"):
+        publish(LocalConnection(), wheelhouse, str(remote))
+    assert not list(remote.glob("beta*"))
+    assert not [path.name for path in remote.iterdir() if ".receiving-" in path.name]
+
+
+@pytest.mark.parametrize("member", ["../escape.whl", "/abs.whl", "simple/../../x", "other/dir.whl"])
+def test_mirror_receive_refuses_archive_members_outside_its_places(tmp_path: Path, member: str) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(member)
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="refusing archive member"):
+        mirror_receive._members(buffer.getvalue())
+
+
+def test_mirror_receive_refuses_a_symlink_member(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("index/simple")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc"
+        archive.addfile(info)
+    with pytest.raises(ValueError, match="refusing archive member"):
+        mirror_receive._members(buffer.getvalue())
+
+
+def test_fab_mirror_publish_over_ssh_adds_files_and_refuses_a_differing_one(ssh_project: Project) -> None:
+    """`fab mirror.publish` over real SSH: the host-side ``mirror_receive`` adds the wheels and indexes; a file
+    changed on the host is refused by name, and nothing is written."""
+    stage = ssh_project.inventory["stages"]["test"]
+    first = next(iter(stage["hosts"].values()))
+    remote = Path(first["root"]).parent / "wheels"
+    stage.update(mirror_host=first["address"], mirror_path=str(remote))
+    ssh_project.inventory["wheelhouse"] = "wheelhouse"
+    ssh_project.write_inventory()
+    wheelhouse = ssh_project.path / "wheelhouse"
+    upload([make_wheel(ssh_project.path.parent / "in", "alpha", "1.0")], wheelhouse, user="ann")
+    ssh_project.fab("mirror.publish")
+    wheel = "alpha-1.0-py3-none-any.whl"
+    assert sha256_file(remote / wheel) == sha256_file(wheelhouse / wheel)
+    assert (remote / "simple" / "alpha" / "index.html").is_file()
+    (remote / wheel).write_bytes(b"tampered")
+    upload([make_wheel(ssh_project.path.parent / "in", "beta", "1.0")], wheelhouse, user="ann")
+    failed = ssh_project.fab("mirror.publish", check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert f"refusing to overwrite files that differ on the host (indexes unchanged): {wheel}" in failed.stderr
+    assert not list(remote.glob("beta*")) and "beta" not in (remote / "index.html").read_text()

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from deploytool import installer
 from deploytool.inventory import HostConfig, parse_inventory
 from deploytool.layout import Layout
-from deploytool.mirror import serve, write_indexes
+from deploytool.supply import installer
+from deploytool.supply.mirror import serve, write_indexes
 from tests import sshd
 from tests.conftest import HOST_PYTHON, Mirror, Project, make_project
 from tests.isolation import machine_lock

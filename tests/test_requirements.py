@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.mirror import serve, write_indexes
-from deploytool.requirements import (
+from deploytool.supply.mirror import serve, write_indexes
+from deploytool.supply.requirements import (
     RequirementsError,
     TargetPython,
     check_nested,
@@ -18,7 +18,7 @@ from deploytool.requirements import (
     requirements_digest,
     uv_install_args,
 )
-from deploytool.wheelmeta import sha256_file
+from deploytool.supply.wheelmeta import sha256_file
 from tests.wheelfactory import make_wheel
 
 TARGET = TargetPython(python_version="3.11")

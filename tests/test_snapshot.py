@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploytool.errors import DeployError
-from deploytool.snapshot import extract, unpack
+from deploytool.flow.snapshot import extract, unpack
 from tests.conftest import git, make_project
 
 

@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from packaging.version import Version
 
-from deploytool.audit import MIRROR_MANIFEST, PINNED_HASH, MirrorWheel, mirror_wheels, wheel_of
+from deploytool.connection.transport import close, connect
 from deploytool.errors import DeployError
 from deploytool.hostside import survey as hostside_survey
+from deploytool.inspection.audit import MIRROR_MANIFEST, PINNED_HASH, MirrorWheel, mirror_wheels, wheel_of
+from deploytool.inspection.status import FILES_MISSING, MODIFIED, NOT_INSTALLED, NOT_PINNED, OTHER_VERSION, drift_of
+from deploytool.inspection.survey import ReleaseDetail, ReleasePins, parse_survey, release_pins
 from deploytool.inventory import load_inventory
 from deploytool.layout import Layout
-from deploytool.mirror import upload
-from deploytool.pins import target_python
-from deploytool.requirements import read_requirements
-from deploytool.status import FILES_MISSING, MODIFIED, NOT_INSTALLED, NOT_PINNED, OTHER_VERSION, drift_of
-from deploytool.survey import ReleaseDetail, ReleasePins, parse_survey, release_pins
-from deploytool.transport import close, connect
+from deploytool.supply.mirror import upload
+from deploytool.supply.pins import target_python
+from deploytool.supply.requirements import read_requirements
 from tests import sshd
 from tests.conftest import Mirror, Project, make_project, ssh_inventory
 from tests.wheelfactory import _record_hash

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.deploy import plan_deploy, run_deploy, run_rollback
 from deploytool.errors import DeployError
+from deploytool.flow.deploy import plan_deploy, run_deploy, run_rollback
 from deploytool.inventory import load_inventory
 from tests.conftest import Project
 from tests.isolation import machine_lock

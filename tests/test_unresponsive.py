@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from deploytool.deploy import plan_deploy, run_deploy
 from deploytool.errors import DeployError
+from deploytool.flow.deploy import plan_deploy, run_deploy
 from deploytool.inventory import load_inventory
 from tests import sshd
 from tests.conftest import HOST_PYTHON, Project

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from deploytool import transport
-from deploytool.config import render_commands
+from deploytool.connection import transport
 from deploytool.errors import RemoteError
-from deploytool.index_upload import check_upload_url, publish_to_index
 from deploytool.inventory import HostConfig, load_inventory
-from deploytool.mirror import hash_requirements, read_manifest, sync, upload, write_indexes
-from deploytool.requirements import RequirementsError, parse_requirement_texts
-from deploytool.terminal import escape_controls, redact_credentials
-from deploytool.wheelmeta import MirrorError, sha256_file
+from deploytool.rendering.config import render_commands
+from deploytool.reporting.terminal import escape_controls, redact_credentials
+from deploytool.supply.index_upload import check_upload_url, publish_to_index
+from deploytool.supply.mirror import hash_requirements, read_manifest, sync, upload, write_indexes
+from deploytool.supply.requirements import RequirementsError, parse_requirement_texts
+from deploytool.supply.wheelmeta import MirrorError, sha256_file
 from tests import sshd
 from tests.conftest import Project
 from tests.isolation import deadline

@@ -1,7 +1,8 @@
 """Host-side module ``build``: make ``releases/<id>`` while the lock is held, in one call.
 
 Steps (each reported, the first failure ends the run): move the releases interrupted runs left into ``trash/``
-(deleted in the background; best effort); check out the commit from the host's own repo (``git archive`` into
+(deleted in the background; best effort); receive the commit into the host's own repo (the objects it lacks, as
+a pack the laptop sent on stdin: no second connection, no ``git push``) and check it out (``git archive`` into
 ``tar -x``); write the manifest; unpack the rendered config (a tar, base64 in the arguments); make the tools venv
 (once per host; it is complete when its mark is there) and put the pinned uv into it when that is the installer;
 create the release venv; install the requirements; compile bytecode (the ``bytecode`` module, shipped with this
@@ -13,7 +14,8 @@ A failed step whose output says the disk is full, or that failed with under `LOW
 root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
 
 Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``path`` (the release's directory),
-``repo``, ``manifest`` (its text) and ``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
+``repo``, ``pack`` (base64 of a git pack, or null when the repo has the commit), ``manifest`` (its text) and
+``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
 ``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
 ``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
@@ -63,6 +65,7 @@ def check_out(steps: _common.Steps, args: dict[str, Any]) -> None:
     steps.begin(f"checking out {commit[:12]}")
     if os.path.lexists(path):
         steps.fail("release {} already exists on the host".format(args["release"]))
+    receive(steps, args)
     steps.run(["git", f"--git-dir={repo}", "cat-file", "-e", f"{commit}^{{commit}}"])
     try:
         os.mkdir(path)
@@ -151,6 +154,8 @@ def write_env(steps: _common.Steps, args: dict[str, Any]) -> None:
 
 def run_build(steps: _common.Steps, args: dict[str, Any]) -> None:
     """hosts.yml's ``build`` commands, in the new release, venv first on ``PATH``, the app's env set."""
+    if not args.get("build"):
+        return
     environment = _common.app_environment(args.get("env") or {}, args["venv"], args.get("command_env") or {})
     for command in args.get("build") or []:
         steps.begin("build: " + command)
@@ -169,6 +174,27 @@ def link_shared(steps: _common.Steps, shared: list[list[str]]) -> None:
             os.symlink(directory, link)
         except OSError as error:
             steps.fail(str(error))
+
+
+def receive(steps: _common.Steps, args: dict[str, Any]) -> None:
+    """Put the commit into the host's own ``repo.git``, which then names it ``refs/heads/deploy``: the laptop sent
+    the objects the repo lacks (a pack of what is not reachable from the repo's ``deploy`` head), or nothing when
+    the repo has the commit already. `update-ref` refuses a commit whose object is missing."""
+    repo, pack = args["repo"], args.get("pack")
+    if pack:
+        try:
+            done = subprocess.run(
+                ["git", f"--git-dir={repo}", "index-pack", "--stdin", "--fix-thin"],
+                input=base64.b64decode(pack),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=steps.timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            steps.fail(str(error))
+        if done.returncode != 0:
+            steps.fail(done.stdout.decode("utf-8", "replace"))
+    steps.run(["git", f"--git-dir={repo}", "update-ref", "refs/heads/deploy", args["commit"]])
 
 
 def build(steps: _common.Steps, args: dict[str, Any]) -> None:

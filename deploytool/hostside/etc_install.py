@@ -4,7 +4,9 @@ Run by the host-side ``publish`` module, which is shipped with it, as ``python3 
 ETC_ROOT PREVIOUS_RELEASE_ETC`` (through sudo when the stage says so). Every destination is validated before any
 is touched, so a refusal (exit 3) changes nothing; each file is written to a temporary name in its directory,
 fsynced and renamed. stdout: one ``backed up|installed|removed|restored <path>`` line per change and a summary;
-exit 1 on a write error (the etc root may be partly updated). Standard library only, Python 3.8 syntax.
+exit 1 on a write error (the etc root may be partly updated). A file is written with the release's mode (0600 for
+one that carries the app's env or secrets, or the mode its template declares), never wider than the file it
+replaces. Standard library only, Python 3.8 syntax.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class Plan:
             real = os.path.realpath(dest)
             self.claim(dest, real)
             data, mode = content(new[rel])
+            if os.path.isfile(real):
+                # Never widen: a file made narrower by hand (a 0600 secret) stays as narrow.
+                mode &= stat.S_IMODE(os.stat(real).st_mode)
             if os.path.isfile(real) and stat.S_IMODE(os.stat(real).st_mode) == mode and content(real)[0] == data:
                 self.unchanged += 1
                 continue

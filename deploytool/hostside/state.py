@@ -110,7 +110,28 @@ def read(root: str, locked: bool) -> dict[str, Any]:
         "releases": list_releases(root),
         "journal": read_journal(root, writable=locked),
         "python": platform.python_version(),
+        "deploy_head": deploy_head(root),
     }
+
+
+def deploy_head(root: str) -> str | None:
+    """The commit ``refs/heads/deploy`` of ``repo.git`` names (loose or packed), or None: the laptop sends only
+    what is not reachable from it. Read as a file, no git process; the laptop validates it."""
+    repo = os.path.join(root, _common.REPO)
+    try:
+        with open(os.path.join(repo, "refs", "heads", "deploy"), "rb") as handle:
+            return handle.read(100).decode("ascii", "replace").strip() or None
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(repo, "packed-refs"), "rb") as handle:
+            for line in handle.read(1 << 20).decode("ascii", "replace").splitlines():
+                words = line.split()
+                if len(words) == 2 and words[1] == "refs/heads/deploy":
+                    return words[0]
+    except OSError:
+        pass
+    return None
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
