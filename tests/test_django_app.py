@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -268,6 +269,12 @@ def test_django_v1_then_v2_migrates_once_before_any_switch_then_rollback_needs_f
         assert serves(host, v2)["authors"] == ["worker v2"]
 
     # The secret key reached the app (Django refuses to start without it) but no --json, journal or manifest.
+    # The files that carry it (the app's env) are 0600, as installed and as kept in the release.
+    for host in fleet.hosts.values():
+        for relative in ("gunicorn/demo.conf.py", "supervisor/conf.d/demo.conf", "demo/worker.env"):
+            for path in (host.base / "etc" / relative, host.root / "releases" / v2 / "etc" / relative):
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path}: {oct(path.stat().st_mode)}"
+                assert fleet.secret_key in path.read_text() or relative != "gunicorn/demo.conf.py"
     for document in (first, second):
         assert fleet.secret_key not in json.dumps(document)
     for host in fleet.hosts.values():
@@ -348,7 +355,7 @@ def test_django_fab_run_in_the_current_release_passes_the_exit_status(django_fle
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "[X] 0001_initial" in shown.stdout and "0002" not in shown.stdout, shown.stdout
     failed = fleet.run("--hosts", "web1", "--", "python", "manage.py", "showmigrations", "nosuchapp")
-    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.returncode == 2, failed.stdout + failed.stderr  # Django: CommandError for a bad app label
     assert "nosuchapp" in failed.stdout + failed.stderr
     exited = fleet.run("--hosts", "web1", "--", "python", "-c", "import sys; sys.exit(3)")
     assert exited.returncode == 3, exited.stdout + exited.stderr
