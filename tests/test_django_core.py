@@ -102,7 +102,7 @@ def secret_project(ssh_project: Project, tmp_path: Path) -> Project:
         'python -c "import sys, app; print(sys.prefix)" > prefix.txt',
     ]
     test["restart"] = ['printf "%s" "$DATABASE_URL" > "$DEPLOYTOOL_RELEASE_PATH/../../restart-env"']
-    test["health_check"] = {"command": 'test "$PLAIN" = "plain-$DEPLOYTOOL_HOST" && test -n "$DATABASE_URL"'}
+    test["health_check"] = {"command": 'test "${PLAIN#plain-web}" != "$PLAIN" && test -n "$DATABASE_URL"'}
     ssh_project.write_inventory()
     ssh_project.commit(
         "env and secrets",
@@ -140,6 +140,8 @@ def test_env_and_secrets_reach_the_commands_and_never_show(secret_project: Proje
     assert "pslist.py" in processes and CANARY not in processes
     # the restart command had the env (from the release's env file), the health check passed with it
     assert (root_of(project, "web1") / "restart-env").read_text() == f"postgres://demo:{CANARY}@127.0.0.1/demo"
+    status = json.loads(project.fab("status", "--hosts", "web1", "--json").stdout)  # its check has the env too
+    assert status["hosts"][0]["health"] == "ok", status
 
     # modes: secret-bearing files 0600 in the release and installed; a declared mode kept; others 0644
     etc_root = Path(stage(project)["hosts"]["web1"]["etc_root"])
@@ -378,6 +380,10 @@ def test_fab_run_in_the_current_release_with_env_and_exit_status(ssh_project: Pr
         check=False,
     )
     assert worst.returncode == 5 and "[web2] exit 5" in worst.stdout
+    tty = ssh_project.fab("run", "--hosts", "web1", "--pty", "--", "python", "-c", "import os; print(os.isatty(1))")
+    assert "True" in tty.stdout
+    plain = ssh_project.fab("run", "--hosts", "web1", "--", "python", "-c", "import os; print(os.isatty(1))")
+    assert "False" in plain.stdout
     missing = ssh_project.fab("run", "--hosts", "web1", check=False)
     assert missing.returncode == 1 and "no command given" in missing.stderr
 

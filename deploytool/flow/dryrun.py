@@ -76,6 +76,8 @@ def _host_report(inventory: Inventory, plan: Plan, target: Target) -> list[str]:
         lines.append(f"  requirements ({relative}):" + ("\n" + "\n".join(changes) if changes else " unchanged"))
     lines.append(_migration_lines(inventory, old, new, target.host.migrations))
     commands = render_commands(target.host, plan.release.id, target.state.current)
+    if commands.build:
+        lines.append(f"  build: {list(commands.build)}")
     restart = commands.restart
     if restart.gunicorn_pidfile:
         start = f", else start: {list(restart.start)}" if restart.start else ""

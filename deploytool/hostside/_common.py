@@ -41,6 +41,7 @@ LOCK = "deploy.lock"
 OWNER = "owner.json"
 SWITCH_RECORD = "switch.json"
 JOURNAL = "journal.jsonl"
+ENV_FILE = ".deploytool/env.json"  # a release's app env (`deploytool.layout.ENV_FILE`)
 OWNER_LIMIT = 4096  # an owner record is a few hundred bytes; a host cannot make the laptop read more
 
 

@@ -211,14 +211,18 @@ def _describe(root: str, release_id: str, relative: str, verify: bool) -> dict[s
     }
 
 
-def _health(check: dict[str, Any], current: str) -> dict[str, Any]:
+def _health(check: dict[str, Any], root: str, current: str) -> dict[str, Any]:
     """One try of the app's health check (the ``health`` module, shipped with this one) against the current
     release: the laptop rendered it with ``RELEASE_MARK`` where the release id goes, since it does not know the id
     before asking."""
     request = {
         key: value.replace(RELEASE_MARK, current) if isinstance(value, str) else value for key, value in check.items()
     }
-    request.update(deadline=0, env={"DEPLOYTOOL_RELEASE": current})
+    try:  # the app's env, as deploy's checks have it (a release from before env has none)
+        env = _common.read_env(os.path.join(root, _common.RELEASES, current, _common.ENV_FILE))
+    except (OSError, ValueError):
+        env = {}
+    request.update(deadline=0, env={**env, "DEPLOYTOOL_RELEASE": current})
     argv = _common.program(sys.executable, health.__name__.rpartition(".")[2])
     done = _common.run(argv, json.dumps(request) + "\n", float(check.get("timeout") or 5) + 10, stdout_only=True)
     said, why = _common.answer_of(done)
@@ -242,7 +246,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         _describe(root, rid, relative, bool(args.get("verify")) and rid == answer["current"]) for rid in described
     ]
     if isinstance(args.get("health"), dict) and answer["current"]:
-        answer["health"] = _health(args["health"], answer["current"])
+        answer["health"] = _health(args["health"], root, answer["current"])
     return answer
 
 
