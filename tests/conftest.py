@@ -28,6 +28,7 @@ HOST_PYTHON_VERSION = subprocess.run(
     [HOST_PYTHON, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=True
 ).stdout.strip()
 HOST_NAMES = ("web1", "web2", "web3", "web4")
+pytest_plugins = ["tests.djangostack"]  # PostgreSQL, redis and the Django example's wheels
 _OWN_SHARED = pytest.StashKey[str]()
 
 #: Fixtures that start or need a real service (sshd, an HTTP mirror, pip, a deploy): tests using any of them are
@@ -42,6 +43,9 @@ SERVICE_FIXTURES = {
     "ssh_project",
     "local_project",
     "tools_template",
+    "django_wheels",
+    "postgres",
+    "redis_server",
 }
 
 
@@ -70,7 +74,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 #: Module-scoped fixtures that cost a deploy or more: the tests using one run on one worker, so that it is made once.
-SHARED_SETUP = {"fleet": "status-fleet"}
+SHARED_SETUP = {"fleet": "status-fleet", "postgres": "django", "redis_server": "django"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
