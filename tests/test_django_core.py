@@ -355,6 +355,7 @@ def test_migrations_are_listed_and_a_rollback_past_them_needs_force(ssh_project:
     forced = ssh_project.fab("rollback", "--hosts", "web1,web2", "--force")
     assert current(ssh_project, "web1") == first == current(ssh_project, "web2")
     assert "Rolled back 2 host(s)" in forced.stdout
+    assert "forced (--force): the database keeps migrations" in forced.stdout and "0002_column.py" in forced.stdout
     last = journal(ssh_project, "web1")[-1]
     assert last["event"] == "rollback" and "forced (--force)" in last["reason"] and "0002_column.py" in last["reason"]
 

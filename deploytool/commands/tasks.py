@@ -243,6 +243,8 @@ def rollback(
     _run_and_report(report, selected, inventory.project_root, json, verbose, run)
     if not json:
         print(f"Rolled back {len(selected)} host(s) to {report.release}")
+        for note in report.notes:
+            print(note)
 
 
 R = TypeVar("R")

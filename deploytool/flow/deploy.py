@@ -281,6 +281,8 @@ def run_rollback(
                 for target in targets:  # a command template that cannot render stops the rollback here
                     render_commands(target.host, chosen, target.state.current)
                 note = _migrations_check(targets, chosen, project_root, force)
+                if note:
+                    report.notes.append(note)
             except DeployError:
                 abort_all(targets, limit=limit)
                 raise

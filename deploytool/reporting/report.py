@@ -86,6 +86,7 @@ class RunReport:
     error: str | None = None
     run: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))  # the run's id
     log_path: str | None = None  # the laptop's log of this run (`deploylog.LaptopLog`)
+    notes: list[str] = field(default_factory=list)  # what the user must know of a run that went through
 
     @property
     def ok(self) -> bool:
@@ -156,6 +157,7 @@ class RunReport:
             "events": [event.to_json() for event in self.log.events],
             "run": self.run,
             "log": self.log_path,
+            "notes": self.notes,
         }
 
 
