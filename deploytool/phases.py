@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from . import installer, journal
 from .errors import DeployError, RemoteError
-from .hostrun import ModuleFailed, run_module, steps_output
+from .hostrun import ModuleFailed, run_module, steps_output, tell_step
 from .release import Release
 from .target import HostState, Target, host_state, printable
 from .transport import git_remote, phase_timeout, ssh_failure
@@ -100,6 +100,7 @@ def push(target: Target, project_root: str, commit: str) -> None:
     """Push ``commit`` from the laptop into the host's bare repo (the host never fetches from elsewhere)."""
     url, ssh_command = git_remote(target.host, target.layout.repo)
     env = dict(os.environ, GIT_SSH_COMMAND=ssh_command) if ssh_command else None
+    tell_step(target.name, PUSH, f"git push of {commit[:12]}")
     limit = phase_timeout(target.host, PUSH)
     try:
         result = subprocess.run(
