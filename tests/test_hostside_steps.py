@@ -121,3 +121,24 @@ def test_each_step_is_announced_on_stderr_as_it_starts(tmp_path: Path, capsys: p
     assert progress(said) == " (taking the lock and reading the state)"
     assert progress(said.rsplit("\n", 2)[0] + "\n") == f" (making the deploy root {tmp_path})"
     assert progress("Traceback ...\n") == ""
+
+
+def test_a_counted_step_announces_each_package_and_keeps_the_run_semantics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    steps = _common.Steps("build", timeout=30)
+    steps.begin("installing requirements")
+    printer = "import sys; print('Looking in links'); print('Collecting a==1'); print('Processing ./b.whl'); "
+    done = steps.run([sys.executable, "-c", printer + "print(sys.stdin.read())"], "fed", count=build.PACKAGE_LINES)
+    assert done.returncode == 0 and done.stdout.endswith("fed\n") and "Collecting a==1" in steps.current["output"]
+    said = [json.loads(line)["progress"] for line in capsys.readouterr().err.splitlines()]
+    assert said == ["installing requirements", "installing requirements (1 done)", "installing requirements (2 done)"]
+
+    with pytest.raises(_common.StepFailed):
+        steps.run([sys.executable, "-c", "print('Collecting x'); raise SystemExit(4)"], count=("Collecting ",))
+    assert steps.current["ok"] is False and "Collecting x" in steps.current["output"]
+
+    late = _common.run_lines([sys.executable, "-c", "import time; time.sleep(5)"], "", 0.5, lambda line: None)
+    assert late.returncode == 124 and "timed out after 0.5s" in late.stdout
+    missing = _common.run_lines(["/no/such/program"], "", 5, lambda line: None)
+    assert missing.returncode == 127

@@ -19,7 +19,20 @@ from tests.test_deploy_ssh import current, journal, root_of
 TEMPLATE = "release={{ release_id }}\n"
 HOST_KEYS = {"host", "result", "current", "seconds", "reason"}
 EVENT_KEYS = {"host", "phase", "result", "start", "end", "seconds", "reason"}
-DOCUMENT_KEYS = {"version", "command", "stage", "release", "commit", "ok", "error", "hosts", "events", "run", "log"}
+DOCUMENT_KEYS = {
+    "version",
+    "command",
+    "stage",
+    "release",
+    "commit",
+    "ok",
+    "error",
+    "hosts",
+    "events",
+    "run",
+    "log",
+    "notes",
+}
 
 
 @pytest.fixture

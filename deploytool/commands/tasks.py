@@ -69,7 +69,9 @@ def _run_and_report(
             run()
         ok = report.ok
     except DeployError as error:
-        raise DeployError(f"{error}\n{where_logs(report)}") from None
+        if any(event.phase not in ("connect", "check") for event in report.log.events):  # hosts worked and logged
+            raise DeployError(f"{error}\n{where_logs(report)}") from None
+        raise
     finally:
         if show is not None:
             show.close()

@@ -99,6 +99,13 @@ def step_listener(listener: StepListener) -> Iterator[None]:
         _step_listeners.remove(listener)
 
 
+def tell_step(host: str, phase: str, title: str) -> None:
+    """Tell the step listeners of a step the laptop itself runs for ``host`` (the ``git push``)."""
+    for listener in list(_step_listeners):
+        with contextlib.suppress(Exception):  # a display must never break a run
+            listener(host, phase, title)
+
+
 def _step_reporter(host: str, phase: str) -> Callable[[str], None] | None:
     if not _step_listeners:
         return None

@@ -15,6 +15,7 @@ reports (`Steps`), `detach` and the answer footer (`serve`). Standard library on
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from typing import Any, BinaryIO, Callable, NoReturn
@@ -232,6 +234,59 @@ def app_environment(env: dict[str, str], venv: str = "", extra: dict[str, str] |
     return environment
 
 
+def run_lines(
+    argv: list[str],
+    stdin: str,
+    timeout: float,
+    on_line: Callable[[str], None],
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`run` (output and errors merged, never raising), handing each line of output to ``on_line`` as it comes
+    (for progress: pip says ``Collecting``/``Processing`` per package)."""
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            preexec_fn=default_signals,
+            env=env,
+            cwd=cwd,
+        )
+    except OSError as error:
+        return subprocess.CompletedProcess(argv, 127, str(error), "")
+    assert process.stdin is not None and process.stdout is not None
+    timed_out: list[bool] = []
+
+    def stop() -> None:
+        timed_out.append(True)
+        process.kill()
+
+    timer = threading.Timer(timeout, stop)
+    timer.start()
+    output: list[str] = []
+    try:
+        try:
+            process.stdin.write(stdin)
+            process.stdin.close()
+        except OSError:
+            pass
+        for line in process.stdout:
+            output.append(line)
+            with contextlib.suppress(Exception):  # progress must never fail a step
+                on_line(line)
+        process.wait()
+    finally:
+        timer.cancel()
+        process.stdout.close()
+    if timed_out:
+        return subprocess.CompletedProcess(argv, 124, "".join(output) + f"\n(timed out after {timeout}s)", "")
+    return subprocess.CompletedProcess(argv, process.returncode, "".join(output), "")
+
+
 def json_answer(stdout: str) -> dict[str, Any] | None:
     """A program's answer: its last non-empty stdout line, when that is a JSON object."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -421,10 +476,26 @@ class Steps:
         raise StepFailed(self.current["step"])
 
     def run(
-        self, argv: list[str], stdin: str = "", env: dict[str, str] | None = None, cwd: str | None = None
+        self,
+        argv: list[str],
+        stdin: str = "",
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        count: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` as part of the current step; a failure fails the step with its output."""
-        done = run(argv, stdin, self.timeout, env=env, cwd=cwd)
+        """Run ``argv`` as part of the current step; a failure fails the step with its output. ``count``: output
+        line prefixes to count as they come, each new count announced as ``<step> (N done)``."""
+        if not count:
+            done = run(argv, stdin, self.timeout, env=env, cwd=cwd)
+        else:
+            title, seen = self.current["step"], [0]
+
+            def counted(line: str) -> None:
+                if line.startswith(count):
+                    seen[0] += 1
+                    announce(f"{title} ({seen[0]} done)", self.phase)
+
+            done = run_lines(argv, stdin, self.timeout, counted, env=env, cwd=cwd)
         if done.returncode != 0:
             self.fail(done.stdout or "")
         self.say(done.stdout or "")

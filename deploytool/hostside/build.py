@@ -40,6 +40,7 @@ from typing import Any
 from . import _common, bytecode
 
 PHASE = "build"
+PACKAGE_LINES = ("Collecting ", "Processing ")  # what pip says once per package it takes (live progress)
 LOW_SPACE = 2 * 1024 * 1024  # bytes: a step that failed with less than this free failed for lack of space
 
 
@@ -213,7 +214,7 @@ def build(steps: _common.Steps, args: dict[str, Any]) -> None:
     steps.begin("creating the virtualenv")
     steps.run(args["make_venv"])
     steps.begin("installing requirements")
-    steps.run(args["install"])
+    steps.run(args["install"], count=PACKAGE_LINES)
     compile_bytecode(steps, args["bytecode"])
     steps.begin("checking installed requirements (pip check)")
     steps.run(args["check"])

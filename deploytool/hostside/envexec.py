@@ -13,6 +13,7 @@ syntax.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from . import _common
@@ -32,6 +33,11 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as error:
         sys.stderr.write(PREFIX + f"{error}\n")
         return 126
+    # This is a Python process: it started with SIGPIPE and SIGXFSZ ignored, and a program exec'd from it would
+    # keep that (what subprocess's restore_signals undoes); the app's command gets every default disposition.
+    _common.default_signals()
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
     try:
         os.execvpe(command[0], command, _common.app_environment(env, venv))
     except OSError as error:
