@@ -386,3 +386,51 @@ def test_a_connection_dropped_after_the_check_took_the_lock_leaves_no_lock(
     assert not (root_of(ssh_project, "web2") / "deploy.lock").exists(), "this run's lock was released"
     assert journal(ssh_project, "web2")[-1]["status"] == "failed"
     assert_cleaned_up(ssh_project, "web1", [], "web2 failed")
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _sleep_after(marker: Path) -> int:
+    """The ``sleep 31`` of the after-switch command that touched ``marker`` (its shell's command line names it)."""
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or Path(f"/proc/{entry}/cmdline").read_bytes() != b"sleep\x0031\x00":
+                continue
+            if str(marker).encode() in Path(f"/proc/{_parent(int(entry))}/cmdline").read_bytes():
+                return int(entry)
+        except OSError:
+            continue
+    raise AssertionError("the after-switch command's sleep was not found")
+
+
+def test_a_publish_killed_on_a_live_connection_is_switched_back_not_removed(ssh_project: Project) -> None:
+    """Found while fixing the soak's session_kill violation (issue 21): a publish process killed on the host (the
+    connection still up) after ``current`` moved gave no answer, and the run dropped the new release as if it had
+    never been switched to, leaving ``current`` pointing at nothing. The run now reads how far the publish got
+    (``switch_wait``) and switches the host back."""
+    ssh_project.fab("deploy", "--hosts", "web1,web2")
+    old = current(ssh_project, "web2")
+    marker = root_of(ssh_project, "web2").parent / "after-switch"
+    ssh_project.inventory["stages"]["test"]["hosts"]["web2"]["after_switch"] = [f"touch {marker}; sleep 31"]
+    ssh_project.write_inventory()
+    ssh_project.commit("web2's publish is killed")
+    fab = start_fab(ssh_project, "deploy", "--hosts", "web1,web2")
+    try:
+        wait_for(marker, process=fab)
+        sleeper = _sleep_after(marker)
+        shell = _parent(sleeper)
+        os.kill(_parent(shell), signal.SIGKILL)  # the publish module's process; the connection stays up
+        for pid in (shell, sleeper):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, stderr = fab.communicate(timeout=240)
+    finally:
+        fab.kill()
+    assert fab.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "web2: publish failed" in stderr and "its publish step was killed on the host (switched)" in stderr, stderr
+    for host in ("web1", "web2"):
+        assert current(ssh_project, host) == old, f"{host} is back on the release it had"
+        assert (root_of(ssh_project, host) / "current").resolve().is_dir()
+        assert not (root_of(ssh_project, host) / "deploy.lock").exists()

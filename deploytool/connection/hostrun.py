@@ -27,7 +27,17 @@ from . import transport
 from .remote import ChunkedStream
 from .transport import Runner
 
-__all__ = ["EXIT_FAILED", "ModuleFailed", "argv", "command", "parse_answer", "run_module", "source", "stdin_line"]
+__all__ = [
+    "EXIT_FAILED",
+    "ModuleFailed",
+    "NoAnswer",
+    "argv",
+    "command",
+    "parse_answer",
+    "run_module",
+    "source",
+    "stdin_line",
+]
 
 
 class ModuleFailed(RemoteError):
@@ -120,6 +130,10 @@ def _step_reporter(host: str, phase: str) -> Callable[[str], None] | None:
     return report
 
 
+class NoAnswer(RemoteError):
+    """A host-side module ended without its JSON answer (it crashed, or was killed)."""
+
+
 def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int) -> dict[str, Any]:
     """The module's JSON object, or a `RemoteError` saying what came back instead."""
     lines = [line for line in stdout.splitlines() if line.strip()]
@@ -127,7 +141,7 @@ def parse_answer(host: str, name: str, stdout: str, stderr: str, exit_code: int)
     if answer is None:
         said = [line.strip() for line in stderr.splitlines() if line.strip() and not progress(line)]
         detail = " | ".join(said[-4:]) or (lines[-1][:200] if lines else "no output")
-        raise RemoteError(host, f"{name} failed (exit {exit_code}): {detail}")
+        raise NoAnswer(host, f"{name} failed (exit {exit_code}): {detail}")
     if exit_code != 0 or answer.get("ok") is False:
         message = answer.get("error")
         raise ModuleFailed(host, str(message) if message else f"{name} failed (exit {exit_code})", answer)

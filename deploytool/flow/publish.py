@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..connection.hostrun import ModuleFailed, run_module
+from ..connection.hostrun import ModuleFailed, NoAnswer, run_module
 from ..connection.transport import ConnectionLost, NotAnswering, phase_timeout
 from ..errors import DeployError, RemoteError
 from ..inventory import HostConfig
@@ -261,7 +261,7 @@ def publish(
         answer = run_module(target.c, target.name, host.python, "publish", args, phase=SWITCH)
     except ModuleFailed as failed:
         answer = dict(failed.result)
-    except ConnectionLost as lost:
+    except (ConnectionLost, NoAnswer) as lost:  # NoAnswer: the publish process died (killed) on a live connection
         answer = how_it_ended(target, lost, release_id, previous)
     published = parse_published(target.name, answer, (release_id, previous))
     target.state.current = published.current
@@ -273,11 +273,12 @@ def publish(
 RECONNECTS = 3  # tries to reach a host again after its connection dropped mid-publish, a second apart and more
 
 
-def how_it_ended(target: Target, lost: ConnectionLost, release_id: str | None, previous: str | None) -> dict[str, Any]:
-    """The connection dropped while ``publish`` ran: it runs on to its end there (detached), so reconnect (a few
-    tries) and wait for it to end (``switch_wait``, within the switch's time): its answer, as if it had come back.
-    A publish killed on the host before it ended answers as failed, saying whether ``current`` had moved. Raises
-    ``lost`` (extended) when the host cannot be reached again or the publish still runs at the end of the wait."""
+def how_it_ended(target: Target, lost: RemoteError, release_id: str | None, previous: str | None) -> dict[str, Any]:
+    """The connection dropped while ``publish`` ran, or its process ended without answering: it runs on to its end
+    there (detached) unless it was killed, so reconnect (a few tries) and wait for it to end (``switch_wait``,
+    within the switch's time): its answer, as if it had come back. A publish killed on the host before it ended
+    answers as failed, saying whether ``current`` had moved. Raises ``lost`` (extended) when the host cannot be
+    reached again or the publish still runs at the end of the wait."""
     if isinstance(lost, NotAnswering):
         raise lost  # a host that stopped answering is not tried again in this run
     layout, what = target.layout, str(lost).removeprefix(f"{target.name}: ")
