@@ -683,10 +683,14 @@ class Soak:
             # run that did not finish there)
             if served == current and (not self.live[name] or self.live[name][-1] != current):
                 self.live[name] = [r for r in self.live[name] if r != current] + [current]
-            # keep_releases counts the newest releases by id (= by deploy time) that did not fail
+            # keep_releases counts the newest releases by id (= by deploy time) that went live and did not fail:
+            # seen live at a check, or recorded live by the journal (an ok entry, or the release an entry left:
+            # `from`), which also knows of one a killed run made live between two checks (seed 2128, run 11)
             present = set(host.releases())
             ok = {e.get("release") for e in journal if e.get("status") == "ok"}
-            good = sorted(r for r in self.live[name] if r not in self.failed[name] or r in ok)
+            left = {e.get("from") for e in journal if e.get("from")}
+            went_live = set(self.live[name]) | {str(r) for r in (ok | left) if r}
+            good = sorted(r for r in went_live if r not in self.failed[name] or r in ok)
             missing = [r for r in good[-KEEP:] if r not in present]
             self.live[name] = [r for r in self.live[name] if r not in missing]  # each loss reported once
             if missing:
