@@ -135,6 +135,20 @@ def command_path(path: str | None = None) -> str:
 DETACHED_SIGNALS = ("SIGHUP", "SIGINT", "SIGPIPE")  # what `detach` ignores
 
 
+def process_runs(pid: object) -> bool | None:
+    """Whether process ``pid`` of this host still runs (as any user); None when ``pid`` is no process id (a
+    record written without one)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it runs, as another user
+    return True
+
+
 def default_signals() -> None:
     """In a child, before its program starts: the signals a detached module ignores are back to their defaults,
     so the programs it starts (daemons included) get a hang-up, an interrupt or a closed pipe as usual."""

@@ -33,15 +33,7 @@ def read_record(path: str) -> dict[str, Any] | None:
 
 def alive(pid: object) -> bool:
     """Whether process ``pid`` still runs (a record without a pid: assumed to, until the wait ends)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    return _common.process_runs(pid) is not False
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:

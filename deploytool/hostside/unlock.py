@@ -36,16 +36,7 @@ def _publishing(record: str) -> bool:
         return False
     if not isinstance(data, dict) or data.get("done") is True or data.get("state") not in ("publishing", "switched"):
         return False
-    pid = data.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    return _common.process_runs(data.get("pid")) is True
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
