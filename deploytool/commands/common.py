@@ -1,9 +1,11 @@
-"""What every task shares: finding hosts.yml, choosing the stage's hosts, and the help of their options."""
+"""What every task shares: finding hosts.yml, choosing the stage's hosts, running a function on each of them, and
+the help of their options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.context import Context
 from invoke.tasks import Task
@@ -11,11 +13,13 @@ from invoke.tasks import Task
 from ..errors import InventoryError
 
 if TYPE_CHECKING:  # the inventory (YAML, the settings' checks) is loaded when a task runs, not when fab lists them
+    from ..flow.target import Target
     from ..inventory import HostConfig, Inventory
 
 STAGE_HELP = "stage of hosts.yml to act on (default: its default_stage)"
 HOSTS_HELP = "comma-separated host names of the stage to limit to"
 ROLES_HELP = "comma-separated roles: limit to the stage's hosts having one of them (with --hosts: both limits)"
+JSON_HELP = "print one JSON document (documented in the README) instead of progress lines and a table"
 
 
 def find_inventory(c: Context) -> Inventory:
@@ -37,6 +41,31 @@ def selected_hosts(
     """The inventory and the hosts of ``stage`` limited to ``hosts`` and to those having one of ``roles``."""
     inventory = find_inventory(c)
     return inventory, inventory.hosts(stage, hosts, roles)
+
+
+R = TypeVar("R")
+
+
+def on_each_selected(
+    c: Context,
+    stage: str | None,
+    hosts: str | None,
+    func: Callable[[Target], R],
+    show: Callable[[Target, R], str],
+    what: str,
+    roles: str | None = None,
+) -> None:
+    """Run ``func`` on each selected host in parallel and print ``show`` of each result, in inventory order;
+    then fail naming every host where it failed."""
+    from ..connection.fleet import connected, on_each
+
+    _, selected = selected_hosts(c, stage, hosts, roles)
+    with connected(selected) as targets:
+        results = on_each(targets, func, lambda t: t.name)
+    order = [target.name for target in targets]
+    for target, value in sorted(results.done, key=lambda item: order.index(item[0].name)):
+        print(show(target, value))
+    results.raise_if_failed(what, lambda t: t.name)
 
 
 class HostsTask(Task[Any]):
