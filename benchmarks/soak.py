@@ -1,7 +1,7 @@
 """A fault soak (issue 21): random deploys, rollbacks, batched runs and unlocks against 4 loopback hosts over real
 SSH, one injected fault per run, and the invariants checked after every run.
 
-    python benchmarks/soak.py [--seed S] [--runs N] [--minutes M] [--keep-going]
+    python benchmarks/soak.py [--seed S] [--runs N] [--minutes M] [--per-kind K] [--keep-going]
 
 Hosts web1-web4 each have their own sshd (127.0.0.2-5, so one host's sshd can be killed or frozen alone) and run
 the example app under gunicorn: web1 with the graceful re-exec recipe (``restart: {gunicorn_pidfile, start}``),
@@ -9,7 +9,9 @@ web2-web4 under a supervisord of the deploy user each. web4's directory is a sma
 gunicorn, supervisor and uv wheels are repacked from this environment into a mirror served on 127.0.0.1.
 
 Each run is one random action (``fab deploy`` of a new commit, with or without ``--batch-size``, ``fab rollback``
-with or without ``--batch-size``, ``fab unlock``) with one fault chosen at random from ``FAULTS``; then the
+with or without ``--batch-size``, ``fab unlock``) with one fault drawn from ``FAULTS`` (at random among the kinds
+that have landed least so far, so every kind is exercised about equally; ``--per-kind K`` ends the soak once each
+has landed K times, a timed fault landing only when fab still ran at its moment); then the
 invariants of issue 21 are checked (after a plain recovery run when a host was left locked), and the soak stops at
 the first violation (``--keep-going``: records it and goes on) printing the seed, the run's output and each host's
 state. A request loop against web1 runs during the whole soak (invariant 7). Everything started here (sshds,
@@ -416,8 +418,13 @@ class Soak:
             return ["rollback", "--batch-size", self.rng.choice(["1", "2"])]
         return ["unlock"]
 
+    def draw_fault(self) -> str:
+        """A fault kind at random among those that have landed the fewest times so far."""
+        fewest = min(self.stats.landed[kind] for kind in self.kinds)
+        return self.rng.choice([kind for kind in self.kinds if self.stats.landed[kind] == fewest])
+
     def one_run(self, number: int) -> None:
-        fault = self.rng.choice(self.kinds)
+        fault = self.draw_fault()
         action = self.choose_action()
         if fault in ("concurrent_deploy", "disk_full", "app_fail"):
             action = ["deploy"] if self.rng.random() < 0.6 else ["deploy", "--batch-size", "2"]
@@ -427,6 +434,8 @@ class Soak:
         kind = action[0]
         expected = self.durations.get(kind) or [8.0]
         at = self.rng.uniform(1.0, max(1.5, statistics.median(expected) * 1.1))
+        if fault.startswith("fab_"):  # any moment of fab's life, start-up included
+            at = self.rng.uniform(0.1, max(0.5, statistics.median(expected)))
         if fault == "session_kill":  # dropped mid-transfer: the build call (with the pack) is in the first half
             at = self.rng.uniform(0.8, max(1.2, statistics.median(expected) * 0.6))
         head = self.project.commit(f"soak run {number}") if kind == "deploy" else None
@@ -857,6 +866,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20, help="runs at most (default 20)")
     parser.add_argument("--minutes", type=float, default=30.0, help="stop starting runs after this (default 30)")
     parser.add_argument("--keep-going", action="store_true", help="record violations and go on")
+    parser.add_argument(
+        "--per-kind", type=int, default=0, help="stop once every fault kind has landed this many times (default: no)"
+    )
     parser.add_argument("--faults", default="", help="comma-separated fault kinds to draw from (default: all)")
     parser.add_argument("--no-glob-check", action="store_true", help="skip the glob-root deploy check")
     args = parser.parse_args()
@@ -890,6 +902,9 @@ def main() -> int:
         for number in range(1, args.runs + 1):
             if time.monotonic() - started > args.minutes * 60:
                 stopped = f"stopped after {args.minutes:g} minutes"
+                break
+            if args.per_kind and min(soak.stats.landed[kind] for kind in soak.kinds) >= args.per_kind:
+                stopped = f"every fault kind landed at least {args.per_kind} times"
                 break
             soak.one_run(number)
     except Violation as violation:
