@@ -5,7 +5,9 @@
                               + .deploytool/env.json (the app's env, 0600)
 <root>/shared/<dir>/          persistent directories linked into every release
 <root>/current -> releases/<id>
-<root>/tools/venv/            the pip used to fill release virtualenvs (made once per host)
+<root>/tools/venv/            the pip used to fill release virtualenvs (installer pip; made once per host)
+<root>/tools/uv-<version>/uv  the pinned uv, unpacked from its wheel (installer uv; once per host and version)
+<root>/tools/uv-cache/        uv's cache
 <root>/deploy.lock/owner.json present while a deploy or rollback runs
 <root>/journal.jsonl          append-only record of deploys and rollbacks
 <root>/deploy-logs/<id>.jsonl every step of every run of release <id>, whole output (``fab log``)
@@ -43,8 +45,20 @@ class Layout:
         return join(self.root, "current")
 
     @property
+    def tools(self) -> str:
+        return join(self.root, "tools")
+
+    @property
     def tools_venv(self) -> str:
-        return join(self.root, "tools", "venv")
+        return join(self.tools, "venv")
+
+    def uv_bin(self, version: str) -> str:
+        """The binary of uv ``version``: written whole (complete whenever it exists), never changed after."""
+        return join(self.tools, f"uv-{version}", "uv")
+
+    @property
+    def uv_cache(self) -> str:
+        return join(self.tools, "uv-cache")
 
     @property
     def trash(self) -> str:

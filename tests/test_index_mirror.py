@@ -20,6 +20,7 @@ import pytest
 
 from deploytool.errors import DeployError, InventoryError
 from deploytool.inventory import parse_inventory
+from deploytool.supply import installer
 from deploytool.supply.mirror import serve, write_indexes
 from deploytool.supply.reqlock import lock
 from deploytool.supply.requirements import check_nested, pip_install_args, read_requirements, uv_install_args
@@ -148,6 +149,11 @@ def test_check_and_deploy_from_the_index_server_over_ssh(
     assert "Deployed" in result.stdout
     assert app_version(ssh_project, "web2") == "1.0"
     assert journal(ssh_project)[-1]["status"] == "ok"
+    if installer_name == "uv":  # its binary came from the index too (the project page <index>/uv/), not via pip
+        uv = root_of(ssh_project, "web2") / "tools" / f"uv-{installer.UV_VERSION}" / "uv"
+        assert (
+            uv.is_file() and f"uv = {installer.UV_VERSION}" in (uv.parents[2] / "current/venv/pyvenv.cfg").read_text()
+        )
 
     # A pin the index lacks is caught on the laptop, naming file, line and the index; no host is touched.
     ssh_project.commit("more", {"requirements/prod.txt": "demo-lib==1.0\ndemo-absent==3.0\n"})

@@ -1,4 +1,5 @@
-"""The installer: uv from the mirror by default, pip when the mirror has none, and compiled bytecode.
+"""The installer: uv from the mirror by default (its binary alone, fetched by the host), pip when the mirror has
+none, and compiled bytecode.
 
 uv's wheel is made once per session from the test environment's own uv (`wheelfactory.repack_installed`, 17 MB)
 and served, with the demo wheels, from a mirror of its own, so the rest of the suite keeps its small mirror
@@ -8,6 +9,7 @@ and served, with the demo wheels, from a mirror of its own, so the rest of the s
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -30,9 +32,6 @@ from tests.wheelfactory import make_wheel
 
 from .test_mirror import TARGET
 
-# A first deploy with uv installs it into a tools venv made by that deploy.
-pytestmark = pytest.mark.cold_hosts
-
 
 def _pyc(release: Path, module: str) -> Path:
     found = list((release / "venv" / "lib").glob(f"python*/site-packages/__pycache__/{module}.*.pyc"))
@@ -40,30 +39,49 @@ def _pyc(release: Path, module: str) -> Path:
     return found[0]
 
 
+def _uv(root: Path) -> Path:
+    return root / "tools" / f"uv-{installer.UV_VERSION}" / "uv"
+
+
+@pytest.mark.cold_hosts
 def test_default_installer_is_uv_from_the_mirror_installed_once(ssh_project: Project, uv_mirror: Mirror) -> None:
+    """Issue 20: a cold host gets uv's binary alone, from its find-links mirror (an HTTP directory listing): no
+    pip tools venv is made for it; a warm deploy neither fetches it again nor runs it to ask its version."""
     ssh_project.inventory["mirror"] = uv_mirror.url
     ssh_project.write_inventory()
     ssh_project.commit("uv mirror", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
     ssh_project.fab("deploy", "--hosts", "web1")
     root = root_of(ssh_project)
     first = (root / "current").resolve()
-    assert (root / "tools" / "venv" / "bin" / "uv").is_file(), "uv is installed into the tools venv"
+    uv = _uv(root)
+    assert uv.is_file() and uv.stat().st_mode & 0o777 == 0o755, "uv's binary, from its wheel"
+    assert sorted(os.listdir(root / "tools")) == sorted(["uv-cache", f"uv-{installer.UV_VERSION}"]), "no venv"
+    assert os.listdir(uv.parent) == ["uv"], "the binary alone, no temporary file"
+    (wheel,) = uv_mirror.directory.glob(f"uv-{installer.UV_VERSION}-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert uv.read_bytes() == archive.read(f"uv-{installer.UV_VERSION}.data/scripts/uv")
     assert f"uv = {installer.UV_VERSION}" in (first / "venv" / "pyvenv.cfg").read_text()
     assert not (first / "venv" / "bin" / "pip").exists()
     first_pyc = _pyc(first, "demo_lib")
 
-    # A warm deploy: uv is not installed again, and the unchanged package's bytecode is reused, not recompiled.
-    uv_inode = (root / "tools" / "venv" / "bin" / "uv").stat().st_ino
+    # A warm deploy: uv is not fetched again (the same file), and the unchanged package's bytecode is reused.
+    before = uv.stat()
     ssh_project.commit("again")
-    result = ssh_project.fab("deploy", "--hosts", "web1")
+    ssh_project.fab("deploy", "--hosts", "web1")
     second = (root / "current").resolve()
     assert second != first and journal(ssh_project)[-1]["status"] == "ok"
-    assert (root / "tools" / "venv" / "bin" / "uv").stat().st_ino == uv_inode
-    assert "Successfully installed uv" not in result.stdout + result.stderr
+    after = uv.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+    )
+    assert not (root / "tools" / "venv").exists()
     # uv linked the same source from its cache into both venvs: the bytecode is linked too, not compiled again
     assert _pyc(second, "demo_lib").stat().st_ino == first_pyc.stat().st_ino
 
 
+@pytest.mark.cold_hosts
 def test_explicit_uv_without_uv_in_the_mirror_is_refused_before_any_host(ssh_project: Project, mirror: Mirror) -> None:
     ssh_project.inventory["installer"] = "uv"
     ssh_project.write_inventory()
@@ -78,7 +96,7 @@ def test_explicit_uv_without_uv_in_the_mirror_is_refused_before_any_host(ssh_pro
     ssh_project.write_inventory()
     ssh_project.fab("deploy", "--hosts", "web1")
     release = (root_of(ssh_project) / "current").resolve()
-    assert not (root_of(ssh_project) / "tools" / "venv" / "bin" / "uv").exists()
+    assert not _uv(root_of(ssh_project)).exists() and (root_of(ssh_project) / "tools" / "venv").is_dir()
     assert "uv =" not in (release / "venv" / "pyvenv.cfg").read_text()
     _pyc(release, "demo_lib")
 
@@ -156,24 +174,38 @@ def test_the_uv_wheel_a_host_installs_must_be_the_one_the_laptop_saw(
     ssh_project: Project, uv_mirror: Mirror, tampered_uv_mirror: Mirror
 ) -> None:
     """Issue 17: uv was installed with no hash check (and that uv then enforces the app's hashes). The laptop
-    reads its wheelhouse (the genuine wheels); the host's mirror serves another uv wheel: the build refuses it."""
+    reads its wheelhouse (the genuine wheels); the host's mirror serves another uv wheel under the same name: a
+    host that switches to uv refuses it, naming both sha256s and the URL, and nothing changes on it."""
     wheelhouse = ssh_project.path / "wheels"
     wheelhouse.mkdir()
     for wheel in uv_mirror.directory.glob("*.whl"):
         shutil.copy2(wheel, wheelhouse / wheel.name)
-    ssh_project.inventory["mirror"] = tampered_uv_mirror.url
+    ssh_project.inventory.update(mirror=tampered_uv_mirror.url, installer="pip")
     ssh_project.write_inventory()
-    ssh_project.commit("uv mirror", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
+    ssh_project.commit("tampered mirror, pip", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
+    ssh_project.fab("deploy", "--hosts", "web1")
+    root = root_of(ssh_project)
+    old = (root / "current").resolve()
+
+    del ssh_project.inventory["installer"]  # uv: the laptop's wheelhouse has it
+    ssh_project.write_inventory()
+    ssh_project.commit("uv", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
     result = ssh_project.fab("deploy", "--hosts", "web1", check=False)
     assert result.returncode == 1, result.stdout
-    assert "preparing the installer (uv)" in result.stderr and "DO NOT MATCH THE HASHES" in result.stderr
-    root = root_of(ssh_project)
-    assert not (root / "tools" / "venv" / "bin" / "uv").exists(), "the planted uv was not installed"
-    assert not (root / "current").exists()
+    (genuine,) = uv_mirror.directory.glob(f"uv-{installer.UV_VERSION}-*.whl")
+    served = hashlib.sha256((tampered_uv_mirror.directory / genuine.name).read_bytes()).hexdigest()
+    expected = hashlib.sha256(genuine.read_bytes()).hexdigest()
+    assert f"preparing the installer (uv) in {_uv(root).parent} failed" in result.stderr, result.stderr
+    said = f"{tampered_uv_mirror.url}{genuine.name} has sha256 {served}, expected {expected}"
+    assert said in result.stderr, result.stderr
+    assert (root / "current").resolve() == old, "the old release is still current"
+    assert not _uv(root).exists() and os.listdir(_uv(root).parent) == [], "nothing of the planted wheel is kept"
 
     ssh_project.inventory["mirror"] = uv_mirror.url  # the genuine wheel passes the same check
     ssh_project.write_inventory()
     ssh_project.commit("genuine mirror", {"hosts.yml": (ssh_project.path / "hosts.yml").read_text()})
     ssh_project.fab("deploy", "--hosts", "web1")
-    assert (root / "tools" / "venv" / "bin" / "uv").is_file()
-    assert not list((root / "tools" / "venv" / "bin").glob("planted"))
+    with zipfile.ZipFile(genuine) as archive:
+        assert _uv(root).read_bytes() == archive.read(f"uv-{installer.UV_VERSION}.data/scripts/uv")
+    assert os.listdir(_uv(root).parent) == ["uv"]
+    assert f"uv = {installer.UV_VERSION}" in ((root / "current") / "venv" / "pyvenv.cfg").read_text()

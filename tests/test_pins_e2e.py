@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from deploytool.hostside import _common
 from deploytool.inventory import HostConfig, parse_inventory
 from deploytool.layout import Layout
 from deploytool.supply import installer
@@ -282,7 +283,7 @@ def test_uv_installer_deploy_fills_the_release_venv(
     ssh_project.write_inventory()
     result = ssh_project.fab("deploy", "--hosts", "web1")
     assert "Deployed" in result.stdout
-    uv = root_of(ssh_project) / "tools" / "venv" / "bin" / "uv"
+    uv = installer.uv_bin(Layout(str(root_of(ssh_project))))
     # The poisoned user config really breaks the very uv the deploy used, when it reads it: the deploy did not.
     probe_venv = f"/tmp/{tmp_path.name}-probe-venv"
     control = _ssh(ssh_server, f"{uv} venv --quiet {probe_venv}")
@@ -388,11 +389,12 @@ def test_install_command_works_without_any_network(
     probe = _offline(sys.executable, "-c", f"import urllib.request; urllib.request.urlopen({pins_mirror.url!r})")
     assert probe.returncode != 0 and "URLError" in probe.stderr, probe.stderr
 
-    if installer_name == "uv":  # from its wheel, with the tools venv's pip, as a first deploy puts it there
-        uv_host, layout = _offline_host(offline_root, uv_wheel_dir.as_uri(), "uv")
-        hashes = installer.uv_hashes(str(uv_wheel_dir), "find-links", target_python(uv_host), "test")
-        requirement = installer.uv_requirement(hashes)
-        assert _offline(*installer.install_uv(uv_host, layout, release_id), stdin=requirement).returncode == 0
+    if installer_name == "uv":  # its binary from its wheel, as a first deploy puts it there (host-side uv_fetch)
+        uv_host, layout = _offline_host(offline_root, str(uv_wheel_dir), "uv")
+        wheel = installer.uv_wheel(str(uv_wheel_dir), "find-links", target_python(uv_host), "test")
+        fetch = json.dumps({**installer.fetch_uv(uv_host, layout, release_id, wheel), "timeout": 60}) + "\n"
+        fetched = _offline(*_common.program(HOST_PYTHON, "uv_fetch"), stdin=fetch)
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     host, layout = _offline_host(offline_root, pins_mirror.built.as_uri(), installer_name)
     made = _offline(*installer.make_venv(host, layout, release_id, installer_name))
     assert made.returncode == 0, made.stderr

@@ -77,7 +77,7 @@ class InstallPlan:
     require_hashes: bool = False
     digest: str = ""  # sha256 of the resolved pins, recorded in the release manifest
     installer: str = "pip"
-    uv_hashes: tuple[str, ...] = ()  # installer uv: the sha256s its wheel may have (`installer.uv_hashes`)
+    uv_wheel: tuple[str, str] | None = None  # installer uv: its wheel's filename and sha256 (`installer.uv_wheel`)
 
 
 def check_args(target: Target, lock: dict[str, str | int], sudo: bool = True) -> dict[str, object]:
@@ -166,20 +166,16 @@ def _make_pack(project_root: str, commit: str, host_head: str | None) -> str | N
 
 def _installer_args(target: Target, release_id: str, install: InstallPlan) -> dict[str, object]:
     host, layout, tool = target.host, target.layout, install.installer
-    args: dict[str, object] = {
+    if tool == "uv":
+        if install.uv_wheel is None:
+            raise DeployError(f"{target.name}: no {installer.UV_PIN} wheel chosen: refusing to install it unchecked")
+        return {"tool": tool, "uv": installer.fetch_uv(host, layout, release_id, install.uv_wheel)}
+    return {
         "tool": tool,
         "tools_venv": layout.tools_venv,
         "ready": installer.tools_ready(layout),
         "make_tools": installer.make_tools(host, layout),
     }
-    if tool == "uv":
-        args.update(
-            uv=installer.uv_bin(layout),
-            uv_version=installer.uv_version_line(),
-            install_uv=installer.install_uv(host, layout, release_id),
-            uv_requirement=installer.uv_requirement(install.uv_hashes),
-        )
-    return args
 
 
 def build_args(

@@ -3,12 +3,14 @@
 Steps (each reported, the first failure ends the run): move the releases interrupted runs left into ``trash/``
 (deleted in the background; best effort); receive the commit into the host's own repo (the objects it lacks, as
 a pack the laptop sent on stdin: no second connection, no ``git push``) and check it out (``git archive`` into
-``tar -x``); write the manifest; unpack the rendered config (a tar, base64 in the arguments); make the tools venv
-(once per host; it is complete when its mark is there) and put the pinned uv into it when that is the installer;
-create the release venv; install the requirements; compile bytecode (the ``bytecode`` module, shipped with this
-one); ``pip check``; link the shared directories; run hosts.yml's ``build`` commands (``sh -c``, in the release,
-its venv first on ``PATH``, the app's env set). Every other command is an argument list the laptop built. The
-app's env is written first, as the release's env file (mode 0600; it came on stdin, never on a command line).
+``tar -x``); write the manifest; unpack the rendered config (a tar, base64 in the arguments); prepare the
+installer once per host: for pip the tools venv (complete when its mark is there), for uv the pinned uv's binary
+alone, fetched from the host's own mirror and checked against the sha256 the laptop knows (`uv_fetch`: complete
+whenever it exists); create the release venv; install the requirements; compile bytecode (the ``bytecode``
+module, shipped with this one); ``pip check``; link the shared directories; run hosts.yml's ``build`` commands
+(``sh -c``, in the release, its venv first on ``PATH``, the app's env set). Every other command is an argument
+list the laptop built. The app's env is written first, as the release's env file (mode 0600; it came on stdin,
+never on a command line).
 
 A failed step whose output says the disk is full, or that failed with under `LOW_SPACE` bytes free on the deploy
 root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
@@ -16,9 +18,8 @@ root's filesystem (``ensurepip`` hides its ENOSPC), is reported as ``no_space``.
 Arguments (one JSON line on stdin): ``root``, ``release`` (id), ``commit``, ``path`` (the release's directory),
 ``repo``, ``pack`` (base64 of a git pack, or null when the repo has the commit), ``manifest`` (its text) and
 ``manifest_path``, ``etc_tar`` (base64, or null) and ``etc``,
-``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``, ``tools_venv``,
-``ready``, ``make_tools``, and for uv ``uv``, ``uv_version``, ``install_uv``, ``uv_requirement``: its pinned
-sha256s, on pip's stdin), ``make_venv``, ``install``,
+``stale`` (pairs of release directory and trash path), ``trash``, ``installer`` (``tool``; for pip
+``tools_venv``, ``ready``, ``make_tools``; for uv ``uv``: `uv_fetch`'s arguments), ``make_venv``, ``install``,
 ``check`` (argument lists), ``bytecode`` (``venv``, ``previous``), ``shared`` (pairs of shared directory and link),
 ``env`` and ``env_file`` (the app's env and where it goes), ``venv``, ``command_env`` (deploytool's variables),
 ``build`` (commands), ``timeout``, ``log`` (the deploy log each step is appended to as it ends:
@@ -37,7 +38,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import _common, bytecode
+from . import _common, bytecode, uv_fetch
 
 PHASE = "build"
 PACKAGE_LINES = ("Collecting ", "Processing ")  # what pip says once per package it takes (live progress)
@@ -124,19 +125,23 @@ def unpack_config(steps: _common.Steps, args: dict[str, Any]) -> None:
 
 
 def prepare_installer(steps: _common.Steps, installer: dict[str, Any]) -> None:
-    """Make the tools venv (pip) unless a complete one is there, and put the pinned uv into it when it is the
-    installer and not there yet: both once per host."""
-    steps.begin("preparing the installer ({}) in {}".format(installer["tool"], installer["tools_venv"]))
+    """pip: make the tools venv unless a complete one is there. uv: put the pinned uv's binary in place from the
+    host's mirror (`uv_fetch`) unless it is there; no venv, no process when it is. Both once per host."""
+    if installer["tool"] == "uv":
+        uv = installer["uv"]
+        steps.begin("preparing the installer (uv) in {}".format(os.path.dirname(str(uv.get("path")))))
+        if not uv_fetch.present(uv["path"]):
+            try:
+                steps.say(uv_fetch.ensure(uv, steps.timeout) + "\n")
+            except (uv_fetch.Refused, OSError) as error:
+                steps.fail(str(error))
+        return
+    steps.begin("preparing the installer (pip) in {}".format(installer["tools_venv"]))
     if not os.path.exists(installer["ready"]):
         # A half-made tools venv (python3-venv missing the first time) has no mark: it is made again.
         steps.run(installer["make_tools"])
         with open(installer["ready"], "w"):
             pass
-    if installer["tool"] == "uv":
-        line = installer["uv_version"]
-        said = _common.run([installer["uv"], "--version"], timeout=steps.timeout).stdout.strip()
-        if said != line and not said.startswith(line + " "):
-            steps.run(installer["install_uv"], installer["uv_requirement"])  # pip checks the wheel's sha256
 
 
 def compile_bytecode(steps: _common.Steps, request: dict[str, Any]) -> None:

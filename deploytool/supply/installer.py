@@ -3,16 +3,20 @@
 Which installer (`choose`): ``installer: pip`` is pip; ``installer: uv`` is uv, refused on the laptop when the
 mirror has no ``uv==UV_VERSION`` wheel for the hosts; unset, uv when the mirror has that wheel, else pip.
 
-uv comes from the mirror like every other package: ``mirror.sync`` adds the wheel, and a host installs it once
-into ``<root>/tools/venv`` (with that venv's pip, the seed flow's flags, from the mirror only). The pin lives
-here, not in the app's role files: it is deploytool's tool, tested with the flags deploytool passes it, and not a
-dependency of the app (a role file's pins are installed into every release). Upgrading deploytool moves it.
+uv comes from the mirror like every other package: ``mirror.sync`` adds the wheel. The laptop chooses the one
+wheel for the hosts' target and learns its sha256 (`uv_wheel`); a host's first deploy with uv fetches that file
+from the host's own mirror, refuses any other bytes, and unpacks only its ``uv`` binary to
+``<root>/tools/uv-<UV_VERSION>/uv`` (the host-side `deploytool.hostside.uv_fetch`): no pip, no tools venv. That
+file is written whole or not at all, so a later deploy only sees that it is there. The pin lives here, not in
+the app's role files: it is deploytool's tool, tested with the flags deploytool passes it, and not a dependency
+of the app (a role file's pins are installed into every release). Upgrading deploytool moves it (a new
+directory beside the old one).
 
 pip: the release venv is made ``--without-pip`` (milliseconds instead of seconds of ensurepip) and filled by the
-pip of ``<root>/tools/venv``, run as ``pip --python <venv>``. uv: ``uv venv`` and ``uv pip install`` with the
-same flags, its cache in ``<root>/tools/uv-cache``. Either way the host's own pip/uv configuration and
-environment are ignored (nothing but the given mirror is consulted, uv never downloads a Python), and bytecode is
-written by the host-side module ``bytecode`` after the install, not by the installer.
+pip of ``<root>/tools/venv`` (made once per host), run as ``pip --python <venv>``. uv: ``uv venv`` and ``uv pip
+install`` with the same flags, its cache in ``<root>/tools/uv-cache``. Either way the host's own pip/uv
+configuration and environment are ignored (nothing but the given mirror is consulted, uv never downloads a
+Python), and bytecode is written by the host-side module ``bytecode`` after the install, not by the installer.
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from ..errors import DeployError
+from ..hostside.uv_fetch import SHA256, WHEEL_NAME
 from ..inventory import HostConfig
 from ..layout import Layout
 from .mirror_index import choose_wheel
-from .requirements import UV_SOURCE_VARIABLES, Pin, pip_install_args, pip_source_args, uv_install_args
+from .requirements import UV_SOURCE_VARIABLES, Pin, pip_install_args, uv_install_args
 from .simple_api import download_sha256, mirror_wheels
 from .wheelmeta import MirrorError, TargetPython, sha256_file
 
 UV_VERSION = "0.13.9"
 UV_PIN = f"uv=={UV_VERSION}"
-#: Written into the tools venv once it is complete: probing its pip instead costs a Python start per deploy.
+#: Written into the pip tools venv once it is complete: probing its pip instead costs a Python start per deploy.
 TOOLS_READY = ".deploytool-ready"
 
 
@@ -58,36 +63,31 @@ def choose(host: HostConfig, mirror: str, kind: str, target: TargetPython, where
     return "pip"
 
 
-def uv_hashes(mirror: str, kind: str, target: TargetPython, where: str) -> tuple[str, ...]:
-    """The sha256 of every ``uv==UV_VERSION`` wheel for ``target`` in the laptop's view of the mirror (the local
-    wheelhouse when there is one: `pins.laptop_mirror`): from the index or page when it gives them, else of the
-    file, read or downloaded here. The host's pip installs uv only if its wheel has one of them
-    (``--require-hashes``), as the app's pinned wheels must match their ``--hash``."""
+def uv_wheel(mirror: str, kind: str, target: TargetPython, where: str) -> tuple[str, str]:
+    """The ``uv==UV_VERSION`` wheel a host with ``target`` installs, as (filename, sha256), from the laptop's view
+    of the mirror (the local wheelhouse when there is one: `pins.laptop_mirror`): the one pip would choose
+    (`choose_wheel`), its sha256 as the index or page gives it, else of the file, read or downloaded here. The
+    host takes that filename from its own mirror and refuses any other bytes (`deploytool.hostside.uv_fetch`),
+    as the app's pinned wheels must match their ``--hash``."""
     try:
         links = [
             link
             for link in mirror_wheels(mirror, kind, ["uv"])
-            if link.name == "uv" and link.version == Version(UV_VERSION) and target.wheel_rank(link.tags) is not None
+            if link.name == "uv" and link.version == Version(UV_VERSION)
         ]
-        hashes = set()
-        for link in links:
-            digest = link.sha256
+        chosen = choose_wheel(links, target)
+        digest = None
+        if chosen is not None:
+            digest = chosen.sha256
             if digest is None:
-                digest = download_sha256(link.location) if link.remote else sha256_file(Path(link.location))
-            if digest is not None:
-                hashes.add(digest)
+                digest = download_sha256(chosen.location) if chosen.remote else sha256_file(Path(chosen.location))
     except (MirrorError, OSError) as error:
         raise DeployError(f"{where}: cannot learn the sha256 of {UV_PIN}'s wheel from {mirror}: {error}") from None
-    if not hashes:
+    if chosen is None or digest is None:
         raise DeployError(f"{where}: the mirror {mirror} has no {UV_PIN} wheel for {target.describe()} any more")
-    return tuple(sorted(hashes))
-
-
-def uv_requirement(hashes: tuple[str, ...]) -> str:
-    """The one-line requirements file (on pip's stdin) that installs the pinned uv in hash-checking mode."""
-    if not hashes:
-        raise DeployError(f"no sha256 known for {UV_PIN}: refusing to install it unchecked")
-    return UV_PIN + "".join(f" --hash=sha256:{digest}" for digest in hashes) + "\n"
+    if not WHEEL_NAME.match(chosen.filename) or ".." in chosen.filename or not SHA256.match(digest):
+        raise DeployError(f"{where}: {mirror} offers {UV_PIN} as {chosen.filename!r:.200}: not a plain wheel file")
+    return chosen.filename, digest
 
 
 def uv_pin() -> Pin:
@@ -104,7 +104,8 @@ def tools_python(layout: Layout) -> str:
 
 
 def uv_bin(layout: Layout) -> str:
-    return posixpath.join(layout.tools_venv, "bin", "uv")
+    """The pinned uv on the host (`fetch_uv` puts it there)."""
+    return layout.uv_bin(UV_VERSION)
 
 
 def _pip(layout: Layout, python: str | None = None) -> list[str]:
@@ -115,12 +116,12 @@ def _pip(layout: Layout, python: str | None = None) -> list[str]:
 
 def _uv(layout: Layout) -> list[str]:
     unset = [word for name in UV_SOURCE_VARIABLES for word in ("-u", name)]
-    cache = posixpath.join(posixpath.dirname(layout.tools_venv), "uv-cache")
+    cache = layout.uv_cache
     return ["env", *unset, "UV_NO_CONFIG=1", "UV_PYTHON_DOWNLOADS=never", f"UV_CACHE_DIR={cache}", uv_bin(layout)]
 
 
 def make_tools(host: HostConfig, layout: Layout) -> list[str]:
-    """The command (re)creating the per-host tools venv with pip (which fills release venvs, or installs uv)."""
+    """The command (re)creating the per-host tools venv with pip (which fills release venvs: installer pip)."""
     return [host.python, "-m", "venv", "--clear", layout.tools_venv]
 
 
@@ -128,17 +129,12 @@ def tools_ready(layout: Layout) -> str:
     return posixpath.join(layout.tools_venv, TOOLS_READY)
 
 
-def install_uv(host: HostConfig, layout: Layout, release_id: str) -> list[str]:
-    """The command installing the pinned uv into the tools venv, with its pip, from the mirror only, in
-    hash-checking mode: its requirements file (`uv_requirement`, with the sha256s the laptop knows) on stdin."""
+def fetch_uv(host: HostConfig, layout: Layout, release_id: str, wheel: tuple[str, str]) -> dict[str, str]:
+    """The host-side `deploytool.hostside.uv_fetch` arguments: put the pinned uv's binary at `uv_bin` from the
+    wheel ``wheel`` (filename, sha256: `uv_wheel`) in the host's own mirror (`mirror_on_host`)."""
     mirror, kind = mirror_on_host(host, layout, release_id)
-    source = pip_source_args(mirror, kind)
-    return [*_pip(layout), "install", *source, "--no-compile", "--no-deps", "--require-hashes", "-r", "/dev/stdin"]
-
-
-def uv_version_line() -> str:
-    """What ``uv --version`` of the pinned uv starts with."""
-    return f"uv {UV_VERSION}"
+    filename, sha256 = wheel
+    return {"path": uv_bin(layout), "wheel": filename, "sha256": sha256, "mirror": mirror, "kind": kind}
 
 
 def make_venv(host: HostConfig, layout: Layout, release_id: str, tool: str) -> list[str]:

@@ -79,8 +79,8 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
     with tempfile.TemporaryDirectory(prefix="deploytool-pins-") as tmp:
         extract_requirement_files(inventory.project_root, commit, Path(tmp))
         done: dict[tuple[str, tuple[str, str], TargetPython], CheckedPins | None] = {}
-        # -> the installer chosen, and for uv the sha256s of its wheel
-        tools: dict[tuple[tuple[str, str], TargetPython, str | None], tuple[str, tuple[str, ...]]] = {}
+        # -> the installer chosen, and for uv its wheel (filename, sha256)
+        tools: dict[tuple[tuple[str, str], TargetPython, str | None], tuple[str, tuple[str, str] | None]] = {}
         for host in hosts:
             relative = _relative(inventory, host)
             key = (relative, laptop_mirror(inventory, host, Path(tmp)), target_python(host))
@@ -104,13 +104,13 @@ def check_pins(inventory: Inventory, hosts: tuple[HostConfig, ...], commit: str)
                 if chosen is None:
                     where = f"{inventory.path}: stage {host.stage}, host {host.name}"
                     tool = installer.choose(host, *key[1], key[2], where)
-                    uv = installer.uv_hashes(*key[1], key[2], where) if tool == "uv" else ()
+                    uv = installer.uv_wheel(*key[1], key[2], where) if tool == "uv" else None
                     chosen = tools[key[1], key[2], host.installer] = (tool, uv)
             except DeployError as error:
                 problems.append(str(error).replace(f"{tmp}/", ""))
                 continue
             if checked is not None:
-                install = replace(checked.install, installer=chosen[0], uv_hashes=chosen[1])
+                install = replace(checked.install, installer=chosen[0], uv_wheel=chosen[1])
                 results[host.name] = replace(checked, install=install)
     if problems:
         raise DeployError(
