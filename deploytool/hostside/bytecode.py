@@ -26,6 +26,7 @@ import glob
 import importlib.util
 import os
 import shutil
+import sys
 from typing import Any
 
 from . import _common
@@ -35,6 +36,15 @@ def site_packages(venv: str) -> str | None:
     # The venv's path is data (a root may hold * ? [ ]): only the pattern built here is expanded.
     found = sorted(glob.glob(os.path.join(glob.escape(venv), "lib", "python*", "site-packages")))
     return found[0] if found else None
+
+
+def _cached(source: str) -> str:
+    """``importlib.util.cache_from_source(source)``, without its general path handling in the usual case."""
+    tag = sys.implementation.cache_tag
+    if tag and sys.pycache_prefix is None and not sys.flags.optimize and source.endswith(".py"):
+        head, _, tail = source.rpartition(os.sep)
+        return head + os.sep + "__pycache__" + os.sep + tail[:-3] + "." + tag + ".pyc"
+    return importlib.util.cache_from_source(source)
 
 
 def _valid_pyc(pyc: str, source: os.stat_result) -> bool:
@@ -59,39 +69,57 @@ def _reuse_one(new: str, old: str) -> bool:
         new_stat, old_stat = os.stat(new), os.stat(old)
     except OSError:
         return False
-    old_pyc, new_pyc = importlib.util.cache_from_source(old), importlib.util.cache_from_source(new)
-    if not _valid_pyc(old_pyc, old_stat) or os.path.exists(new_pyc):
+    old_pyc, new_pyc = _cached(old), _cached(new)
+    if not _valid_pyc(old_pyc, old_stat):
         return False
     same_inode = (new_stat.st_dev, new_stat.st_ino) == (old_stat.st_dev, old_stat.st_ino)
     if not same_inode:
-        if new_stat.st_size != old_stat.st_size or not filecmp.cmp(new, old, shallow=False):
+        if new_stat.st_size != old_stat.st_size or os.path.exists(new_pyc) or not filecmp.cmp(new, old, False):
             return False
         os.utime(new, ns=(new_stat.st_atime_ns, old_stat.st_mtime_ns))  # this release's own file only
-    if not os.path.isdir(os.path.dirname(new_pyc)):
-        os.mkdir(os.path.dirname(new_pyc))
+    try:
+        try:
+            _put(old_pyc, new_pyc, same_inode)
+        except FileNotFoundError:  # no __pycache__ yet: the first file of its directory
+            os.makedirs(os.path.dirname(new_pyc), exist_ok=True)
+            _put(old_pyc, new_pyc, same_inode)
+    except FileExistsError:  # it has one already (compileall decides)
+        return False
+    return True
+
+
+def _put(old_pyc: str, new_pyc: str, same_inode: bool) -> None:
     if same_inode:
         os.link(old_pyc, new_pyc)  # the source itself is shared (uv's cache): its bytecode may be too
     else:
         partial = new_pyc + ".part"
         shutil.copyfile(old_pyc, partial)
         os.replace(partial, new_pyc)
-    return True
 
 
 def reuse(new_site: str, old_site: str) -> tuple[int, list[str]]:
     """Copy every reusable ``.pyc`` of ``old_site`` into ``new_site``; return how many, and the sources left to
-    compile (the files ``compileall.compile_dir`` would visit: every ``.py`` outside ``__pycache__``)."""
+    compile (the files ``compileall.compile_dir`` would visit: every ``.py`` outside ``__pycache__``, in
+    directories reached without following a symlink). The two trees are walked side by side: one ``scandir`` per
+    directory, no path arithmetic per file (a large venv has thousands of directories, most without a ``.py``)."""
     reused, left = 0, []
-    for directory, dirs, files in os.walk(new_site):
-        dirs[:] = [name for name in dirs if name != "__pycache__"]
-        relative = os.path.relpath(directory, new_site)
-        for name in files:
-            if name.endswith(".py"):
-                source = os.path.join(directory, name)
-                if _reuse_one(source, os.path.normpath(os.path.join(old_site, relative, name))):
+    pending = [(new_site, old_site)]
+    while pending:
+        new_dir, old_dir = pending.pop()
+        try:
+            with os.scandir(new_dir) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.endswith(".py") and not entry.is_dir(follow_symlinks=False):
+                if _reuse_one(entry.path, old_dir + os.sep + name):
                     reused += 1
                 else:
-                    left.append(source)
+                    left.append(entry.path)
+            elif name != "__pycache__" and entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, old_dir + os.sep + name))
     return reused, left
 
 
@@ -109,10 +137,10 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         before = _count_pyc(new_site)
         compileall.compile_dir(new_site, quiet=2, workers=0)  # all of it, on every CPU
         return {"ok": True, "reused": 0, "compiled": _count_pyc(new_site) - before}
-    before = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
+    before = sum(os.path.exists(_cached(source)) for source in left)
     for source in left:
         compileall.compile_file(source, quiet=2)
-    after = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
+    after = sum(os.path.exists(_cached(source)) for source in left)
     return {"ok": True, "reused": reused, "compiled": after - before}
 
 
