@@ -10,7 +10,7 @@ uv wheel (deploytool.supply.installer.UV_VERSION). Per run, under a temporary di
 wheel and a tiny ``bench-extra`` package in several versions, and an app project with two config templates.
 
 The flows, each timed end to end as a subprocess (interpreter start-up included):
-  deploytool uv   ``fab deploy`` with ``installer: uv`` (uv installed from the mirror into the tools venv)
+  deploytool uv   ``fab deploy`` with ``installer: uv`` (uv fetched from the mirror, sha256-checked, no tools venv)
   deploytool pip  ``fab deploy`` with ``installer: pip``
   Ansible         ``ansible-playbook``: pipelining, ControlPersist (masters closed before each run, so every run
                   connects like fab does), forks = hosts, no fact gathering, piped transfers; tasks: git archive

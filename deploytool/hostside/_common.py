@@ -14,12 +14,11 @@ reports (`Steps`), `detach` and the answer footer (`serve`). Standard library on
 
 from __future__ import annotations
 
-import base64
+import binascii
 import contextlib
 import json
 import os
 import re
-import secrets
 import selectors
 import shutil
 import signal
@@ -332,7 +331,7 @@ class Sudo:
 
     def __init__(self, password: str | None) -> None:
         self.password = password
-        self.prompt = f"[deploytool sudo password {secrets.token_hex(8)}]"
+        self.prompt = f"[deploytool sudo password {os.urandom(8).hex()}]"
         self.authenticated = False
 
     def argv(self, argv: list[str]) -> list[str]:
@@ -528,16 +527,16 @@ class Steps:
 
 
 # -- shipping modules ------------------------------------------------------------------------------------------
-BOOTSTRAP = """import base64, importlib.abc, importlib.util, json, sys, zlib
-class Shipped(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+BOOTSTRAP = """import binascii, importlib.machinery, json, sys, zlib
+class Shipped:
     def __init__(self, sources):
         self.sources = sources
     def find_spec(self, fullname, path=None, target=None):
         if fullname in ("deploytool", "deploytool.hostside"):
-            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         head, _, name = fullname.rpartition(".")
         if head == "deploytool.hostside" and name in self.sources:
-            return importlib.util.spec_from_loader(fullname, self)
+            return importlib.machinery.ModuleSpec(fullname, self)
         return None
     def create_module(self, spec):
         return None
@@ -545,7 +544,7 @@ class Shipped(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         head, _, name = module.__name__.rpartition(".")
         text = self.sources[name] if head == "deploytool.hostside" else ""
         exec(compile(text, "<" + module.__name__ + ">", "exec"), module.__dict__)
-shipped = Shipped(json.loads(zlib.decompress(base64.b64decode("{blob}")).decode("utf-8")))
+shipped = Shipped(json.loads(zlib.decompress(binascii.a2b_base64("{blob}")).decode("utf-8")))
 sys.meta_path.insert(0, shipped)
 main = sys.modules["__main__"].__dict__
 main.update(__package__="deploytool.hostside", __loader__=shipped)
@@ -603,7 +602,7 @@ def bootstrap(sources: dict[str, str], name: str) -> str:
     if not name.isidentifier() or name not in sources:
         raise ValueError(f"no host-side module {name!r}")
     data = json.dumps(sources, sort_keys=True).encode("utf-8")
-    blob = base64.b64encode(zlib.compress(data, 9)).decode("ascii")
+    blob = binascii.b2a_base64(zlib.compress(data, 9), newline=False).decode("ascii")
     return BOOTSTRAP.replace("{blob}", blob).replace("{name}", name)
 
 
