@@ -9,8 +9,8 @@ A copy is indexed (deploytool.supply.mirror.write_indexes) and served over HTTP 
 (deploytool.supply.mirror.serve); the host is the test sshd on 127.0.0.2. Everything is removed at exit.
 
 uv comes from the mirror, as for a user: deploytool's pinned uv wheel (downloaded once into
-~/.cache/deploytool-bench/uv-<version>) is served with the pins, and the first deploy installs it into the
-host's tools venv.
+~/.cache/deploytool-bench/uv-<version>) is served with the pins, and the first deploy fetches it from there
+(sha256-checked, only its binary unpacked; no tools venv).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ default installer is uv, from the mirror; ``--pip`` for pip). The temporary dire
 at exit.
 
 Scenarios (each timed as a real ``python -m fabric ...`` subprocess, so Python and Fabric start-up count):
-  cold deploy    first deploy to a fresh root: makes the layout, the bare repo and the tools venv (once per run
+  cold deploy    first deploy to a fresh root: makes the layout, the bare repo and the tools venv or uv (once per run
                  for up to 4 hosts; once in all from 16 hosts on)
   warm deploy    a later deploy to the same roots (new commit each time)
   rollback       right after a warm deploy, back to the previous release
@@ -120,7 +120,7 @@ def main() -> int:
         names = {address: name for name, (_, address) in fleet.hosts.items()}
 
         startup = Samples("fab --list (Python + Fabric start-up only)", "-")
-        cold = {count: Samples("deploy, cold (fresh root, makes tools venv)", count) for count in counts}
+        cold = {count: Samples("deploy, cold (fresh root)", count) for count in counts}
         warm = {count: Samples("deploy, warm", count) for count in counts}
         back = {count: Samples("rollback", count) for count in counts}
         if wide:
@@ -131,7 +131,7 @@ def main() -> int:
         for i in range(runs):
             for count in counts:
                 if i > 0 and count >= 16:
-                    continue  # a 16/64-host cold deploy makes 16/64 tools venvs: once is enough
+                    continue  # a 16/64-host cold deploy is long: once is enough
                 log(f"cold deploy to {count} host(s), run {i + 1}/{runs}")
                 stage = f"h{count}"  # the first cold deploy is the one that readies the warm roots
                 if i > 0:

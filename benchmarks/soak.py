@@ -325,7 +325,7 @@ class Soak:
         }
         self.project = benchlib.make_project(self.base / "project", self.inventory, "", "")
         self.project.commit("the example app under gunicorn", app_files(pins))
-        log("first deploy (cold hosts: tools venv, uv, gunicorn and supervisord programs started)")
+        log("first deploy (cold hosts: uv fetched, gunicorn and supervisord programs started)")
         run = self.fab("deploy")
         run.wait()
         if run.rc != 0:
