@@ -87,8 +87,31 @@ class _Bounded:
         return super().generate_result(**kwargs)  # type: ignore[misc]
 
 
-class BoundedRemote(_Bounded, Remote):  # type: ignore[misc]
-    """Fabric's runner with bounded, linear output reading."""
+class _Polling:
+    """Invoke's runner polls, every ``input_sleep`` (10 ms), for its command's end and for its stdin thread to
+    stop: up to 20 ms after every command, most of a short one's time. Here the first polls of a command come
+    quickly and slow down as it runs: one tenth of the time it has run so far, from 1 ms up to Invoke's 10 ms.
+    A command of 30 ms is seen ending within about 3 ms; a long build polls as before (a fleet's laptop CPU)."""
+
+    _poll_started: float | None = None
+    _slowest_poll = 0.01
+
+    @property
+    def input_sleep(self) -> float:
+        now = time.monotonic()
+        if self._poll_started is None:
+            self._poll_started = now
+        return min(self._slowest_poll, max(0.001, (now - self._poll_started) / 10))
+
+    @input_sleep.setter
+    def input_sleep(self, value: object) -> None:
+        # Invoke's Runner.__init__ copies the class attribute, which is this property here: Invoke's 10 ms stays
+        if isinstance(value, (int, float)):
+            self._slowest_poll = float(value)
+
+
+class BoundedRemote(_Polling, _Bounded, Remote):  # type: ignore[misc]
+    """Fabric's runner with bounded, linear output reading, and quick polls for a short command's end."""
 
 
 class BoundedLocal(_Bounded, Local):
