@@ -29,6 +29,10 @@ class InventoryError(DeployError):
     """hosts.yml is missing, unreadable or invalid."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, a supervisor stopping fab), handled like Ctrl-C."""
+
+
 class RemoteError(DeployError):
     """A remote step failed on one host."""
 
@@ -121,13 +125,12 @@ def task_boundary(func: Callable[P, R]) -> Callable[P, R]:
             raise Exit(for_terminal(f"Error: {error}"), code=1) from None
         except KeyboardInterrupt as stop:
             # The flows (deploy, rollback) turn an interruption into a DeployError saying where each host stands
-            # once they have touched one; one that gets here came before (reading hosts.yml, planning, the
-            # mirror check, connecting): nothing was changed on any host.
-            from .connection.fleet import interruption
+            # once they have touched one. One that gets here came before (reading hosts.yml, planning, the
+            # mirror check, connecting): nothing was changed on any host; or it stopped a task acting on each
+            # host in turn (unlock, lock, status): the hosts it had done are named.
+            from .connection.fleet import interrupted_message
 
-            what = func.__name__.replace("_", "-")
-            message = f"Error: {interruption(stop)} while {what} was starting: nothing was changed on any host"
-            raise Exit(for_terminal(message), code=1) from None
+            raise Exit(for_terminal(interrupted_message(func.__name__.replace("_", "-"), stop)), code=1) from None
         finally:
             _phase[0] = "ended"
 
@@ -138,14 +141,14 @@ _phase = ["starting"]  # where this fab process is: starting (loading the fabfil
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
-    """SIGINT while ``fab`` loads the fabfile or parses its arguments: Invoke would end it with status 1 and say
-    nothing; say that nothing was touched. Within a task it is the usual KeyboardInterrupt (the task boundary and
-    the flows handle it)."""
+    """SIGINT or SIGTERM while ``fab`` loads the fabfile or parses its arguments: Invoke would end it with status
+    1 and say nothing (SIGTERM: Python would end it silently, -15); say that nothing was touched. Within a task it
+    is a KeyboardInterrupt (`Terminated` for SIGTERM), which the task boundary and the flows handle."""
+    terminated = signum == signal.SIGTERM
     if _phase[0] != "starting":
-        raise KeyboardInterrupt
-    raise SystemExit(
-        for_terminal("Error: interrupted (Ctrl-C) while fab was starting: nothing was changed on any host")
-    )
+        raise Terminated if terminated else KeyboardInterrupt
+    how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+    raise SystemExit(for_terminal(f"Error: {how} while fab was starting: nothing was changed on any host"))
 
 
 def catch_early_interrupts() -> None:
@@ -157,3 +160,5 @@ def catch_early_interrupts() -> None:
         return
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupted)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupted)

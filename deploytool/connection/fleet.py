@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
-from ..errors import DeployError, RemoteError
+from ..errors import DeployError, RemoteError, Terminated
 from ..flow.phases import CONNECT
 from ..flow.target import Target
 from ..inventory import HostConfig
@@ -52,10 +52,6 @@ def describe_failures(what: str, failures: Sequence[tuple[str, Exception]]) -> s
     return f"{what} failed on {len(failures)} hosts:\n  " + "\n  ".join(lines)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job), handled like Ctrl-C."""
-
-
 class Interrupted(KeyboardInterrupt):
     """`on_each` was interrupted: ``results`` holds what every item had done (or not started) by then."""
 
@@ -69,6 +65,22 @@ def interruption(error: KeyboardInterrupt) -> str:
     """How the run was stopped, for the user: ``interrupted (Ctrl-C)`` or ``terminated (SIGTERM)``."""
     cause = error.cause if isinstance(error, Interrupted) else error
     return "terminated (SIGTERM)" if isinstance(cause, Terminated) else "interrupted (Ctrl-C)"
+
+
+def interrupted_message(task: str, error: KeyboardInterrupt) -> str:
+    """The ``Error:`` line of a task stopped by ``error``: where each host stands when it stopped an `on_each`
+    that had begun (done, failed, not started), else that nothing was changed."""
+    results = error.results if isinstance(error, Interrupted) else None
+    if results is None or not (results.done or results.failed):
+        return f"Error: {interruption(error)} while {task} was starting: nothing was changed on any host"
+
+    def names(items: Iterable[Any]) -> str:
+        return ", ".join(str(getattr(item, "name", item)) for item in items) or "none"
+
+    return (
+        f"Error: {interruption(error)} during {task}: done on {names(item for item, _ in results.done)}; "
+        f"failed on {names(item for item, _ in results.failed)}; not started on {names(results.not_started)}"
+    )
 
 
 @contextmanager

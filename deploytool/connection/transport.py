@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -358,6 +358,7 @@ class _Link:
     host: HostConfig
     given_up: bool = False  # the host stopped answering: nothing more is tried on it in this run
     interrupted: bool = False  # the run was interrupted: commands are refused until `resume`
+    running: str | None = None  # the phase of the command running on it, if one is
 
 
 _links: dict[int, _Link] = {}
@@ -463,6 +464,7 @@ def run(
         if isinstance(c, Connection):
             c.open()  # again, if an interruption or a lost connection closed it
             c.transport.set_keepalive(alive_interval(host))
+        link.running = phase
         result = c.run(command, timeout=limit, watchers=[clock], **kwargs)
     except CommandTimedOut as timed_out:
         if link.interrupted:
@@ -485,6 +487,8 @@ def run(
         if not isinstance(c, Connection):
             raise
         raise ConnectionLost(host.name, f"connection lost{during} ({_cause(error)})") from None
+    finally:
+        link.running = None
     if result.return_code == -1 and _connection_ended(c):
         if link.interrupted:
             raise Interrupted(host.name, f"interrupted on the laptop{during}")
@@ -501,12 +505,15 @@ def _cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def interrupt(c: Runner) -> None:
+def interrupt(c: Runner, spare: Collection[str] = ()) -> None:
     """Cut short what runs on ``c`` (the run was interrupted): close the connection, and refuse further
-    commands on it until `resume`. A local command cannot be cut short: it is waited for."""
+    commands on it until `resume`. A command of a phase in ``spare`` is not cut short but left to end (its
+    caller needs its answer: a check that takes the lock); a local command cannot be: both are waited for."""
     link = _links.get(id(c))
     if link is not None:
         link.interrupted = True
+        if link.running is not None and link.running in spare:
+            return
     if isinstance(c, Connection):
         c.close()
 

@@ -30,6 +30,7 @@ from ..supply.pins import check_pins, target_python
 from . import deploylock, journal, migrations, phases, sudo
 from .publish import command_env
 from .release import Release, check_release_id, resolve_commit
+from .release_claim import mint_unclaimed
 from .rollout import Rollout, abort_all, deploy_batches, failed_deploy, interrupted_batches, rollback_batches
 from .target import Target
 
@@ -104,7 +105,9 @@ def _check_python(target: Target, actual: str | None) -> None:
 
 
 def _stop(target: Target) -> None:
-    interrupt(target.c)
+    # A check under way is not cut short: it may have taken the lock, and only its answer says so (then the
+    # clean-up releases it). It takes a fraction of a second; anything later is cut.
+    interrupt(target.c, spare=(phases.CHECK,))
 
 
 def _currents(targets: Sequence[Target]) -> dict[str, str | None]:
@@ -342,7 +345,8 @@ def plan_deploy(inventory: Inventory, hosts: Sequence[HostConfig], ref: str) -> 
     commit = resolve_commit(inventory.project_root, ref)
     pins = check_pins(inventory, tuple(hosts), commit)
     inventory_digest = hashlib.sha256(inventory.path.read_bytes()).hexdigest()  # recorded in the manifest
-    plan = Plan(release=replace(Release.mint(commit), hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
+    release = mint_unclaimed(inventory.app, commit)  # never an id a deploy from here had before
+    plan = Plan(release=replace(release, hosts_yml_digest=inventory_digest), hosts=tuple(hosts))
     plan.install = {name: checked.install for name, checked in pins.items()}
     secrets = appsecrets.load(hosts[0].secrets, inventory.project_root, inventory.path)  # the stage's source
     plan.rendered = render_commit(inventory, hosts, plan.release.id, commit, secrets)
