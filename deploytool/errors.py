@@ -33,6 +33,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a cancelled CI job, a supervisor stopping fab), handled like Ctrl-C."""
 
 
+def how_stopped(terminated: bool) -> str:
+    """How a run was stopped, in the user's words: ``terminated (SIGTERM)`` or ``interrupted (Ctrl-C)``."""
+    return "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+
+
 class RemoteError(DeployError):
     """A remote step failed on one host."""
 
@@ -147,8 +152,9 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
     terminated = signum == signal.SIGTERM
     if _phase[0] != "starting":
         raise Terminated if terminated else KeyboardInterrupt
-    how = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
-    raise SystemExit(for_terminal(f"Error: {how} while fab was starting: nothing was changed on any host"))
+    raise SystemExit(
+        for_terminal(f"Error: {how_stopped(terminated)} while fab was starting: nothing was changed on any host")
+    )
 
 
 def catch_early_interrupts() -> None:

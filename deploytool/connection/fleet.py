@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
-from ..errors import DeployError, RemoteError, Terminated
+from ..errors import DeployError, RemoteError, Terminated, how_stopped
 from ..flow.phases import CONNECT
 from ..flow.target import Target
 from ..inventory import HostConfig
@@ -64,7 +64,7 @@ class Interrupted(KeyboardInterrupt):
 def interruption(error: KeyboardInterrupt) -> str:
     """How the run was stopped, for the user: ``interrupted (Ctrl-C)`` or ``terminated (SIGTERM)``."""
     cause = error.cause if isinstance(error, Interrupted) else error
-    return "terminated (SIGTERM)" if isinstance(cause, Terminated) else "interrupted (Ctrl-C)"
+    return how_stopped(isinstance(cause, Terminated))
 
 
 def interrupted_message(task: str, error: KeyboardInterrupt) -> str:

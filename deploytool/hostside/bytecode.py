@@ -26,7 +26,6 @@ import glob
 import importlib.util
 import os
 import shutil
-import sys
 from typing import Any
 
 from . import _common
@@ -36,15 +35,6 @@ def site_packages(venv: str) -> str | None:
     # The venv's path is data (a root may hold * ? [ ]): only the pattern built here is expanded.
     found = sorted(glob.glob(os.path.join(glob.escape(venv), "lib", "python*", "site-packages")))
     return found[0] if found else None
-
-
-def _cached(source: str) -> str:
-    """``importlib.util.cache_from_source(source)``, without its general path handling in the usual case."""
-    tag = sys.implementation.cache_tag
-    if tag and sys.pycache_prefix is None and not sys.flags.optimize and source.endswith(".py"):
-        head, _, tail = source.rpartition(os.sep)
-        return head + os.sep + "__pycache__" + os.sep + tail[:-3] + "." + tag + ".pyc"
-    return importlib.util.cache_from_source(source)
 
 
 def _valid_pyc(pyc: str, source: os.stat_result) -> bool:
@@ -69,7 +59,7 @@ def _reuse_one(new: str, old: str) -> bool:
         new_stat, old_stat = os.stat(new), os.stat(old)
     except OSError:
         return False
-    old_pyc, new_pyc = _cached(old), _cached(new)
+    old_pyc, new_pyc = importlib.util.cache_from_source(old), importlib.util.cache_from_source(new)
     if not _valid_pyc(old_pyc, old_stat):
         return False
     same_inode = (new_stat.st_dev, new_stat.st_ino) == (old_stat.st_dev, old_stat.st_ino)
@@ -137,10 +127,10 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
         before = _count_pyc(new_site)
         compileall.compile_dir(new_site, quiet=2, workers=0)  # all of it, on every CPU
         return {"ok": True, "reused": 0, "compiled": _count_pyc(new_site) - before}
-    before = sum(os.path.exists(_cached(source)) for source in left)
+    before = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
     for source in left:
         compileall.compile_file(source, quiet=2)
-    after = sum(os.path.exists(_cached(source)) for source in left)
+    after = sum(os.path.exists(importlib.util.cache_from_source(source)) for source in left)
     return {"ok": True, "reused": reused, "compiled": after - before}
 
 
